@@ -1,0 +1,885 @@
+"""Find which of an Atari game's 128 RAM bytes are game state, from the emulator alone.
+
+    python extract_ram_vars.py --env-id BreakoutNoFrameskip-v4          # ~1-2 min, writes ram_vars/<env-id>.json
+    python extract_ram_vars.py --env-id PongNoFrameskip-v4 --total-frames 2000   # tiny budget, a few seconds
+    python extract_ram_vars.py --checkpoint runs/X/checkpoint.pt        # let a trained agent drive part of the play
+
+No per-game address table is used anywhere: everything is measured on the emulator (ale_py.ALEInterface).
+
+1. Explore and record. The game is played for `--total-frames` emulated frames and every frame's 128 RAM
+   bytes are recorded (value histogram and frame-to-frame changes per byte). A random policy never gets far
+   (on Breakout it breaks a handful of bricks), so play is Go-Explore-like: an archive of cloned states
+   (RNG included) is kept in cells keyed by (score, lives); inside a cell the states most novel in RAM
+   (sum over bytes of 1/sqrt(1 + times that byte's value was seen)) are kept. Each rollout restores a state
+   from a cell chosen with a preference for higher score, more lives and cells chosen less often, and
+   continues with "sticky" random actions (one action held for 1-31 frames); a few rollouts start from
+   reset. With `--checkpoint` (a pixel or RAM agent, FORMATS.md section 2/3) a `--policy-fraction` of the
+   frames is played by the agent from reset (noop start, FIRE, frame skip 4, CleanRL observations) and the
+   states it reaches join the archive, so exploration also branches from where the agent gets.
+2. Intervene. Bytes that never changed are "constant". Every changing byte is tested at base states drawn
+   from the archive: set it (`ale.setRAM`) to other values it was seen to take, emulate `--horizon` frames
+   with the same actions as an untouched twin run from the same state, and compare the screens and the
+   other 127 RAM bytes frame by frame. Twins are replayed twice and a base whose two untouched replays differ
+   is dropped, so differences are causal, not noise. Bytes with no effect whose value the game kept are
+   re-tested over `--long-horizon` frames. A byte that never changed the future is "scratch" (stack,
+   temporaries rewritten before they are read), even where the game kept the value; a byte the game
+   overwrote on the next frame still counts as state if the future differed.
+3. Bitmaps. For every state byte whose change reached the screen, each bit is flipped in several
+   (base state, byte value) contexts, the value is held for 1-2 frames, and the screens are diffed. A bit
+   is a "block" when its flip changes pixels in >= 75% of contexts, the same bounding box comes back in
+   >= 75% of those, the box is compact (changed pixels fill >= 50% of it) and small (<= 5% of the screen).
+   A byte is "bitmap" when >= 2 bits are blocks with pairwise disjoint boxes and every other bit has no
+   screen effect (e.g. Breakout's brick rows; a position or a score digit fails because its change moves
+   with the value or overlaps).
+
+Selection rule (default): selected = kind "state" or "bitmap", i.e. bytes that changed while playing and
+whose change altered the future screen or other RAM bytes in more than `--min-effect` of the trials
+(default 0: in at least one trial). `--drop-bitmaps` also excludes bitmap bytes (reason "bitmap");
+bytes at or below `--min-effect` are excluded with reason "weak-effect".
+
+Output: `<out-dir>/<env-id with / -> _>.json` in the FORMATS.md section 1 schema (written atomically):
+selected indices, excluded indices with reasons, one record per byte (kind, min, max, n_distinct,
+change_rate, intervention figures, per-bit boxes for bitmaps), the selection rule, and produced_by.
+The result is deterministic for a given --seed (only the timings differ).
+"""
+import contextlib
+import io
+import json
+import os
+import re
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Optional
+
+import ale_py
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions.categorical import Categorical
+
+
+@dataclass
+class Args:
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """any ALE gymnasium id (`BreakoutNoFrameskip-v4`, `ALE/Pong-v5`, ...); the ROM name is derived from it"""
+    seed: int = 1
+    """seed of the emulator and of every random choice (same seed -> same JSON, timings aside)"""
+    total_frames: int = 300_000
+    """emulated frames of exploration play that are recorded (2000 = tiny budget, a few seconds)"""
+    out_dir: str = "ram_vars"
+    """folder of the output JSON (`<out-dir>/<env-id>.json`, `/` in the id becomes `_`)"""
+    checkpoint: Optional[str] = None
+    """optional pixel or RAM agent checkpoint (runs/X/checkpoint.pt) that plays part of the exploration"""
+    policy_fraction: float = 0.5
+    """with --checkpoint: fraction of the exploration frames played by the agent (the rest is Go-Explore)"""
+    n_bases: int = 0
+    """base states (from the exploration archive) per intervention test; 0 = auto: total_frames/10000 in [10, 30]"""
+    values_per_base: int = 2
+    """other observed values each byte is set to at each base state"""
+    horizon: int = 48
+    """frames emulated after an intervention, compared with the untouched twin"""
+    long_horizon: int = 600
+    """frames of the re-test of bytes that had no effect but whose value the game kept (0 = no re-test)"""
+    long_bases: int = 0
+    """base states of that re-test (2 values tried at each); 0 = auto (3 for budgets under 50000 frames, else 6)"""
+    bitmap_contexts: int = 8
+    """(base state, byte value) contexts in which each bit is flipped for the bitmap test"""
+    drop_bitmaps: bool = False
+    """exclude bitmap bytes (graphics-like state such as brick rows) from the selection"""
+    min_effect: float = 0.0
+    """a state byte is selected only if the fraction of its trials whose future differed is above this"""
+
+
+# ---------------------------------------------------------------- errors, env ids, emulator
+class CliError(Exception):
+    """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
+
+
+def parse_args():
+    """tyro, but a parse error becomes one `error:` line instead of tyro's box."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            return tyro.cli(Args)
+    except SystemExit as e:
+        if e.code in (0, None):
+            sys.stderr.write(buf.getvalue())
+            raise
+        lines = [re.sub(r"^[\s│╭╰─]+|[\s│╮╯─]+$", "", line) for line in buf.getvalue().splitlines()]
+        lines = [line for line in lines if line]
+        msg = lines[1] if len(lines) > 1 else (lines[0] if lines else "could not parse the command line")
+        print(f"error: bad arguments: {msg} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def rom_name(env_id: str) -> str:
+    """FORMATS.md rule: strip ALE/, NoFrameskip, Deterministic, -vN; CamelCase -> snake_case; must be a ROM."""
+    name = env_id[4:] if env_id.startswith("ALE/") else env_id
+    name = re.sub(r"-v[045]$", "", name).replace("NoFrameskip", "").replace("Deterministic", "")
+    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    if not name or game not in ale_py.roms.get_all_rom_ids():
+        raise CliError(f"unknown env id '{env_id}' (no ALE ROM named '{game}'; try e.g. BreakoutNoFrameskip-v4)")
+    return game
+
+
+def make_ale(game: str, env_id: str, seed: int) -> ale_py.ALEInterface:
+    """Raw emulator, one frame per act(); sticky actions as the env id implies (v0/v5: 0.25, else 0)."""
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale = ale_py.ALEInterface()
+    ale.setInt("random_seed", seed)
+    ale.setFloat("repeat_action_probability", 0.25 if re.search(r"-v[05]$", env_id) else 0.0)
+    ale.loadROM(ale_py.roms.get_rom_path(game))
+    return ale
+
+
+def check_out_dir(out_dir: str, path: str):
+    """Fail now, before minutes of work, if the output cannot be written."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = f"{path}.tmp-{os.getpid()}"
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        raise CliError(f"cannot write to output folder '{out_dir}': {e.strerror or e}")
+
+
+def write_json_atomic(path: str, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextlib.contextmanager
+def emulator_stderr_silenced():
+    """The emulator's C++ core prints e.g. "Illegal Instruction!" straight to fd 2 when an intervention
+    crashes the game's CPU (a byte holding a return address); keep stderr for our own one-line errors."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class Progress:
+    """Prints `[stage] done/total frames (%), frames/s, ETA` at most every `every` seconds."""
+
+    def __init__(self, stage: str, total: int, every: float = 2.0):
+        self.stage, self.total, self.every = stage, max(int(total), 1), every
+        self.t0 = self.last = time.time()
+
+    def update(self, done: int, extra: str = "", force: bool = False):
+        now = time.time()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-9)
+        eta = max(self.total - done, 0) / max(rate, 1e-9)
+        print(f"[{self.stage}] {done}/{self.total} frames ({100 * done / self.total:.0f}%), "
+              f"{rate:.0f} frames/s, ETA {eta:.0f}s{(', ' + extra) if extra else ''}", flush=True)
+
+
+# ---------------------------------------------------------------- agents (FORMATS.md section 3, verbatim)
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, n_actions: int, in_channels: int = 4):
+        super().__init__()
+        self.network = nn.Sequential(OrderedDict([
+            ("conv1", layer_init(nn.Conv2d(in_channels, 32, 8, stride=4))), ("relu1", nn.ReLU()),
+            ("conv2", layer_init(nn.Conv2d(32, 64, 4, stride=2))), ("relu2", nn.ReLU()),
+            ("conv3", layer_init(nn.Conv2d(64, 64, 3, stride=1))), ("relu3", nn.ReLU()),
+            ("flatten", nn.Flatten()),
+            ("fc", layer_init(nn.Linear(64 * 7 * 7, 512))), ("relu_fc", nn.ReLU()),
+        ]))
+        self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(512, 1), std=1)
+
+    def get_value(self, x):
+        return self.critic(self.network(x.float() / 255.0))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(x.float() / 255.0)
+        probs = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def encode_ram(x):                      # x: uint8 tensor (B, n_ram) -> float (B, n_ram * 9)
+    x = x.long()
+    bits = (x.unsqueeze(-1) >> torch.arange(8, device=x.device)) & 1
+    return torch.cat([x.unsqueeze(-1).float() / 255.0, bits.float()], dim=-1).flatten(1)
+
+
+class RamAgent(nn.Module):
+    def __init__(self, n_actions: int, n_ram: int, hidden: int = 256):
+        super().__init__()
+        self.network = nn.Sequential(OrderedDict([
+            ("fc1", layer_init(nn.Linear(n_ram * 9, hidden))), ("tanh1", nn.Tanh()),
+            ("fc2", layer_init(nn.Linear(hidden, hidden))), ("tanh2", nn.Tanh()),
+        ]))
+        self.actor = layer_init(nn.Linear(hidden, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(hidden, 1), std=1)
+
+    def get_value(self, x):
+        return self.critic(self.network(encode_ram(x)))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(encode_ram(x))
+        probs = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def load_checkpoint(path: str, game: str, n_actions: int):
+    """-> (model, kind, ram_indices). Any problem is a CliError naming the checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # missing, directory, truncated, not a torch file, ...
+        raise CliError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "memory-pixel-interp/checkpoint":
+        raise CliError(f"'{path}' is not a memory-pixel-interp checkpoint (no format 'memory-pixel-interp/checkpoint')")
+    kind, kwargs = ckpt.get("agent"), ckpt.get("model_kwargs")
+    if kind not in ("pixel", "ram") or not isinstance(kwargs, dict) or "state_dict" not in ckpt:
+        raise CliError(f"checkpoint '{path}' lacks agent/model_kwargs/state_dict")
+    if ckpt.get("game") not in (None, game):
+        raise CliError(f"checkpoint '{path}' is for game '{ckpt.get('game')}', not '{game}'")
+    if kwargs.get("n_actions") != n_actions:
+        raise CliError(f"checkpoint '{path}' has {kwargs.get('n_actions')} actions, {game} has {n_actions}")
+    ram_indices = None
+    try:
+        if kind == "pixel":
+            model = Agent(**kwargs)
+        else:
+            ram_indices = [int(i) for i in ckpt.get("ram_indices") or []]
+            if len(ram_indices) != kwargs.get("n_ram") or not all(0 <= i < 128 for i in ram_indices):
+                raise ValueError("ram_indices do not match model_kwargs.n_ram or are outside 0..127")
+            model = RamAgent(**kwargs)
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as e:
+        raise CliError(f"checkpoint '{path}' does not load into the {kind} agent: {str(e).splitlines()[0]}")
+    model.eval()
+    return model, kind, ram_indices
+
+
+# ---------------------------------------------------------------- exploration
+class Explorer:
+    """Emulates frames one at a time, records every frame's RAM, and keeps a Go-Explore archive."""
+
+    CELL_SIZE = 16        # states kept per (score, lives) cell, the most RAM-novel ones
+    INSERT_EVERY = 32     # frames between archive insertion attempts (also after every reward)
+
+    def __init__(self, ale, rng, total_frames, n_uniform):
+        self.ale, self.rng, self.total = ale, rng, total_frames
+        self.reservoir_rng = np.random.default_rng(rng.integers(2**63))
+        self.n_uniform = n_uniform
+        self.uniform = []                                 # reservoir sample of visited (non-terminal) states
+        self.reset_entry = None                           # the state right after the first reset
+        self.actions = list(ale.getMinimalActionSet())
+        self.counts = np.zeros((128, 256), np.int64)      # value histogram per byte
+        self.changes = np.zeros(128, np.int64)            # frame-to-frame changes per byte
+        self.transitions = 0
+        self.frames = 0
+        self.ram = np.zeros(128, np.uint8)
+        self.prev = None
+        self.cells = {}                                   # (score, lives) -> {"entries": [...], "chosen": n}
+        self.best_score = 0.0
+        self.progress = Progress("explore", total_frames)
+        self._idx = np.arange(128)
+
+    def record(self):
+        self.ale.getRAM(self.ram)
+        self.counts[self._idx, self.ram] += 1
+        if self.prev is not None:
+            self.changes += self.ram != self.prev
+            self.transitions += 1
+        self.prev = self.ram.copy()
+        self.frames += 1
+        self.progress.update(self.frames, f"archive {len(self.cells)} cells, best score {self.best_score:g}")
+
+    def frame(self, action) -> float:
+        reward = self.ale.act(action)
+        self.record()
+        self.offer_uniform()
+        return reward
+
+    def offer_uniform(self):
+        """Reservoir sampling: every non-terminal recorded frame is equally likely to end up as a base state."""
+        if self.n_uniform == 0 or self.ale.game_over():
+            return
+        j = len(self.uniform) if len(self.uniform) < self.n_uniform else int(self.reservoir_rng.integers(self.frames))
+        if j < self.n_uniform:
+            entry = {"state": self.ale.cloneState(include_rng=True), "ram": self.ram.copy()}
+            if j == len(self.uniform):
+                self.uniform.append(entry)
+            else:
+                self.uniform[j] = entry
+
+    def novelty(self, ram):
+        return float((1.0 / np.sqrt(1.0 + self.counts[self._idx, ram])).sum())
+
+    def insert(self, score, lives):
+        """Offer the current state to the (score, lives) cell; keep the CELL_SIZE most novel states."""
+        self.best_score = max(self.best_score, score)
+        cell = self.cells.setdefault((score, lives), {"entries": [], "chosen": 0})
+        entry = {"state": self.ale.cloneState(include_rng=True), "ram": self.ram.copy(),
+                 "score": score, "lives": lives, "chosen": 0}
+        entries = cell["entries"]
+        if len(entries) < self.CELL_SIZE:
+            entries.append(entry)
+            return
+        novs = [self.novelty(e["ram"]) for e in entries]
+        j = int(np.argmin(novs))
+        if self.novelty(self.ram) > novs[j]:
+            entries[j] = entry
+
+    def start_from_reset(self):
+        self.ale.reset_game()
+        self.prev = None
+        self.record()
+        if self.reset_entry is None:
+            self.reset_entry = {"state": self.ale.cloneState(include_rng=True), "ram": self.ram.copy()}
+        self.offer_uniform()
+        return 0.0, self.ale.lives()
+
+    def choose(self):
+        """Cell: prefer higher score (weight halves per better score level), more lives, less chosen."""
+        keys = list(self.cells)
+        score = np.array([k[0] for k in keys], float)
+        lives = np.array([k[1] for k in keys], float)
+        levels = np.unique(score)
+        above = len(levels) - 1 - np.searchsorted(levels, score)
+        chosen = np.array([self.cells[k]["chosen"] for k in keys], float)
+        w = 0.5 ** above * ((lives + 1) / (lives.max() + 1)) ** 2 / np.sqrt(1 + chosen)
+        w = 0.9 * w / w.sum() + 0.1 / len(w)
+        cell = self.cells[keys[self.rng.choice(len(keys), p=w)]]
+        cell["chosen"] += 1
+        entries = cell["entries"]
+        nov = np.array([self.novelty(e["ram"]) for e in entries])
+        pw = nov / np.sqrt(1 + np.array([e["chosen"] for e in entries], float))
+        entry = entries[self.rng.choice(len(entries), p=pw / pw.sum())]
+        entry["chosen"] += 1
+        return entry
+
+    def random_rollout(self):
+        """One Go-Explore rollout: restore an archived state (5%: reset) and play sticky random actions."""
+        if not self.cells or self.rng.random() < 0.05:
+            score, lives = self.start_from_reset()
+            self.insert(score, lives)
+        else:
+            entry = self.choose()
+            self.ale.restoreState(entry["state"])
+            self.prev = entry["ram"].copy()
+            score, lives = entry["score"], entry["lives"]
+        length, hold, action = int(self.rng.integers(100, 1000)), 0, self.actions[0]
+        for step in range(length):
+            if self.frames >= self.total:
+                return
+            if hold == 0:
+                action = self.actions[self.rng.integers(len(self.actions))]
+                hold = int(2 ** self.rng.uniform(0, 5))
+            hold -= 1
+            reward = self.frame(action)
+            score += reward
+            if self.ale.game_over():
+                return
+            if self.ale.lives() < lives:
+                lives = self.ale.lives()
+                if self.rng.random() < 0.8:        # a lost life is mostly a dead end for getting further
+                    return
+            if reward != 0 or step % self.INSERT_EVERY == self.INSERT_EVERY - 1:
+                self.insert(score, lives)
+
+    def policy_episode(self, policy, budget):
+        """One episode of the checkpoint agent from reset (CleanRL semantics); its states join the archive."""
+        score, lives = self.start_from_reset()
+        stop = self.frames + budget
+        for _ in range(int(self.rng.integers(1, 31))):              # noop reset
+            score += self.frame(self.actions[0])
+        policy.reset(self)
+        step = 0
+        while self.frames < min(stop, self.total) and not self.ale.game_over():
+            if policy.needs_fire and (step == 0 or self.ale.lives() < lives):
+                lives = self.ale.lives()
+                score += self.frame(self.actions[1])                # fire reset
+            reward = policy.step(self, score)
+            score += reward
+            step += 1
+            if not self.ale.game_over() and (reward != 0 or step % (self.INSERT_EVERY // 4) == 0):
+                self.insert(score, self.ale.lives())
+
+
+class CheckpointPolicy:
+    """A pixel agent (84x84 gray, 4-stack, max over the last 2 of 4 skipped frames) or RAM agent (ram[indices])."""
+
+    def __init__(self, model, kind, ram_indices, actions):
+        self.model, self.kind, self.ram_indices = model, kind, ram_indices
+        self.actions = actions
+        self.needs_fire = len(actions) >= 3 and actions[1] == ale_py.Action.FIRE
+        self.stack = None
+        self.gray = [np.zeros((210, 160), np.uint8), np.zeros((210, 160), np.uint8)]
+
+    def _frame84(self, ale):
+        ale.getScreenGrayscale(self.gray[0])
+        ale.getScreenGrayscale(self.gray[1])
+        return cv2.resize(self.gray[0], (84, 84), interpolation=cv2.INTER_AREA)
+
+    def reset(self, ex):
+        if self.kind == "pixel":
+            self.stack = np.repeat(self._frame84(ex.ale)[None], 4, axis=0)
+
+    @torch.no_grad()
+    def step(self, ex, score) -> float:
+        if self.kind == "pixel":
+            x = torch.from_numpy(self.stack[None].copy())
+        else:
+            x = torch.from_numpy(ex.ram[self.ram_indices][None].copy())
+        action = int(self.model.get_action_and_value(x)[0].item())
+        reward = 0.0
+        for k in range(4):
+            reward += ex.frame(self.actions[action])
+            if self.kind == "pixel" and k >= 2:
+                ex.ale.getScreenGrayscale(self.gray[k - 2])
+            if ex.ale.game_over():
+                break
+        if self.kind == "pixel":
+            pooled = np.maximum(self.gray[0], self.gray[1])
+            self.stack = np.concatenate([self.stack[1:], cv2.resize(pooled, (84, 84), interpolation=cv2.INTER_AREA)[None]])
+        return reward
+
+
+def explore(ale, rng, args, policy, n_uniform):
+    ex = Explorer(ale, rng, args.total_frames, n_uniform)
+    policy_frames = 0
+    while ex.frames < args.total_frames:
+        if policy is not None and policy_frames < args.policy_fraction * max(ex.frames, 1):
+            before = ex.frames
+            ex.policy_episode(policy, budget=max(int(args.policy_fraction * args.total_frames) - policy_frames, 1000))
+            policy_frames += ex.frames - before
+        else:
+            ex.random_rollout()
+    ex.progress.update(ex.frames, f"archive {len(ex.cells)} cells, best score {ex.best_score:g}", force=True)
+    return ex, policy_frames
+
+
+# ---------------------------------------------------------------- interventions
+def sticky_random_actions(rng, actions, n):
+    out, hold, a = [], 0, actions[0]
+    for _ in range(n):
+        if hold == 0:
+            a, hold = actions[rng.integers(len(actions))], int(2 ** rng.uniform(0, 5))
+        hold -= 1
+        out.append(a)
+    return out
+
+
+def replay(ale, state, actions, index=None, value=None):
+    """Restore `state`, optionally setRAM(index, value) once, emulate `actions`; -> (rams (T,128), screens (T,H,W))."""
+    h, w = ale.getScreenDims()
+    rams = np.zeros((len(actions), 128), np.uint8)
+    screens = np.zeros((len(actions), h, w), np.uint8)
+    ale.restoreState(state)
+    if index is not None:
+        ale.setRAM(index, int(value))
+    for t, a in enumerate(actions):
+        ale.act(a)
+        ale.getRAM(rams[t])
+        ale.getScreen(screens[t])
+    return rams, screens
+
+
+def make_twin(ale, state, actions):
+    """Untouched run from `state`, replayed twice: -> (rams, screens) or None if the replays differ."""
+    r1, s1 = replay(ale, state, actions)
+    r2, s2 = replay(ale, state, actions)
+    if not (np.array_equal(r1, r2) and np.array_equal(s1, s2)):
+        return None
+    return r1, s1
+
+
+def intervention_trial(ale, base, index, value):
+    """Set byte `index` to `value` at `base` (once), emulate the twin's actions, compare with the twin.
+
+    base: {"state", "actions", "twin_ram" (T,128), "twin_screen" (T,H,W), "ram" (128,)}.
+    """
+    ale.restoreState(base["state"])
+    ale.setRAM(index, int(value))
+    ram = np.zeros(128, np.uint8)
+    screen = np.zeros(base["twin_screen"].shape[1:], np.uint8)
+    other = np.zeros(128, bool)
+    pixels = np.zeros(len(base["actions"]))
+    first_diff, value_after_1, persisted_1 = None, None, False
+    for t, a in enumerate(base["actions"]):
+        ale.act(a)
+        ale.getRAM(ram)
+        ale.getScreen(screen)
+        d = ram != base["twin_ram"][t]
+        own = bool(d[index])
+        d[index] = False
+        other |= d
+        pixels[t] = np.count_nonzero(screen != base["twin_screen"][t])
+        if t == 0:
+            value_after_1, persisted_1 = int(ram[index]), own
+        if first_diff is None and (pixels[t] > 0 or d.any()):
+            first_diff = t + 1
+    return {"differed": first_diff is not None, "screen_differed": bool(pixels.any()),
+            "ram_differed": bool(other.any()), "first_diff_frame": first_diff,
+            "other_ram_changed": int(other.sum()), "other_ram_set": other,
+            "screen_pixels_mean": float(pixels.mean()), "screen_pixels_first": float(pixels[0]),
+            "value": int(value), "value_after_1": value_after_1, "kept_1": value_after_1 == int(value),
+            "persisted_1": persisted_1, "persisted_end": bool(ram[index] != base["twin_ram"][-1][index])}
+
+
+def summarize_trials(trials, horizon):
+    n = len(trials)
+    if n == 0:
+        return {"trials": 0}
+    f = lambda key: round(sum(bool(t[key]) for t in trials) / n, 4)
+    first = [t["first_diff_frame"] for t in trials if t["first_diff_frame"] is not None]
+    hits = np.zeros(128, int)
+    for t in trials:
+        hits += t["other_ram_set"]
+    return {
+        "trials": n, "horizon": horizon,
+        "differed_fraction": f("differed"),
+        "screen_differed_fraction": f("screen_differed"),
+        "ram_differed_fraction": f("ram_differed"),
+        "immediate_screen_fraction": round(sum(t["screen_pixels_first"] > 0 for t in trials) / n, 4),
+        "mean_other_ram_changed": round(float(np.mean([t["other_ram_changed"] for t in trials])), 3),
+        "mean_screen_pixels_changed": round(float(np.mean([t["screen_pixels_mean"] for t in trials])), 2),
+        "mean_screen_pixels_first_frame": round(float(np.mean([t["screen_pixels_first"] for t in trials])), 2),
+        "kept_fraction": f("kept_1"),            # byte still held the set value after 1 frame
+        "persisted_fraction": f("persisted_1"),  # byte still differed from the twin after 1 frame
+        "overwritten_fraction": round(1 - sum(bool(t["persisted_1"]) for t in trials) / n, 4),
+        "persisted_end_fraction": f("persisted_end"),
+        "median_first_diff_frame": float(np.median(first)) if first else None,
+        "most_affected_bytes": [int(i) for i in np.argsort(-hits, kind="stable")[:5] if hits[i] > 0],
+        "values_tried": sorted({t["value"] for t in trials})[:32],
+    }
+
+
+def screen_after_hold(ale, state, actions, index, value, buf):
+    """Restore, hold byte `index` at `value` (re-applied before each frame) for 2 frames.
+
+    -> (screen after frame 1, screen after frame 2, value actually present after each frame).
+    """
+    ale.restoreState(state)
+    out, present = [], []
+    for a in actions[:2]:
+        ale.setRAM(index, int(value))
+        ale.act(a)
+        present.append(int(ale.getRAM()[index]))
+        ale.getScreen(buf)
+        out.append(buf.copy())
+    return out[0], out[1], present
+
+
+def bbox(mask):
+    ys, xs = np.nonzero(mask)
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
+
+BLOCK_MIN_NONEMPTY = 0.75   # a block bit changes the screen in >= 75% of contexts
+BLOCK_MIN_SAME_BOX = 0.75   # ... with the same bounding box in >= 75% of those
+BLOCK_MIN_FILL = 0.5        # ... changed pixels fill >= 50% of the box
+BLOCK_MAX_AREA = 0.05       # ... the box covers <= 5% of the screen
+NONE_MAX_NONEMPTY = 0.25    # a bit with no screen effect changes it in <= 25% of contexts
+
+
+def bitmap_test(ale, bases, index, observed, rng, n_contexts):
+    """Flip each bit of byte `index` in several (base, value) contexts and diff the screens.
+
+    bases: dicts with "state", "actions", "ram". observed: values the byte was seen to take.
+    -> dict with per-bit results (effect "block"/"none"/"inconsistent", box [x0, y0, x1, y1) in screen
+    pixels, x = column) and "is_bitmap".
+    """
+    h, w = ale.getScreenDims()
+    buf = np.zeros((h, w), np.uint8)
+    contexts = []
+    for k in range(n_contexts):                 # alternate the base's own value and another observed one
+        base = bases[k % len(bases)]
+        own = int(base["ram"][index])
+        others = [v for v in observed if v != own]
+        contexts.append((base, own if k % 2 == 0 or not others else int(rng.choice(others))))
+    per_bit = [[] for _ in range(8)]
+    n_overwritten = 0
+    for base, value in contexts:
+        a1, a2, present = screen_after_hold(ale, base["state"], base["actions"], index, value, buf)
+        if present[0] != value:
+            n_overwritten += 1
+            continue
+        for bit in range(8):
+            flipped = value ^ (1 << bit)
+            b1, b2, p = screen_after_hold(ale, base["state"], base["actions"], index, flipped, buf)
+            if p[0] != flipped:
+                n_overwritten += 1
+                continue
+            diff = a1 != b1
+            if not diff.any():
+                diff = a2 != b2
+            per_bit[bit].append((bbox(diff), int(diff.sum())) if diff.any() else None)
+    bits, boxes = [], []
+    for bit in range(8):
+        res = per_bit[bit]
+        n = len(res)
+        nonempty = [r for r in res if r is not None]
+        rec = {"bit": bit, "contexts": n, "changed_screen": len(nonempty)}
+        if n == 0 or len(nonempty) <= NONE_MAX_NONEMPTY * n:
+            rec["effect"] = "none"
+        else:
+            boxes_seen = [r[0] for r in nonempty]
+            mode = max(set(boxes_seen), key=lambda b: (boxes_seen.count(b), b))
+            same = [r for r in nonempty if r[0] == mode]
+            area = (mode[2] - mode[0]) * (mode[3] - mode[1])
+            fill = float(np.mean([r[1] for r in same])) / area
+            rec.update({"box": list(mode), "same_box_fraction": round(len(same) / len(nonempty), 4),
+                        "fill": round(fill, 4), "box_area": area})
+            block = (len(nonempty) >= BLOCK_MIN_NONEMPTY * n and len(same) >= BLOCK_MIN_SAME_BOX * len(nonempty)
+                     and fill >= BLOCK_MIN_FILL and area <= BLOCK_MAX_AREA * h * w)
+            rec["effect"] = "block" if block else "inconsistent"
+            if block:
+                boxes.append(mode)
+        bits.append(rec)
+    disjoint = all(a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+                   for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    n_block = sum(b["effect"] == "block" for b in bits)
+    n_bad = sum(b["effect"] == "inconsistent" for b in bits)
+    is_bitmap = n_block >= 2 and n_bad == 0 and disjoint
+    why = (f"{n_block} bits toggle fixed disjoint screen blocks, the others do not change the screen" if is_bitmap else
+           f"{n_block} block bits, {n_bad} bits with inconsistent screen effects, boxes disjoint: {disjoint}")
+    return {"tested": True, "is_bitmap": is_bitmap, "why": why, "contexts": len(contexts),
+            "contexts_overwritten": n_overwritten, "bits": bits}
+
+
+def make_bases(ale, ex, args, actions, rng, n_bases):
+    """Base states for the interventions, each with its sticky-random action sequence and untouched twin:
+    the state after reset (every game passes through it), states drawn uniformly from all visited frames,
+    and archive states (novel / far along). A base whose two untouched replays differ is dropped."""
+    entries = [e for c in ex.cells.values() for e in c["entries"]]
+    picked = rng.choice(len(entries), size=min(max(n_bases - 1 - len(ex.uniform), 0), len(entries)), replace=False)
+    candidates = [ex.reset_entry] + ex.uniform + [entries[k] for k in sorted(picked.tolist())]
+    n_long = args.long_bases or (3 if args.total_frames < 50_000 else 6)
+    bases, long_bases, dropped = [], [], 0
+    for e in candidates:
+        acts = sticky_random_actions(rng, actions, args.horizon)
+        twin = make_twin(ale, e["state"], acts)
+        if twin is None:
+            dropped += 1
+            continue
+        bases.append({"state": e["state"], "ram": e["ram"], "actions": acts, "twin_ram": twin[0], "twin_screen": twin[1]})
+        if args.long_horizon and len(long_bases) < n_long:
+            lacts = sticky_random_actions(rng, actions, args.long_horizon)
+            ltwin = make_twin(ale, e["state"], lacts)
+            if ltwin is None:
+                dropped += 1
+            else:
+                long_bases.append({"state": e["state"], "ram": e["ram"], "actions": lacts,
+                                   "twin_ram": ltwin[0], "twin_screen": ltwin[1]})
+    return bases, long_bases, dropped
+
+
+def test_bytes(ale, changing, observed, bases, long_bases, args, rng):
+    """Intervention trials for every changing byte, long re-test of kept-but-inert bytes, bitmap test.
+    -> ({index: intervention summary}, intervention frames, bitmap-test frames)."""
+    planned = sum(min(args.values_per_base, len(observed[i]) - 1) for i in changing) * len(bases) * args.horizon
+    prog = Progress("intervene", planned)
+    done_frames, results = 0, {}
+    for n, i in enumerate(changing):
+        trials = []
+        for base in bases:
+            own = int(base["ram"][i])
+            others = [v for v in observed[i] if v != own]
+            for v in rng.choice(others, size=min(args.values_per_base, len(others)), replace=False):
+                trials.append(intervention_trial(ale, base, i, v))
+                done_frames += args.horizon
+                prog.update(done_frames, f"byte {n + 1}/{len(changing)} (index {i})")
+        results[i] = summarize_trials(trials, args.horizon)
+    prog.update(done_frames, "done", force=True)
+
+    # no effect, but the game kept the value: it may be read only rarely -> re-test over a long horizon
+    for i in changing:
+        r = results[i]
+        if r["differed_fraction"] == 0 and r["persisted_fraction"] > 0 and long_bases:
+            trials = []
+            for base in long_bases:
+                others = [v for v in observed[i] if v != int(base["ram"][i])]
+                for v in rng.choice(others, size=min(2, len(others)), replace=False):
+                    trials.append(intervention_trial(ale, base, i, v))
+                    done_frames += args.long_horizon
+            r["long_horizon"] = summarize_trials(trials, args.long_horizon)
+            print(f"[long] index {i}: {r['long_horizon']['differed_fraction']:.2f} of {len(trials)} "
+                  f"{args.long_horizon}-frame trials differed", flush=True)
+
+    # bitmap test on the bytes that matter and whose change reached the screen
+    bitmap_frames = 0
+    for i in changing:
+        r = results[i]
+        r["effect_fraction"] = max(r["differed_fraction"], r.get("long_horizon", {}).get("differed_fraction", 0.0))
+        if r["effect_fraction"] > 0 and r["screen_differed_fraction"] > 0:
+            r["bitmap"] = bitmap_test(ale, bases, i, observed[i], rng, args.bitmap_contexts)
+            bitmap_frames += r["bitmap"]["contexts"] * 9 * 2
+        else:
+            r["bitmap"] = {"tested": False}
+    return results, done_frames, bitmap_frames
+
+
+# ---------------------------------------------------------------- main
+def main(args: Args) -> int:
+    t_start = time.time()
+    game = rom_name(args.env_id)
+    if args.total_frames < 100:
+        raise CliError(f"--total-frames must be >= 100, got {args.total_frames}")
+    for name in ("n_bases", "long_bases", "long_horizon"):
+        if getattr(args, name) < 0:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("values_per_base", "horizon", "bitmap_contexts"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 <= args.policy_fraction <= 1.0:
+        raise CliError(f"--policy-fraction must be in [0, 1], got {args.policy_fraction}")
+    if not 0.0 <= args.min_effect < 1.0:
+        raise CliError(f"--min-effect must be in [0, 1), got {args.min_effect}")
+    out_path = os.path.join(args.out_dir, args.env_id.replace("/", "_") + ".json")
+    check_out_dir(args.out_dir, out_path)
+
+    np_rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
+    ale = make_ale(game, args.env_id, args.seed)
+    actions = list(ale.getMinimalActionSet())
+    policy, policy_desc = None, "go-explore: archive of cloned states by (score, lives), RAM-novelty, sticky random actions"
+    if args.checkpoint:
+        model, kind, ram_indices = load_checkpoint(args.checkpoint, game, len(actions))
+        policy = CheckpointPolicy(model, kind, ram_indices, actions)
+        policy_desc = (f"checkpoint {args.checkpoint} ({kind} agent, sampled actions) for "
+                       f"{args.policy_fraction:.0%} of frames + {policy_desc}")
+    print(f"extract_ram_vars: {args.env_id} (ROM {game}), {args.total_frames} frames, seed {args.seed}", flush=True)
+
+    # 1. explore and record
+    n_bases = args.n_bases or int(np.clip(args.total_frames // 10_000, 10, 30))
+    ex, policy_frames = explore(ale, np_rng, args, policy, n_uniform=n_bases // 2)
+    counts = ex.counts
+    n_distinct = (counts > 0).sum(1)
+    changing = [i for i in range(128) if n_distinct[i] > 1]
+    observed = [np.nonzero(counts[i])[0].tolist() for i in range(128)]
+    print(f"explored {ex.frames} frames, {len(ex.cells)} cells, best score {ex.best_score:g}; "
+          f"{len(changing)} of 128 bytes changed", flush=True)
+
+    # 2-4. base states + twins, interventions, long re-test, bitmap test
+    t_explored = time.time()
+    with emulator_stderr_silenced():
+        bases, long_bases, dropped = make_bases(ale, ex, args, actions, np_rng, n_bases)
+        if not bases:
+            raise CliError(f"emulation of {game} is not deterministic under cloneState/restoreState: no usable base state")
+        results, done_frames, bitmap_frames = test_bytes(ale, changing, observed, bases, long_bases, args, np_rng)
+    t_tested = time.time()
+
+    # 5. classify and select
+    records, selected, excluded = [], [], {}
+    for i in range(128):
+        vals = observed[i]
+        rec = {"index": i, "address": f"0x{0x80 + i:02X}", "kind": None, "selected": False, "reason": "",
+               "min": int(vals[0]), "max": int(vals[-1]), "n_distinct": int(n_distinct[i]),
+               "change_rate": round(float(ex.changes[i]) / max(ex.transitions, 1), 6),
+               "values": vals if len(vals) <= 16 else None}
+        if n_distinct[i] <= 1:
+            rec["kind"] = "constant"
+            rec["reason"] = f"constant: value {vals[0]} in all {ex.frames} recorded frames"
+            rec["intervention"] = {"tested": False, "why": "constant"}
+        else:
+            r = results[i]
+            rec["intervention"] = r
+            lh = r.get("long_horizon")
+            if r["effect_fraction"] == 0:
+                rec["kind"] = "scratch"
+                kept = (f"the game kept the value in {r['persisted_fraction']:.0%} of trials"
+                        + (f", no effect over {args.long_horizon} frames either" if lh else "")
+                        if r["persisted_fraction"] > 0 else "the game overwrote it within 1 frame in every trial")
+                rec["reason"] = (f"scratch: setting it to other observed values never changed the screen or other RAM "
+                                 f"within {args.horizon} frames ({r['trials']} trials; {kept})")
+            else:
+                rec["kind"] = "bitmap" if r["bitmap"].get("is_bitmap") else "state"
+                rec["reason"] = (f"{rec['kind']}: the future differed in {r['differed_fraction']:.0%} of {r['trials']} trials "
+                                 f"(screen {r['screen_differed_fraction']:.0%}, other RAM {r['ram_differed_fraction']:.0%})"
+                                 + (f", {lh['differed_fraction']:.0%} over {args.long_horizon} frames" if lh else "")
+                                 + (f"; {r['bitmap']['why']}" if rec["kind"] == "bitmap" else ""))
+        if rec["kind"] in ("constant", "scratch"):
+            excluded[str(i)] = rec["kind"]
+        elif rec["kind"] == "bitmap" and args.drop_bitmaps:
+            excluded[str(i)] = "bitmap"
+            rec["reason"] += " -- excluded by --drop-bitmaps"
+        elif results[i]["effect_fraction"] <= args.min_effect:
+            excluded[str(i)] = "weak-effect"
+            rec["reason"] += f" -- excluded: effect fraction <= --min-effect {args.min_effect}"
+        else:
+            rec["selected"] = True
+            selected.append(i)
+        records.append(rec)
+
+    rule = ("selected = bytes that changed while playing (n_distinct > 1) and whose intervention (setRAM to other "
+            "observed values at frame boundaries of base states: the reset state, uniformly sampled visited frames and "
+            "Go-Explore archive states; same actions as an untouched twin) changed the "
+            f"future screen or other RAM bytes in more than {args.min_effect:g} of the trials "
+            f"({args.horizon} frames; {args.long_horizon} frames for bytes the game kept without effect), i.e. kind "
+            "'state' or 'bitmap'; excluded: 'constant' (never changed), 'scratch' (no effect)"
+            + (", 'weak-effect' (effect at or below --min-effect)" if args.min_effect > 0 else "")
+            + ("; bitmap bytes excluded by --drop-bitmaps" if args.drop_bitmaps
+               else "; bitmap bytes included (--drop-bitmaps not set)"))
+    seconds = time.time() - t_start
+    out = {
+        "format": "memory-pixel-interp/ram-vars", "version": 1,
+        "env_id": args.env_id, "game": game,
+        "selected": selected, "excluded": excluded, "bytes": records,
+        "selection_rule": rule,
+        "produced_by": {
+            "script": "extract_ram_vars.py", "frames": int(ex.frames), "seed": args.seed, "policy": policy_desc,
+            "args": asdict(args), "ale_py": ale_py.__version__, "seconds": round(seconds, 2),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "policy_frames": int(policy_frames), "archive_cells": len(ex.cells),
+            "archive_states": sum(len(c["entries"]) for c in ex.cells.values()),
+            "best_score": float(ex.best_score), "bases": len(bases), "long_bases": len(long_bases),
+            "nondeterministic_bases_dropped": dropped,
+            "intervention_frames": int(done_frames), "bitmap_test_frames": int(bitmap_frames),
+            "explore_seconds": round(t_explored - t_start, 2), "test_seconds": round(t_tested - t_explored, 2),
+        },
+    }
+    write_json_atomic(out_path, out)
+    kinds = {k: sum(r["kind"] == k for r in records) for k in ("constant", "scratch", "state", "bitmap")}
+    print(f"wrote {out_path}: {len(selected)} selected {selected}; kinds {kinds}; {seconds:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    try:
+        sys.exit(main(args))
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted, nothing written", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,779 @@
+"""PPO on Atari RAM variables: the "memory agent" of memory-pixel-interp.
+
+A copy-and-adapt of ppo_pixel_breakout.py (itself CleanRL's `cleanrl/ppo_atari.py`): the same PPO, the same
+hyperparameter defaults (learning rate included, so the two agents stay comparable), the same frame skip,
+episode handling, reward clipping, logging, checkpoints and evaluation mode; only the observation and the
+network differ. The file contract (run folder, run.json, checkpoint.pt, eval.json, models) is docs/FORMATS.md.
+
+    python ppo_ram_breakout.py --env-id BreakoutNoFrameskip-v4         # reads ram_vars/BreakoutNoFrameskip-v4.json
+    python ppo_ram_breakout.py --ram-vars ram_vars/BreakoutNoFrameskip-v4.json --total-timesteps 50000
+    python ppo_ram_breakout.py --resume runs/<run_name>/checkpoint.pt
+    python ppo_ram_breakout.py --eval-checkpoint runs/<run_name>/checkpoint.pt --eval-episodes 10
+
+Observation: the 128-byte console RAM after the last of the 4 skipped frames (gymnasium `obs_type="ram"`),
+reduced to the bytes listed in `selected` of the RAM-variable file (FORMATS.md section 1, written by
+extract_ram_vars.py; default `ram_vars/<env-id>.json`, `/` in the id becoming `_`), in that order, kept
+uint8 until the network. The file must be for the same game as --env-id, and is stored whole in every
+checkpoint (a resumed or evaluated run never re-reads it).
+
+Encoding (inside the network, `encode_ram`): each selected byte v becomes 9 features
+`[v / 255, bit0, ..., bit7]` (bits least significant first), so both ordinal bytes (positions, score
+digits) and bitmap bytes (bricks) are easy to read. `RamAgent`: Linear(9 * n_ram, 256) - tanh -
+Linear(256, 256) - tanh, then an actor head (std 0.01) and a critic head (std 1), orthogonal init.
+
+Environment semantics (FORMATS.md section 4), reproduced by the small `AtariRamEnv` below so that they are
+those of the pixel agent's `AtariVectorEnv(life_loss_info=True, reward_clipping=False)`, step for step:
+  * reset: 0-29 random no-op frames and one FIRE frame (1-30 no-ops when the game has no FIRE);
+  * step: the action repeated for 4 frames (stopping at a game over), rewards summed, the RAM read after
+    the last frame; sticky actions as the gymnasium id says (`*NoFrameskip-v4`: 0.0, `ALE/*-v5`: 0.25);
+  * a lost life is a terminal for learning (`info["life_loss"]`, or-ed into `terminated` by the training
+    loop; the game goes on), and the step after any terminal is played with FIRE (NOOP without FIRE),
+    as CleanRL's EpisodicLifeEnv + FireResetEnv do, or is the NEXT_STEP autoreset of gymnasium's vector env
+    after a game over; either way it is not the agent's decision and is masked out of the PPO update;
+  * rewards: sign(r) for learning; the unclipped score per full game (all lives) is `charts/episodic_return`,
+    its length in emulator frames `charts/episodic_length`; games are cut at 108,000 frames (truncation).
+
+The envs are vectorised with gymnasium's SyncVectorEnv (default; measured faster than AsyncVectorEnv on 2
+cores, where the emulator step is a fraction of a millisecond and the pipes cost more) or AsyncVectorEnv
+(`--async-envs`).
+
+Beyond CleanRL: `--ram-vars`, checkpoints (`--save-interval`, at the end, on Ctrl-C), `--resume`, an
+evaluation mode, `--runs-dir`, `--async-envs`, `--torch-threads`, run.json, `perf/*` timing tags
+(emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
+CleanRL's wandb / video flags are left out. Bad input ends with one line `error: ...` on stderr and exit
+code 2; Ctrl-C saves and exits 130.
+"""
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import re
+import signal
+import sys
+import time
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Optional
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+AGENT_KIND = "ram"
+CHECKPOINT_FORMAT = "memory-pixel-interp/checkpoint"
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=False`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled by default"""
+    runs_dir: str = "runs"
+    """folder that receives the run folder `<runs-dir>/<run_name>/` (events, run.json, checkpoint.pt)"""
+    save_interval: int = 100
+    """write `checkpoint.pt` every this many iterations (also at the end and on Ctrl-C)"""
+    resume: Optional[str] = None
+    """continue the run of this checkpoint.pt in its own folder; its saved args are the defaults"""
+    ram_vars: Optional[str] = None
+    """the RAM-variable file (FORMATS.md section 1); default `ram_vars/<env-id>.json`"""
+    async_envs: bool = False
+    """step the envs in subprocesses (gymnasium AsyncVectorEnv) instead of in this process"""
+    torch_threads: int = 0
+    """torch CPU threads (0: torch's default, one per core)"""
+
+    # Evaluation mode
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint.pt instead of training; writes eval.json next to it"""
+    eval_episodes: int = 10
+    """number of full games (all lives) to play in evaluation mode"""
+    eval_greedy: bool = False
+    """evaluation takes the most probable action (default: sample, as PPO acts)"""
+    eval_epsilon: float = 0.0
+    """probability of a uniformly random action in evaluation"""
+    eval_max_frames: int = 108000
+    """evaluation games are cut (truncated) after this many emulator frames, so a stuck policy ends"""
+    eval_num_envs: int = 8
+    """games played in parallel in evaluation mode"""
+
+    # Algorithm specific arguments
+    env_id: str = "BreakoutNoFrameskip-v4"
+    """the id of the environment"""
+    total_timesteps: int = 10000000
+    """total timesteps of the experiments"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 8
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.1
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.01
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+
+
+def fail(message):
+    """Bad input: one line on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli, with tyro's boxed error message squeezed into one `error:` line."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        lines = [l.strip(" │╭╮╰╯─┃━") for l in captured.getvalue().splitlines()]
+        lines = [l for l in lines if l and not l.startswith(("For full helptext", "Argument helptext"))]
+        fail("bad command line: " + (lines[1] if len(lines) > 1 else " ".join(lines) or "see --help"))
+
+
+STOP = {"requested": False}
+
+
+def request_stop(signum, frame):
+    """SIGINT: finish (or abandon) the current iteration, save, exit 130."""
+    if not STOP["requested"]:
+        print("\nCtrl-C: stopping after this step, saving a checkpoint ...", flush=True)
+    STOP["requested"] = True
+
+
+def write_atomic(path, write):
+    """Write `path` via a temp file in the same folder + fsync + os.replace (FORMATS.md)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def rom_name(env_id):
+    """ALE ROM name of an ALE gymnasium id (FORMATS.md): 'BreakoutNoFrameskip-v4' -> 'breakout', else None."""
+    name = env_id[len("ALE/") :] if env_id.startswith("ALE/") else env_id
+    name = re.sub(r"-v\d+$", "", name).replace("NoFrameskip", "").replace("Deterministic", "").replace("-ram", "")
+    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    return game if re.fullmatch(r"[A-Za-z0-9]+", name) and game in ale_py.roms.get_all_rom_ids() else None
+
+
+def game_from_env_id(env_id):
+    game = rom_name(env_id) if isinstance(env_id, str) else None
+    if game is None:
+        fail(f"unknown env id '{env_id}' (expected an ALE id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
+    return game
+
+
+def load_ram_vars(path, env_id, game):
+    """Read and check a RAM-variable file (FORMATS.md section 1); return (selected indices, the whole dict)."""
+    if not os.path.isfile(path):
+        fail(f"RAM-variable file '{path}' not found (write it with extract_ram_vars.py, or pass --ram-vars)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        fail(f"RAM-variable file '{path}' is not valid JSON: {str(e).splitlines()[0][:200]}")
+    if not isinstance(data, dict) or data.get("format") != "memory-pixel-interp/ram-vars":
+        fail(f"'{path}' is not a RAM-variable file (its \"format\" is not \"memory-pixel-interp/ram-vars\")")
+    missing = [k for k in ("version", "env_id", "game", "selected") if k not in data]
+    if missing:
+        fail(f"RAM-variable file '{path}' lacks {', '.join(missing)}")
+    file_game = rom_name(data["env_id"]) if isinstance(data["env_id"], str) else None
+    if data["game"] != game or file_game != game:
+        fail(f"RAM-variable file '{path}' is for {data['env_id']} (game {data['game']}), not {env_id} (game {game})")
+    selected = data["selected"]
+    if (not isinstance(selected, list) or not selected
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= 127 for i in selected)
+            or selected != sorted(set(selected))):
+        fail(f"RAM-variable file '{path}': \"selected\" must be a non-empty sorted list of distinct RAM indices 0..127")
+    return selected, data
+
+
+def env_settings(env_id):
+    """Sticky-action probability and frame limit of the id, as gymnasium registers them."""
+    kwargs = gym.spec(env_id).kwargs if env_id in gym.registry else {}
+    default_rap = 0.25 if re.search(r"-v[05]$", env_id) else 0.0
+    return float(kwargs.get("repeat_action_probability", default_rap)), int(kwargs.get("max_num_frames_per_episode") or 108000)
+
+
+class AtariRamEnv(gym.Env):
+    """One ALE game stepped as the pixel agent's AtariVectorEnv steps it, observing selected RAM bytes."""
+
+    def __init__(self, env_id, ram_indices, max_frames=None, frameskip=4, noop_max=30):
+        repeat_action_probability, default_max_frames = env_settings(env_id)
+        kwargs = dict(obs_type="ram", frameskip=1, repeat_action_probability=repeat_action_probability,
+                      full_action_space=False, max_num_frames_per_episode=max_frames or default_max_frames)
+        if env_id in gym.registry:
+            self.env = gym.make(env_id, **kwargs)
+        else:  # an ALE game without a gymnasium id of this spelling
+            self.env = ale_py.env.AtariEnv(game=game_from_env_id(env_id), **kwargs)
+        self.ale = self.env.unwrapped.ale
+        self.action_set = list(self.ale.getMinimalActionSet())
+        self.has_fire = ale_py.Action.FIRE in self.action_set
+        # the action of the step after a terminal: FIRE after a lost life (CleanRL's FireResetEnv), else NOOP
+        self.reset_action = self.action_set.index(ale_py.Action.FIRE) if self.has_fire else 0
+        self.ram_indices = np.asarray(ram_indices, dtype=np.int64)
+        self.frameskip, self.noop_max = frameskip, noop_max
+        self.observation_space = gym.spaces.Box(0, 255, (len(self.ram_indices),), dtype=np.uint8)
+        self.action_space = gym.spaces.Discrete(len(self.action_set))
+        self.rng = np.random.default_rng()
+        self.lives = 0
+
+    def observe(self, life_loss):
+        info = {"lives": self.ale.lives(), "episode_frame_number": self.ale.getEpisodeFrameNumber(), "life_loss": life_loss}
+        return self.ale.getRAM()[self.ram_indices], info
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+            self.env.reset(seed=seed)  # seeds the emulator (sticky actions) and reloads the ROM
+        self.ale.reset_game()
+        for _ in range(int(self.rng.integers(self.noop_max)) + 1 - int(self.has_fire)):
+            self.ale.act(ale_py.Action.NOOP)
+            if self.ale.game_over():
+                self.ale.reset_game()
+        if self.has_fire:
+            self.ale.act(ale_py.Action.FIRE)
+        self.lives = self.ale.lives()
+        return self.observe(False)
+
+    def step(self, action):
+        reward = 0.0
+        for _ in range(self.frameskip):
+            reward += self.ale.act(self.action_set[int(action)])
+            if self.ale.game_over():
+                break
+        life_loss = self.ale.lives() < self.lives
+        self.lives = self.ale.lives()
+        obs, info = self.observe(life_loss)
+        return obs, reward, self.ale.game_over(with_truncation=False), self.ale.game_truncated(), info
+
+    def close(self):
+        self.env.close()
+
+
+def make_envs(env_id, num_envs, ram_indices, async_envs, max_frames=None, noop_max=30):
+    """gymnasium vector env of AtariRamEnv, NEXT_STEP autoreset (as the pixel agent's AtariVectorEnv)."""
+    env_fns = [lambda: AtariRamEnv(env_id, ram_indices, max_frames, noop_max=noop_max) for _ in range(num_envs)]
+    if async_envs:
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # workers ignore Ctrl-C; this process saves
+        envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        signal.signal(signal.SIGINT, handler)
+    else:
+        envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    return envs, int(envs.get_attr("reset_action")[0])
+
+
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+def encode_ram(x):                      # x: uint8 tensor (B, n_ram) -> float (B, n_ram * 9)
+    x = x.long()
+    bits = (x.unsqueeze(-1) >> torch.arange(8, device=x.device)) & 1
+    return torch.cat([x.unsqueeze(-1).float() / 255.0, bits.float()], dim=-1).flatten(1)
+
+
+class RamAgent(nn.Module):
+    def __init__(self, n_actions: int, n_ram: int, hidden: int = 256):
+        super().__init__()
+        self.network = nn.Sequential(OrderedDict([
+            ("fc1", layer_init(nn.Linear(n_ram * 9, hidden))), ("tanh1", nn.Tanh()),
+            ("fc2", layer_init(nn.Linear(hidden, hidden))), ("tanh2", nn.Tanh()),
+        ]))
+        self.actor = layer_init(nn.Linear(hidden, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(hidden, 1), std=1)
+
+    def get_value(self, x):
+        return self.critic(self.network(encode_ram(x)))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(encode_ram(x))
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def load_checkpoint(path):
+    """Read and check a checkpoint (FORMATS.md section 2); any problem is one `error:` line."""
+    if not os.path.isfile(path):
+        fail(f"checkpoint '{path}' not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        fail(f"cannot read checkpoint '{path}' (corrupt or not a checkpoint.pt): {type(e).__name__}")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        fail(f"'{path}' is not a memory-pixel-interp checkpoint")
+    missing = [k for k in ("version", "agent", "env_id", "model_kwargs", "state_dict", "optimizer", "global_step",
+                           "iteration", "args", "run_name") if k not in ckpt]
+    if missing:
+        fail(f"checkpoint '{path}' lacks {', '.join(missing)}")
+    if ckpt["agent"] != AGENT_KIND:
+        fail(f"checkpoint '{path}' is for the {ckpt['agent']} agent, not the {AGENT_KIND} agent")
+    try:
+        RamAgent(**ckpt["model_kwargs"]).load_state_dict(ckpt["state_dict"])
+    except Exception as e:
+        fail(f"checkpoint '{path}' does not rebuild the {AGENT_KIND} model: {str(e).splitlines()[0][:200]}")
+    indices = ckpt.get("ram_indices")
+    if (not isinstance(indices, list) or len(indices) != ckpt["model_kwargs"].get("n_ram")
+            or not all(isinstance(i, int) and 0 <= i <= 127 for i in indices) or not isinstance(ckpt.get("ram_vars"), dict)):
+        fail(f"checkpoint '{path}' has no usable ram_indices / ram_vars")
+    return ckpt
+
+
+def rng_state():
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def machine_description(device):
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    text = f"{platform.node()}: {cpu}, {os.cpu_count()} cores"
+    return text + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU used")
+
+
+def format_seconds(s):
+    s = int(max(s, 0))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def evaluate(args, ckpt, ckpt_path, device):
+    """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json."""
+    agent = RamAgent(**ckpt["model_kwargs"]).to(device)
+    agent.load_state_dict(ckpt["state_dict"])
+    agent.eval()
+    n_envs = max(1, min(args.eval_episodes, args.eval_num_envs))
+    envs, reset_action = make_envs(args.env_id, n_envs, ckpt["ram_indices"], args.async_envs, max_frames=args.eval_max_frames)
+    # a fixed number of games per env (not the first N to end, which would favour short games)
+    quota = np.array([args.eval_episodes // n_envs + (i < args.eval_episodes % n_envs) for i in range(n_envs)])
+    played = np.zeros(n_envs, dtype=int)
+    results = []
+    rng = np.random.default_rng(args.seed)
+    next_obs, infos = envs.reset(seed=args.seed)
+    done = np.zeros(n_envs, dtype=bool)
+    truncated = np.zeros(n_envs, dtype=bool)
+    game_return = np.zeros(n_envs)
+    prev_frames = infos["episode_frame_number"].copy()
+    print(f"evaluating {ckpt_path} (global_step {ckpt['global_step']}) on {args.env_id}: {args.eval_episodes} games, "
+          f"{'greedy' if args.eval_greedy else 'sampled'} actions, epsilon {args.eval_epsilon}", flush=True)
+    while (played < quota).any():
+        if STOP["requested"]:
+            print("interrupted: no eval.json written", file=sys.stderr)
+            sys.exit(130)
+        with torch.no_grad():
+            logits = agent.actor(agent.network(encode_ram(torch.from_numpy(next_obs).to(device))))
+            action = logits.argmax(1) if args.eval_greedy else Categorical(logits=logits).sample()
+        action = action.cpu().numpy()
+        explore = rng.random(n_envs) < args.eval_epsilon
+        action[explore] = rng.integers(envs.single_action_space.n, size=int(explore.sum()))
+        action[done] = reset_action
+        next_obs, reward, terminations, truncations, infos = envs.step(action)
+        terminations = np.logical_or(terminations, infos["life_loss"])  # a lost life: FIRE next step
+        ended = infos["episode_frame_number"] < prev_frames
+        for i in np.flatnonzero(ended):
+            if played[i] < quota[i]:
+                played[i] += 1
+                results.append((float(game_return[i]), int(prev_frames[i]), bool(truncated[i])))
+                print(f"game {len(results)}/{args.eval_episodes}: return {game_return[i]:.0f}, {prev_frames[i]} frames"
+                      + (" (truncated)" if truncated[i] else ""), flush=True)
+        game_return = np.where(ended, 0.0, game_return) + reward
+        truncated = np.where(ended, False, truncated | truncations)
+        prev_frames = infos["episode_frame_number"].copy()
+        done = np.logical_or(terminations, truncations)
+    envs.close()
+    returns = [r for r, _, _ in results]
+    report = {"checkpoint": os.path.abspath(ckpt_path), "episodes": len(returns), "returns": returns,
+              "mean": float(np.mean(returns)), "std": float(np.std(returns)), "lengths": [l for _, l, _ in results],
+              "truncated": [t for _, _, t in results], "agent": AGENT_KIND, "env_id": args.env_id,
+              "global_step": int(ckpt["global_step"]), "greedy": args.eval_greedy, "epsilon": args.eval_epsilon,
+              "max_frames": args.eval_max_frames, "seed": args.seed}
+    out = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
+    write_json(out, report)
+    print(f"eval: {report['mean']:.2f} ± {report['std']:.2f} over {len(returns)} games (unclipped score) -> {out}")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, request_stop)
+    gym.register_envs(ale_py)
+    args = parse_args()
+    ckpt, ckpt_path = None, args.resume or args.eval_checkpoint
+    if args.resume and args.eval_checkpoint:
+        fail("give either --resume or --eval-checkpoint, not both")
+    if ckpt_path:
+        ckpt = load_checkpoint(ckpt_path)
+        saved = {f.name: ckpt["args"][f.name] for f in fields(Args) if f.name in ckpt["args"]}
+        saved.update(resume=None, eval_checkpoint=None)
+        args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
+        if args.env_id != ckpt["env_id"]:
+            fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
+        if args.ram_vars != saved.get("ram_vars"):
+            fail(f"--ram-vars cannot change for a checkpoint: '{ckpt_path}' holds its own RAM selection")
+    game = game_from_env_id(args.env_id)
+    if ckpt is not None:
+        ram_indices, ram_vars = ckpt["ram_indices"], ckpt["ram_vars"]
+    else:
+        if args.ram_vars is None:
+            args.ram_vars = os.path.join("ram_vars", args.env_id.replace("/", "_") + ".json")
+        ram_indices, ram_vars = load_ram_vars(args.ram_vars, args.env_id, game)
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches) if args.num_minibatches > 0 else 0
+    args.num_iterations = args.total_timesteps // args.batch_size if args.batch_size > 0 else 0
+    if min(args.num_envs, args.num_steps, args.num_minibatches, args.update_epochs, args.save_interval) < 1:
+        fail("--num-envs, --num-steps, --num-minibatches, --update-epochs and --save-interval must be >= 1")
+    if args.eval_checkpoint and (args.eval_episodes < 1 or args.eval_max_frames < 1 or args.eval_num_envs < 1):
+        fail("--eval-episodes, --eval-max-frames and --eval-num-envs must be >= 1")
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    if args.eval_checkpoint:
+        evaluate(args, ckpt, args.eval_checkpoint, device)
+        sys.exit(0)
+
+    # run folder: a new one, or the resumed checkpoint's own
+    if ckpt is not None:
+        run_name, run_dir = ckpt["run_name"], os.path.dirname(os.path.abspath(args.resume))
+        global_step = int(ckpt["global_step"])
+        iteration_done = global_step // args.batch_size  # (num_envs / num_steps may differ from the saved run)
+        wall_before = float(ckpt.get("wall_seconds", 0.0))
+        if global_step + args.batch_size > args.total_timesteps:
+            fail(f"checkpoint '{args.resume}' is at global_step {global_step}; pass a --total-timesteps above "
+                 f"{global_step + args.batch_size - 1} to train further")
+    else:
+        if args.num_iterations < 1:
+            fail(f"--total-timesteps {args.total_timesteps} is below one iteration (num_envs*num_steps = {args.batch_size})")
+        run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        run_dir = os.path.join(args.runs_dir, run_name)
+        global_step, iteration_done, wall_before = 0, 0, 0.0
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        probe = os.path.join(run_dir, f".write-test.tmp-{os.getpid()}")
+        open(probe, "wb").close()
+        os.remove(probe)
+    except OSError as e:
+        fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    machine = machine_description(device)
+
+    # env setup
+    envs, reset_action = make_envs(args.env_id, args.num_envs, ram_indices, args.async_envs)
+    n_actions = int(envs.single_action_space.n)
+    model_kwargs = {"n_actions": n_actions, "n_ram": len(ram_indices), "hidden": 256}
+
+    agent = RamAgent(**model_kwargs).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    if ckpt is not None:
+        if ckpt["model_kwargs"] != model_kwargs:
+            fail(f"checkpoint '{args.resume}' has model_kwargs {ckpt['model_kwargs']}, this env needs n_actions={n_actions}")
+        agent.load_state_dict(ckpt["state_dict"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except Exception as e:
+            fail(f"checkpoint '{args.resume}' has an unusable optimizer state: {str(e).splitlines()[0][:200]}")
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+
+    # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if ckpt is not None else None)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    run_start = time.time()
+
+    def write_run_json(status):
+        write_json(os.path.join(run_dir, "run.json"), {
+            "format": "memory-pixel-interp/run", "version": 1, "agent": AGENT_KIND, "env_id": args.env_id,
+            "seed": args.seed, "run_name": run_name, "args": asdict(args), "device": device.type, "machine": machine,
+            "status": status, "global_step": int(global_step), "wall_seconds": wall_before + time.time() - run_start,
+            "ram_vars": args.ram_vars})
+
+    def save_checkpoint(status):
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT, "version": 1, "agent": AGENT_KIND, "env_id": args.env_id, "game": game,
+            "model_kwargs": model_kwargs,
+            "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "global_step": int(global_step), "iteration": int(iteration_done),
+            "args": asdict(args), "run_name": run_name, "wall_seconds": wall_before + time.time() - run_start,
+            "ram_indices": list(ram_indices), "ram_vars": ram_vars, "rng": rng_state()}
+        write_atomic(checkpoint_path, lambda f: torch.save(checkpoint, f))
+        write_run_json(status)
+
+    write_run_json("running")
+    print(f"run folder {run_dir}  device {device}  machine {machine}", flush=True)
+    shown = list(ram_indices) if len(ram_indices) <= 32 else f"{list(ram_indices[:16])[:-1]}, ... {ram_indices[-1]}]"
+    print(f"RAM variables: {len(ram_indices)} bytes {shown} from {args.ram_vars}", flush=True)
+    if ckpt is not None:
+        print(f"resuming {run_name} from global_step {global_step}", flush=True)
+
+    # ALGO Logic: Storage setup (observations stay uint8 until the network)
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=torch.uint8).to(device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape).to(device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    rewards = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    dones = torch.zeros((args.num_steps, args.num_envs)).to(device)
+    values = torch.zeros((args.num_steps, args.num_envs)).to(device)
+
+    # TRY NOT TO MODIFY: start the game
+    start_step = global_step
+    start_time = time.time()
+    next_obs, infos = envs.reset(seed=args.seed + global_step)  # a resumed run does not replay the same games
+    next_obs = torch.from_numpy(next_obs).to(device)
+    next_done = torch.zeros(args.num_envs).to(device)
+    done_np = np.zeros(args.num_envs, dtype=bool)
+    game_return = np.zeros(args.num_envs)  # unclipped score of the game in progress, per env
+    prev_frames = infos["episode_frame_number"].copy()
+    recent_returns = deque(maxlen=20)
+    games = 0
+    perf = {"emulation": 0.0, "inference": 0.0, "update": 0.0, "logging": 0.0}
+
+    for iteration in range(iteration_done + 1, args.num_iterations + 1):
+        iteration_perf = dict.fromkeys(perf, 0.0)
+        iteration_start_step = global_step
+        # Annealing the rate if instructed to do so (from the step reached, so resumed runs anneal alike).
+        if args.anneal_lr:
+            frac = 1.0 - (global_step // args.batch_size) / args.num_iterations
+            lrnow = frac * args.learning_rate
+            optimizer.param_groups[0]["lr"] = lrnow
+
+        for step in range(0, args.num_steps):
+            if STOP["requested"]:
+                break
+            t0 = time.perf_counter()
+            global_step += args.num_envs
+            obs[step] = next_obs
+            dones[step] = next_done
+
+            # ALGO LOGIC: action logic
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                values[step] = value.flatten()
+            # the step after a terminal is the env's (FIRE after a lost life, a reset after a game over)
+            action_np = action.cpu().numpy()
+            action_np[done_np] = reset_action
+            actions[step] = torch.from_numpy(action_np).to(device)
+            logprobs[step] = logprob
+            t1 = time.perf_counter()
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            next_obs, reward, terminations, truncations, infos = envs.step(action_np)
+            terminations = np.logical_or(terminations, infos["life_loss"])  # a lost life ends the episode for learning
+            t2 = time.perf_counter()
+            done_np = np.logical_or(terminations, truncations)
+            rewards[step] = torch.from_numpy(np.sign(reward).astype(np.float32)).to(device).view(-1)
+            next_obs, next_done = torch.from_numpy(next_obs).to(device), torch.from_numpy(done_np).float().to(device)
+
+            # a game ended (all lives, or truncated) when its episode frame counter starts again
+            ended = infos["episode_frame_number"] < prev_frames
+            for i in np.flatnonzero(ended):
+                games += 1
+                recent_returns.append(game_return[i])
+                writer.add_scalar("charts/episodic_return", game_return[i], global_step)
+                writer.add_scalar("charts/episodic_length", prev_frames[i], global_step)
+            game_return = np.where(ended, 0.0, game_return) + reward
+            prev_frames = infos["episode_frame_number"].copy()
+            t3 = time.perf_counter()
+            iteration_perf["inference"] += t1 - t0
+            iteration_perf["emulation"] += t2 - t1
+            iteration_perf["logging"] += t3 - t2
+
+        if STOP["requested"]:
+            global_step = iteration_start_step  # the unfinished rollout is abandoned, not learned from
+            break
+
+        t_update = time.perf_counter()
+        # bootstrap value if not done
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs).reshape(1, -1)
+            advantages = torch.zeros_like(rewards).to(device)
+            lastgaelam = 0
+            for t in reversed(range(args.num_steps)):
+                if t == args.num_steps - 1:
+                    nextnonterminal = 1.0 - next_done
+                    nextvalues = next_value
+                else:
+                    nextnonterminal = 1.0 - dones[t + 1]
+                    nextvalues = values[t + 1]
+                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+            returns = advantages + values
+
+        # flatten the batch
+        b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+        b_logprobs = logprobs.reshape(-1)
+        b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+        b_advantages = advantages.reshape(-1)
+        b_returns = returns.reshape(-1)
+        b_values = values.reshape(-1)
+        # the steps right after a terminal were the env's, not the policy's: leave them out of the update
+        b_inds = np.flatnonzero(dones.reshape(-1).cpu().numpy() == 0)
+
+        # Optimizing the policy and value network
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            for mb_inds in np.array_split(b_inds, args.num_minibatches):
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions.long()[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss
+                newvalue = newvalue.view(-1)
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                    v_clipped = b_values[mb_inds] + torch.clamp(
+                        newvalue - b_values[mb_inds],
+                        -args.clip_coef,
+                        args.clip_coef,
+                    )
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+                    v_loss = 0.5 * v_loss_max.mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+
+        y_pred, y_true = b_values[b_inds].cpu().numpy(), b_returns[b_inds].cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        iteration_done = iteration
+        t_log = time.perf_counter()
+        iteration_perf["update"] += t_log - t_update
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        writer.add_scalar("charts/SPS", sps, global_step)
+        recent = f"{np.mean(recent_returns):.1f}" if recent_returns else "n/a"
+        print(f"global_step={global_step}/{args.total_timesteps} iter={iteration}/{args.num_iterations} SPS={sps} "
+              f"return(last {len(recent_returns)} games)={recent} games={games} "
+              f"ETA={format_seconds((args.total_timesteps - global_step) / max(sps, 1))}", flush=True)
+        if iteration % args.save_interval == 0 and iteration < args.num_iterations:
+            save_checkpoint("running")
+        iteration_perf["logging"] += time.perf_counter() - t_log
+        for key, seconds in iteration_perf.items():
+            perf[key] += seconds
+            writer.add_scalar(f"perf/{key}_seconds", seconds, global_step)
+        if STOP["requested"]:
+            break
+
+    save_checkpoint("interrupted" if STOP["requested"] else "finished")
+    envs.close()
+    writer.close()
+    total = sum(perf.values()) or 1.0
+    print("time split: " + ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in perf.items())
+          + f"; wall {time.time() - start_time:.1f}s", flush=True)
+    print(f"{'interrupted' if STOP['requested'] else 'finished'} at global_step {global_step}; checkpoint {checkpoint_path}", flush=True)
+    sys.exit(130 if STOP["requested"] else 0)

@@ -1,0 +1,986 @@
+"""Probe a pixel-trained Atari PPO agent for the game's RAM variables: function vectors, with evidence.
+
+Inputs: a pixel-agent checkpoint, a memory-agent (RAM) checkpoint and the `ram_vars/<env-id>.json` both were
+trained with (docs/FORMATS.md §1-§3). Outputs in `--out-dir` (default `probe/<env-id>`):
+`activations.npz`, `results.json`, and (via probe_report.py) PNG figures and a self-contained `report.html`.
+
+Steps (README §Probe has the details and the .npz keys):
+1. Key variables: play the memory agent; for each selected byte, replace it by the byte's value from other
+   visited states and measure how far the agent's action distribution moves (mean total variation, KL).
+   Rank; keep the top K (plus `--include-vars`).
+2. Screens from set RAM values: play the pixel agent (noop starts, epsilon-random actions) and clone base
+   states across its episodes. For every (base state, key variable): one control sample that pins the
+   variable at its own value, and `--samples-per-var` samples that pin it at drawn values (re-applied with
+   `setRAM` before every emulated frame), emulating the 4 agent steps (16 frames) the pixel agent's 4-frame
+   stack needs with the actions the agent took there. The value actually present at the end is recorded;
+   samples whose variable did not change are dropped.
+3. Activations of every hooked layer for every sample (batched forward passes) -> activations.npz.
+4. Per variable and layer: difference-of-means direction (function vector), ridge probe scored on held-out
+   base states (R^2, or accuracy / weighted F1 for categorical variables) against shuffled labels, and a
+   causal test: add the vector at that layer to control samples and measure how far downstream layers, the
+   policy and the value move toward the samples where the variable really has the new value, against random
+   directions of the same norm.
+5. Every conv channel / fc unit labelled with the address it is most associated with (within-base-state |r|).
+6. Per variable, the mean |screen difference| it causes and the bounding box of that region.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.distributions.categorical import Categorical
+
+
+@dataclass
+class Args:
+    pixel_checkpoint: str = ""
+    """pixel agent checkpoint.pt (FORMATS.md §2, agent "pixel")"""
+    ram_checkpoint: str = ""
+    """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`"""
+    ram_vars: str = ""
+    """ram_vars/<env-id>.json both agents were trained with"""
+    out_dir: str = ""
+    """output folder; default probe/<env-id> (with / replaced by _)"""
+    top_k: int = 0
+    """keep the K variables the memory agent relies on most (0 = all selected bytes)"""
+    include_vars: tuple[str, ...] = ()
+    """selected RAM indices probed even if not in the top K: 72, 0x48 or ram[0x48] (index into getRAM())"""
+    num_envs: int = 4
+    """emulators played side by side (one batched forward pass per step) in the rollouts of steps 1 and 2"""
+    importance_steps: int = 256
+    """memory-agent steps per emulator for step 1 (states on which bytes are ablated)"""
+    importance_repeats: int = 4
+    """ablation draws per byte (each replaces the byte by the values of a random permutation of the states)"""
+    rollout_steps: int = 300
+    """pixel-agent steps per emulator from which the base states are drawn"""
+    num_base_states: int = 48
+    """base states (cloned emulator states) drawn from the pixel agent's rollouts"""
+    samples_per_var: int = 8
+    """values drawn per variable per base state (each one emulated sample)"""
+    epsilon: float = 0.1
+    """probability of a uniformly random action in the rollouts (variety of base states)"""
+    noop_max: int = 30
+    """random number (1..noop_max) of NOOP frames after each reset"""
+    test_fraction: float = 0.25
+    """fraction of base states held out for scoring the probes and the causal test"""
+    max_classes: int = 8
+    """a variable is categorical (probe = classifier) if its kind is bitmap or it has <= this many distinct values"""
+    control_draws: int = 3
+    """shuffled-label probe fits per variable and layer (the control)"""
+    causal_pairs: int = 48
+    """(control, target) pairs per variable for the causal test, from held-out base states"""
+    random_directions: int = 5
+    """random directions of the same norm per pair in the causal test"""
+    batch_size: int = 256
+    """samples per emulation batch and forward pass"""
+    num_workers: int = 1
+    """emulator processes for the samples (1 = in this process; ale_py holds the GIL, so threads do not help)"""
+    conv_dtype: Literal["float16", "float32"] = "float16"
+    """dtype of the conv feature maps in activations.npz"""
+    seed: int = 1
+    """seed of numpy, torch and the emulators"""
+    cuda: bool = True
+    """use CUDA when it is available"""
+    torch_threads: int = 1
+    """CPU threads for torch (0 = torch's default; 1 is fastest on a busy 2-core machine)"""
+    report: bool = True
+    """run probe_report.py on the outputs (PNG figures + report.html)"""
+
+
+# Layers hooked: (short name, module name). Hidden layers first; heads last.
+LAYERS = [("relu1", "network.relu1"), ("relu2", "network.relu2"), ("relu3", "network.relu3"),
+          ("relu_fc", "network.relu_fc"), ("actor", "actor"), ("critic", "critic")]
+HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
+RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # relative to trace(K)/n, chosen by leave-base-states-out CV
+
+
+class InputError(Exception):
+    """Bad input: reported as one `error:` line, exit code 2."""
+
+
+# ---------------------------------------------------------------- models (FORMATS.md §3, verbatim)
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, n_actions: int, in_channels: int = 4):
+        super().__init__()
+        self.network = nn.Sequential(OrderedDict([
+            ("conv1", layer_init(nn.Conv2d(in_channels, 32, 8, stride=4))), ("relu1", nn.ReLU()),
+            ("conv2", layer_init(nn.Conv2d(32, 64, 4, stride=2))), ("relu2", nn.ReLU()),
+            ("conv3", layer_init(nn.Conv2d(64, 64, 3, stride=1))), ("relu3", nn.ReLU()),
+            ("flatten", nn.Flatten()),
+            ("fc", layer_init(nn.Linear(64 * 7 * 7, 512))), ("relu_fc", nn.ReLU()),
+        ]))
+        self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(512, 1), std=1)
+
+    def get_value(self, x):
+        return self.critic(self.network(x.float() / 255.0))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(x.float() / 255.0)
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def encode_ram(x):                      # x: uint8 tensor (B, n_ram) -> float (B, n_ram * 9)
+    x = x.long()
+    bits = (x.unsqueeze(-1) >> torch.arange(8, device=x.device)) & 1
+    return torch.cat([x.unsqueeze(-1).float() / 255.0, bits.float()], dim=-1).flatten(1)
+
+
+class RamAgent(nn.Module):
+    def __init__(self, n_actions: int, n_ram: int, hidden: int = 256):
+        super().__init__()
+        self.network = nn.Sequential(OrderedDict([
+            ("fc1", layer_init(nn.Linear(n_ram * 9, hidden))), ("tanh1", nn.Tanh()),
+            ("fc2", layer_init(nn.Linear(hidden, hidden))), ("tanh2", nn.Tanh()),
+        ]))
+        self.actor = layer_init(nn.Linear(hidden, n_actions), std=0.01)
+        self.critic = layer_init(nn.Linear(hidden, 1), std=1)
+
+    def get_value(self, x):
+        return self.critic(self.network(encode_ram(x)))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(encode_ram(x))
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+# ---------------------------------------------------------------- inputs
+def rom_name(env_id: str) -> str:
+    """Gymnasium ALE env id -> ale_py ROM name (FORMATS.md header), validated against the installed ROMs."""
+    from ale_py import roms
+    name = env_id.split("/", 1)[1] if env_id.startswith("ALE/") else env_id
+    name = re.sub(r"-v\d+$", "", name).replace("NoFrameskip", "").replace("Deterministic", "")
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    if snake not in roms.get_all_rom_ids():
+        raise InputError(f"unknown env id {env_id!r} (no ALE ROM named {snake!r})")
+    return snake
+
+
+def parse_var(text: str) -> int:
+    """'72', '0x48' or 'ram[0x48]' -> RAM index 0..127."""
+    m = re.fullmatch(r"\s*(?:ram\[)?\s*(0x[0-9a-fA-F]+|\d+)\s*\]?\s*", text)
+    if not m or not 0 <= int(m.group(1), 0) <= 127:
+        raise InputError(f"--include-vars: {text!r} is not a RAM index 0..127 (e.g. 72, 0x48, ram[0x48])")
+    return int(m.group(1), 0)
+
+
+def load_ram_vars(path: str) -> dict:
+    if not path:
+        raise InputError("--ram-vars is required")
+    try:
+        rv = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"ram vars file {path} does not exist")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read ram vars file {path}: {e}")
+    if not isinstance(rv, dict) or rv.get("format") != "memory-pixel-interp/ram-vars":
+        raise InputError(f"{path} is not a ram vars file (format != memory-pixel-interp/ram-vars)")
+    sel, recs = rv.get("selected"), rv.get("bytes")
+    if not isinstance(recs, list) or len(recs) != 128 or not all(isinstance(r, dict) for r in recs):
+        raise InputError(f"{path}: 'bytes' must hold 128 records")
+    if not isinstance(sel, list) or not sel or not all(isinstance(i, int) and 0 <= i < 128 for i in sel):
+        raise InputError(f"{path}: 'selected' must be a non-empty list of RAM indices 0..127")
+    for key in ("min", "max", "n_distinct", "kind"):
+        if any(key not in recs[i] for i in sel):
+            raise InputError(f"{path}: a selected byte's record lacks {key!r}")
+    if not isinstance(rv.get("env_id"), str):
+        raise InputError(f"{path}: no env_id")
+    return rv
+
+
+def load_checkpoint(path: str, kind: str, flag: str) -> dict:
+    if not path:
+        raise InputError(f"{flag} is required")
+    if not Path(path).is_file():
+        raise InputError(f"{kind} checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types on a damaged file
+        raise InputError(f"cannot read {kind} checkpoint {path}: {type(e).__name__}: {str(e)[:120]}")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "memory-pixel-interp/checkpoint":
+        raise InputError(f"{path} is not a memory-pixel-interp checkpoint")
+    if ckpt.get("agent") != kind:
+        raise InputError(f"{flag} {path} holds a {ckpt.get('agent')!r} agent, expected {kind!r}")
+    for key in ("env_id", "model_kwargs", "state_dict"):
+        if key not in ckpt:
+            raise InputError(f"checkpoint {path} lacks {key!r}")
+    try:
+        model = (Agent if kind == "pixel" else RamAgent)(**ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as e:
+        raise InputError(f"checkpoint {path} does not rebuild the {kind} model: {type(e).__name__}: {str(e)[:160]}")
+    ckpt["model"] = model.eval()
+    return ckpt
+
+
+def validate_inputs(args: Args):
+    """Everything that can be wrong with the inputs is found here, before anything is written."""
+    rv = load_ram_vars(args.ram_vars)
+    pix = load_checkpoint(args.pixel_checkpoint, "pixel", "--pixel-checkpoint")
+    ram = load_checkpoint(args.ram_checkpoint, "ram", "--ram-checkpoint")
+    game = rom_name(rv["env_id"])
+    for ck, label in ((pix, "pixel"), (ram, "ram")):
+        ck_game = rom_name(ck["env_id"])
+        if ck_game != game:
+            raise InputError(f"{label} checkpoint is for {ck['env_id']} (game {ck_game!r}) but the ram vars file "
+                             f"is for {rv['env_id']} (game {game!r})")
+        if ck["env_id"] != rv["env_id"]:
+            print(f"warning: {label} checkpoint env {ck['env_id']} differs from ram vars env {rv['env_id']} (same game)")
+    if list(ram.get("ram_indices") or []) != list(rv["selected"]):
+        raise InputError(f"ram checkpoint's ram_indices ({len(ram.get('ram_indices') or [])} bytes) differ from the "
+                         f"ram vars file's selected ({len(rv['selected'])} bytes): not the file it was trained with")
+    from ale_py import ALEInterface, LoggerMode, roms
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    probe = ALEInterface()
+    probe.loadROM(roms.get_rom_path(game))
+    n_actions = len(probe.getMinimalActionSet())
+    for ck, label in ((pix, "pixel"), (ram, "ram")):
+        if ck["model_kwargs"].get("n_actions") != n_actions:
+            raise InputError(f"{label} checkpoint has {ck['model_kwargs'].get('n_actions')} actions; {game} has {n_actions}")
+    include = [parse_var(t) for t in args.include_vars]
+    for i in include:
+        if i not in rv["selected"]:
+            raise InputError(f"--include-vars: ram[0x{i:02x}] is not among the ram vars file's selected bytes")
+    if args.num_base_states < 2 or args.samples_per_var < 1 or args.top_k < 0:
+        raise InputError("need --num-base-states >= 2, --samples-per-var >= 1, --top-k >= 0")
+    if not 0.0 < args.test_fraction < 1.0 or args.rollout_steps < 8 or args.importance_steps < 1 or args.num_envs < 1:
+        raise InputError("need 0 < --test-fraction < 1, --rollout-steps >= 8, --importance-steps >= 1, --num-envs >= 1")
+    return rv, pix, ram, game, include
+
+
+# ---------------------------------------------------------------- emulation
+class Emulator:
+    """One ALEInterface with the pixel agent's observation: frame skip 4, max over the last 2 frames, gray,
+    cv2.resize to 84x84 INTER_AREA, 4-frame stack (oldest first, zeros after a reset) - ale_py's AtariVectorEnv."""
+
+    def __init__(self, game: str, seed: int):
+        from ale_py import Action, ALEInterface, LoggerMode, roms
+        ALEInterface.setLoggerMode(LoggerMode.Error)
+        self.ale = ALEInterface()
+        self.ale.setInt("random_seed", seed)
+        self.ale.setFloat("repeat_action_probability", 0.0)
+        self.ale.loadROM(roms.get_rom_path(game))
+        self.action_set = self.ale.getMinimalActionSet()
+        self.fire = self.action_set.index(Action.FIRE) if Action.FIRE in self.action_set else None
+        self.noop = self.action_set[0]
+        self.stack = np.zeros((4, 84, 84), np.uint8)
+        self.episode, self.lives, self.needs_fire = -1, 0, False
+
+    def reset(self, rng, noop_max: int):
+        self.ale.reset_game()
+        for _ in range(int(rng.integers(1, noop_max + 1)) if noop_max > 0 else 0):
+            self.ale.act(self.noop)
+        self.stack[:] = 0
+        self.stack[-1] = cv2.resize(self.ale.getScreenGrayscale(), (84, 84), interpolation=cv2.INTER_AREA)
+        self.episode += 1
+        self.lives = self.ale.lives()
+        self.needs_fire = self.fire is not None
+
+    def step(self, action: int, pin=None):
+        """One agent step (4 frames); `pin` = (ram index, value) is written before every frame.
+        Returns (maxed raw gray 210x160, reward); the 84x84 frame is pushed onto self.stack."""
+        reward, last = 0, []
+        for k in range(4):
+            if pin is not None:
+                self.ale.setRAM(pin[0], pin[1])
+            reward += self.ale.act(self.action_set[action])
+            if k >= 2:
+                last.append(self.ale.getScreenGrayscale())
+        raw = np.maximum(last[0], last[1])
+        self.stack = np.roll(self.stack, -1, axis=0)
+        self.stack[-1] = cv2.resize(raw, (84, 84), interpolation=cv2.INTER_AREA)
+        lives = self.ale.lives()
+        self.needs_fire = self.fire is not None and lives < self.lives
+        self.lives = lives
+        return raw, reward
+
+    def replay(self, state, actions, pin=None):
+        """Restore `state` and play `actions` (4 agent steps), pinning `pin`; -> (stack, last raw frame, RAM)."""
+        self.ale.restoreState(state)
+        self.stack[:] = 0
+        for a in actions:
+            raw, _ = self.step(int(a), pin)
+        return self.stack.copy(), raw, self.ale.getRAM().copy()
+
+
+def play(emus, policy, n_steps: int, rng, epsilon: float, noop_max: int):
+    """Play `policy(stacks, rams) -> action ids` on all emulators in lockstep (noop starts, FIRE after a
+    reset or a lost life, epsilon-random actions). Returns per emulator the list of step records
+    (state before the step, RAM before it, episode, action, 84x84 frame after it, game over)."""
+    n_actions = len(emus[0].action_set)
+    for e in emus:
+        e.reset(rng, noop_max)
+    records = [[] for _ in emus]
+    for _ in range(n_steps):
+        stacks = np.stack([e.stack for e in emus])
+        rams = np.stack([e.ale.getRAM() for e in emus])
+        actions = policy(stacks, rams)
+        for i, e in enumerate(emus):
+            a = int(actions[i])
+            if e.needs_fire:
+                a = e.fire
+            elif rng.random() < epsilon:
+                a = int(rng.integers(n_actions))
+            state = e.ale.cloneState()
+            e.step(a)
+            over = e.ale.game_over()
+            records[i].append({"state": state, "ram": rams[i], "episode": e.episode, "action": a,
+                               "frame": e.stack[-1].copy(), "over": over})
+            if over:
+                e.reset(rng, noop_max)
+    return records
+
+
+def check_preprocessing(game: str, seed: int, steps: int = 120) -> dict:
+    """Compare this script's observation with ale_py's AtariVectorEnv on the same actions (noop_max 0)."""
+    try:
+        from ale_py.vector_env import AtariVectorEnv
+        venv = AtariVectorEnv(game=game, num_envs=1, noop_max=0, episodic_life=False, reward_clipping=False,
+                              repeat_action_probability=0.0)
+    except Exception as e:
+        return {"compared": False, "reason": f"AtariVectorEnv unavailable: {type(e).__name__}: {e}"}
+    obs_v, _ = venv.reset(seed=seed)
+    emu = Emulator(game, seed)
+    emu.ale.reset_game()
+    emu.stack[:] = 0
+    if emu.fire is not None:  # AtariVectorEnv's fire reset: one FIRE frame after reset_game
+        emu.ale.act(emu.action_set[emu.fire])
+    emu.stack[-1] = cv2.resize(emu.ale.getScreenGrayscale(), (84, 84), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(seed)
+    diffs = [int(np.abs(obs_v[0].astype(int) - emu.stack.astype(int)).max())]
+    for _ in range(steps):
+        a = int(rng.integers(len(emu.action_set)))
+        obs_v, _, term, trunc, _ = venv.step(np.array([a]))
+        emu.step(a)
+        diffs.append(int(np.abs(obs_v[0].astype(int) - emu.stack.astype(int)).max()))
+        if term[0] or trunc[0]:
+            break
+    venv.close()
+    return {"compared": True, "steps": len(diffs) - 1, "max_abs_diff": max(diffs),
+            "steps_identical": int(sum(d == 0 for d in diffs)),
+            "how": "AtariVectorEnv(noop_max=0, 1 env) vs this script's emulator, same random actions from reset"}
+
+
+# Worker state for the sample emulation (in this process or in each pool process).
+_WORKER = {}
+
+
+def _init_worker(game, seed, states, actions):
+    _WORKER.update(emu=Emulator(game, seed), states=states, actions=actions)
+
+
+def _emulate(tasks):
+    """tasks: list of (base id, ram index, value or -1 for no pin) -> list of (stack, raw, ram)."""
+    emu, states, actions = _WORKER["emu"], _WORKER["states"], _WORKER["actions"]
+    return [emu.replay(states[b], actions[b], None if v < 0 else (idx, v)) for b, idx, v in tasks]
+
+
+# ---------------------------------------------------------------- forward passes
+class Hooks:
+    """Forward hooks on every probed layer: record outputs; optionally add a steering vector to one layer."""
+
+    def __init__(self, agent: nn.Module):
+        self.agent, self.out, self.steer_layer, self.steer = agent, {}, None, None
+        for name, module_name in LAYERS:
+            agent.get_submodule(module_name).register_forward_hook(self._hook(name))
+
+    def _hook(self, name):
+        def hook(module, inputs, output):
+            if name == self.steer_layer:
+                output = output + self.steer.view(output.shape)
+            self.out[name] = output.detach()
+            return output
+        return hook
+
+    @torch.no_grad()
+    def run(self, x, steer_layer=None, steer=None):
+        """Forward a uint8 batch (B, 4, 84, 84); -> {layer: output}, critic as (B,)."""
+        self.steer_layer, self.steer, self.out = steer_layer, steer, {}
+        self.agent.get_action_and_value(x)
+        self.steer_layer = self.steer = None
+        return {k: (v.squeeze(-1) if k == "critic" else v) for k, v in self.out.items()}
+
+
+class Progress:
+    def __init__(self, stage: str, total: int, unit: str = "samples"):
+        self.stage, self.total, self.unit, self.t0, self.last = stage, total, unit, time.time(), 0.0
+
+    def update(self, done: int):
+        now = time.time()
+        if now - self.last < 2.0 and done < self.total:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        print(f"[{self.stage}] {done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  ETA {eta:.0f}s", flush=True)
+
+
+# ---------------------------------------------------------------- step 1: what the memory agent relies on
+def ram_importance(ram_agent, selected, game, args, rng, device):
+    """Ablate each selected byte (replace it by its value in other visited states) -> change of the policy.
+    Returns the ranking (best first) and the RAMs visited."""
+    emus = [Emulator(game, args.seed + 100 + i) for i in range(args.num_envs)]
+    sel = np.array(selected)
+
+    def policy(stacks, rams):
+        with torch.no_grad():
+            a, _, _, _ = ram_agent.get_action_and_value(torch.as_tensor(rams[:, sel], device=device))
+        return a.cpu().numpy()
+    records = play(emus, policy, args.importance_steps, rng, args.epsilon, args.noop_max)
+    rams = np.stack([r["ram"] for recs in records for r in recs])
+    x = torch.as_tensor(rams[:, sel], device=device)
+    scores = []
+    with torch.no_grad():
+        h = ram_agent.network(encode_ram(x))
+        logp, value = torch.log_softmax(ram_agent.actor(h), -1), ram_agent.critic(h).squeeze(-1)
+        for j, idx in enumerate(selected):
+            tv = kl = dv = frac = 0.0
+            for _ in range(args.importance_repeats):
+                xa = x.clone()
+                xa[:, j] = x[torch.as_tensor(rng.permutation(len(x)), device=device), j]
+                h = ram_agent.network(encode_ram(xa))
+                logq = torch.log_softmax(ram_agent.actor(h), -1)
+                tv += 0.5 * (logp.exp() - logq.exp()).abs().sum(-1).mean().item()
+                kl += (logp.exp() * (logp - logq)).sum(-1).mean().item()
+                dv += (ram_agent.critic(h).squeeze(-1) - value).abs().mean().item()
+                frac += (xa[:, j] != x[:, j]).float().mean().item()
+            r = args.importance_repeats
+            scores.append({"index": idx, "name": f"ram[0x{idx:02x}]", "tv": tv / r, "kl": kl / r,
+                           "value_change": dv / r, "fraction_replaced": frac / r})
+    ranking = sorted(scores, key=lambda s: -s["tv"])
+    for rank, s in enumerate(ranking):
+        s["rank"] = rank + 1
+    return ranking, rams
+
+
+# ---------------------------------------------------------------- step 2: base states and samples
+def collect_base_states(agent, game, args, rng, device):
+    """Play the pixel agent and draw base states uniformly from the steps that have 4 more steps in the
+    same episode. Each base keeps its cloned state, the 4 actions the agent took next, its RAM, and the
+    observation the rollout saw after those 4 steps (to check that restore + replay reproduces it)."""
+    emus = [Emulator(game, args.seed + i) for i in range(args.num_envs)]
+
+    def policy(stacks, rams):
+        with torch.no_grad():
+            a, _, _, _ = agent.get_action_and_value(torch.as_tensor(stacks, device=device))
+        return a.cpu().numpy()
+    records = play(emus, policy, args.rollout_steps, rng, args.epsilon, args.noop_max)
+    eligible = [(e, t) for e, recs in enumerate(records) for t in range(len(recs) - 3)
+                if len({r["episode"] for r in recs[t:t + 4]}) == 1 and not any(r["over"] for r in recs[t:t + 4])]
+    if len(eligible) < args.num_base_states:
+        raise InputError(f"only {len(eligible)} usable base states in the rollouts; raise --rollout-steps")
+    chosen = [eligible[i] for i in sorted(rng.choice(len(eligible), args.num_base_states, replace=False))]
+    return {"states": [records[e][t]["state"] for e, t in chosen],
+            "actions": [np.array([r["action"] for r in records[e][t:t + 4]]) for e, t in chosen],
+            "ram": np.stack([records[e][t]["ram"] for e, t in chosen]),
+            "rollout_obs": [np.stack([r["frame"] for r in records[e][t:t + 4]]) for e, t in chosen],
+            "step": np.array([t for e, t in chosen]), "episode": np.array([records[e][t]["episode"] for e, t in chosen]),
+            "seen_rams": np.stack([r["ram"] for recs in records for r in recs]),
+            "steps_played": sum(map(len, records)), "eligible": len(eligible)}
+
+
+def plan_samples(bases, variables, seen_rams, args, rng):
+    """Per base state one natural reference (no pin); per (base, variable) one control (the variable pinned
+    at its own value) and up to --samples-per-var draws. Categorical variables draw from the values seen
+    (ram vars record + rollouts); ordinal ones half from those, half uniformly in the record's [min, max].
+    Returns tasks [(base, ram index, value or -1)] and meta rows (base, var slot, value, role 0/1/2)."""
+    tasks, meta = [], []
+    for b in range(len(bases["states"])):
+        tasks.append((b, 0, -1))
+        meta.append((b, -1, -1, 0))
+        for v, var in enumerate(variables):
+            idx, own = var["index"], int(bases["ram"][b, var["index"]])
+            seen = np.union1d(np.unique(seen_rams[:, idx]), var["record_values"] + [var["min"], var["max"]])
+            tasks.append((b, idx, own))
+            meta.append((b, v, own, 1))
+            draws = set()
+            for _ in range(args.samples_per_var * 8):
+                if len(draws) >= args.samples_per_var:
+                    break
+                uniform = not var["categorical"] and rng.random() < 0.5
+                val = int(rng.integers(var["min"], var["max"] + 1)) if uniform else int(rng.choice(seen))
+                if val != own:
+                    draws.add(val)
+            for val in sorted(draws):
+                tasks.append((b, idx, val))
+                meta.append((b, v, val, 2))
+    return tasks, np.array(meta, dtype=np.int64).reshape(-1, 4)
+
+
+def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
+    """Emulate every task (set RAM -> render the 4-frame stack) and forward it in batches, recording every
+    layer. Also accumulates, per variable, |screen - control screen| for the draws whose variable changed."""
+    N = len(tasks)
+    shapes = {k: tuple(v.shape[1:]) for k, v in hooks.run(torch.zeros(1, 4, 84, 84, device=device)).items()}
+    conv_dt = np.float16 if args.conv_dtype == "float16" else np.float32
+    S = {"shapes": shapes, "obs_last": np.zeros((N, 84, 84), np.uint8), "ram": np.zeros((N, 128), np.uint8),
+         "acts": {k: np.zeros((N,) + shapes[k], conv_dt if len(shapes[k]) == 3 else np.float32) for k, _ in LAYERS},
+         "screen_changed": np.zeros(N, bool), "control_of": np.full(N, -1),
+         "diff_raw": np.zeros((n_vars, 210, 160)), "diff_obs": np.zeros((n_vars, 84, 84)), "n_diff": np.zeros(n_vars, int),
+         "control_stack": {}, "natural_obs": {}}
+    controls = {}
+    pool = None
+    if args.num_workers > 1:
+        pool = get_context("spawn").Pool(args.num_workers, _init_worker, (game, args.seed, bases["states"], bases["actions"]))
+    else:
+        _init_worker(game, args.seed, bases["states"], bases["actions"])
+    prog, t0, t_emu = Progress("samples", N), time.time(), 0.0
+    try:
+        for s0 in range(0, N, args.batch_size):
+            chunk = tasks[s0:s0 + args.batch_size]
+            te = time.time()
+            if pool is not None:
+                per = -(-len(chunk) // args.num_workers)
+                results = [r for part in pool.map(_emulate, [chunk[i:i + per] for i in range(0, len(chunk), per)]) for r in part]
+            else:
+                results = _emulate(chunk)
+            t_emu += time.time() - te
+            out = hooks.run(torch.as_tensor(np.stack([r[0] for r in results]), device=device))
+            for k, _ in LAYERS:
+                S["acts"][k][s0:s0 + len(chunk)] = out[k].cpu().numpy()
+            for i, (stack, raw, ram) in enumerate(results, start=s0):
+                b, v, _, role = meta[i]
+                S["obs_last"][i], S["ram"][i] = stack[-1], ram
+                if role == 0:
+                    S["natural_obs"][b] = stack
+                elif role == 1:
+                    controls[(b, v)] = (i, raw.astype(np.int16), stack[-1].astype(np.int16))
+                    S["control_stack"][i] = stack
+                else:
+                    ci, craw, cobs = controls[(b, v)]
+                    S["control_of"][i] = ci
+                    idx = tasks[i][1]
+                    if ram[idx] != S["ram"][ci, idx]:
+                        d = np.abs(raw.astype(np.int16) - craw)
+                        S["screen_changed"][i] = bool(d.any())
+                        S["diff_raw"][v] += d
+                        S["diff_obs"][v] += np.abs(stack[-1].astype(np.int16) - cobs)
+                        S["n_diff"][v] += 1
+            prog.update(s0 + len(chunk))
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    S["seconds"], S["emulation_seconds"] = time.time() - t0, t_emu
+    nz = np.maximum(S["n_diff"], 1)
+    S["diff_raw"] = (S["diff_raw"] / nz[:, None, None]).astype(np.float32)
+    S["diff_obs"] = (S["diff_obs"] / nz[:, None, None]).astype(np.float32)
+    emu = _WORKER.get("emu") or Emulator(game, args.seed)
+    S["base_rgb"] = np.zeros((len(bases["states"]), 210, 160, 3), np.uint8)
+    for b, (state, actions) in enumerate(zip(bases["states"], bases["actions"])):  # colour picture of each base
+        emu.replay(state, actions)
+        S["base_rgb"][b] = emu.ale.getScreenRGB()
+    return S
+
+
+# ---------------------------------------------------------------- step 4: probes, directions, causal test
+def fit_ridge(X, Y, groups, alphas=RIDGE_ALPHAS):
+    """Ridge (dual form) on centred features (not rescaled: a unit that is almost silent on the training
+    states must not be blown up), alpha chosen by leave-base-states-out CV on the training set.
+    X (n, d) float tensor, Y (n, k). Returns (W (d, k), b (k,))."""
+    mu = X.mean(0)
+    Z = X - mu
+    K = Z @ Z.T
+    eye = torch.eye(K.shape[0], device=X.device)
+    uniq = np.unique(groups)
+    n_folds = min(3, len(uniq))
+    best = alphas[len(alphas) // 2]
+    if n_folds >= 2:
+        fold_of = {g: i % n_folds for i, g in enumerate(uniq)}
+        folds = np.array([fold_of[g] for g in groups])
+        err = np.zeros(len(alphas))
+        for f in range(n_folds):
+            tr, va = torch.as_tensor(folds != f, device=X.device), torch.as_tensor(folds == f, device=X.device)
+            Ktr, ym = K[tr][:, tr], Y[tr].mean(0)
+            kva = K[va][:, tr] - K[va][:, tr].mean(1, keepdim=True) - Ktr.mean(0) + Ktr.mean()  # centred on the fold
+            Ktr = Ktr - Ktr.mean(0) - Ktr.mean(1, keepdim=True) + Ktr.mean()
+            scale = torch.trace(Ktr) / Ktr.shape[0] + 1e-12
+            for ai, a in enumerate(alphas):
+                A = torch.linalg.solve(Ktr + a * scale * eye[:len(Ktr), :len(Ktr)], Y[tr] - ym)
+                err[ai] += ((kva @ A + ym - Y[va]) ** 2).sum().item()
+        best = alphas[int(np.argmin(err))]
+    ym = Y.mean(0)
+    A = torch.linalg.solve(K + best * (torch.trace(K) / K.shape[0] + 1e-12) * eye, Y - ym)
+    W = Z.T @ A
+    return W, ym - mu @ W
+
+
+def score_probe(Xtr, ytr, gtr, Xte, yte, gte, categorical: bool):
+    """Fit on train, score on test: R^2 (ordinal; also R^2 of the within-base-state changes, i.e. after
+    removing each test base's mean of value and prediction) or weighted F1 + accuracy (categorical: ridge
+    classifier on one-hot values). Returns (scores dict, ridge weights of the value read-out or None)."""
+    if categorical:
+        classes = np.unique(ytr)
+        Y = torch.as_tensor((ytr[:, None] == classes[None]).astype(np.float32), device=Xtr.device)
+        W, b = fit_ridge(Xtr, Y, gtr)
+        pred = classes[(Xte @ W + b).argmax(1).cpu().numpy()]
+        f1 = 0.0
+        for c in np.unique(yte):
+            tp = ((pred == c) & (yte == c)).sum()
+            prec, rec = tp / max((pred == c).sum(), 1), tp / max((yte == c).sum(), 1)
+            f1 += (yte == c).mean() * (2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0)
+        return {"metric": "weighted_f1", "score": float(f1), "accuracy": float((pred == yte).mean())}, None
+    W, b = fit_ridge(Xtr, torch.as_tensor(ytr[:, None].astype(np.float32), device=Xtr.device), gtr)
+    pred = (Xte @ W + b)[:, 0].cpu().numpy()
+    r2 = lambda y, p: float(1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum()) if np.ptp(y) > 0 else None
+    yc, pc = yte.astype(np.float64).copy(), pred.astype(np.float64).copy()
+    for gg in np.unique(gte):
+        yc[gte == gg] -= yc[gte == gg].mean()
+        pc[gte == gg] -= pc[gte == gg].mean()
+    return {"metric": "r2", "score": r2(yte, pred), "r2_within_base": r2(yc, pc)}, (W[:, 0], float(b[0]))
+
+
+def flat(acts, layer, idx, device):
+    return torch.as_tensor(acts[layer][idx], device=device).float().reshape(len(idx), -1)
+
+
+def toward(steered, base, target):
+    """(gap closed, mean cosine): 1 - sum|s - t| / sum|b - t| (1 = lands on the target, 0 = no closer,
+    < 0 = farther, e.g. overshoot) and the mean cosine between the moves s - b and t - b."""
+    s, b, t = steered.flatten(1), base.flatten(1), target.flatten(1)
+    d0 = (b - t).norm(dim=1)
+    if d0.sum() <= 0:
+        return None, None
+    gap = 1.0 - (s - t).norm(dim=1).sum().item() / d0.sum().item()
+    ok = ((s - b).norm(dim=1) > 0) & (d0 > 0)
+    cos = torch.nn.functional.cosine_similarity((s - b)[ok], (t - b)[ok], dim=1).mean().item() if ok.any() else 0.0
+    return gap, cos
+
+
+def causal_test(hooks, x, c_idx, t_idx, steer, layer, acts, args, rng, device):
+    """Add `steer` (one vector per pair) to `layer` on the control samples x; measure how far every
+    downstream layer, the policy and the value move toward the paired targets; the same for random
+    directions of the same norm (--random-directions draws) and for the oracle steer (the pair's true
+    activation difference at `layer`, which must close the whole gap: a check of the hook machinery)."""
+    down = HIDDEN[HIDDEN.index(layer) + 1:] + ["actor"]
+    target = {k: flat(acts, k, t_idx, device) for k in down + ["critic"]}
+    base = {k: flat(acts, k, c_idx, device) for k in down + ["critic"]}
+
+    def measure(out):
+        m = {}
+        for k in down:
+            m[f"gap_closed_{k}"], m[f"cos_{k}"] = toward(out[k], base[k], target[k])
+        p_s, p_b, p_t = (torch.softmax(o.reshape(len(c_idx), -1), -1) for o in (out["actor"], base["actor"], target["actor"]))
+        tv_s, tv_b = 0.5 * (p_s - p_t).abs().sum(-1).sum().item(), 0.5 * (p_b - p_t).abs().sum(-1).sum().item()
+        m["gap_closed_policy_tv"] = 1 - tv_s / tv_b if tv_b > 0 else None
+        m["gap_closed_value"], _ = toward(out["critic"].reshape(-1, 1), base["critic"], target["critic"])
+        m["policy_shift_tv"] = (0.5 * (p_s - p_b).abs().sum(-1)).mean().item()
+        return m
+    fv = measure(hooks.run(x, layer, steer))
+    oracle = measure(hooks.run(x, layer, flat(acts, layer, t_idx, device) - flat(acts, layer, c_idx, device)))
+    rand = []
+    for _ in range(args.random_directions):
+        r = torch.as_tensor(rng.standard_normal(tuple(steer.shape)).astype(np.float32), device=device)
+        rand.append(measure(hooks.run(x, layer, r / r.norm(dim=1, keepdim=True) * steer.norm(dim=1, keepdim=True))))
+    res = {"pairs": int(len(c_idx)), "steer_norm_mean": steer.norm(dim=1).mean().item(), "function_vector": fv,
+           "oracle": oracle, "random": {}}
+    for k in fv:
+        vals = [r[k] for r in rand if r[k] is not None]
+        res["random"][k] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))} if vals else None
+    return res
+
+
+def within_base_corr(P, y, groups):
+    """Pearson r between each column of P and y after removing each base state's mean (the variable's own
+    effect, other bytes held fixed). P (n, u) tensor; y (n,) numpy; groups (n,)."""
+    Pc, yc = P.clone(), torch.as_tensor(y.astype(np.float32), device=P.device).clone()
+    for g in np.unique(groups):
+        m = torch.as_tensor(groups == g, device=P.device)
+        Pc[m] -= Pc[m].mean(0)
+        yc[m] -= yc[m].mean()
+    den = Pc.norm(dim=0) * yc.norm()
+    return torch.where(den > 1e-9, (Pc * yc[:, None]).sum(0) / den.clamp_min(1e-9), torch.zeros_like(den))
+
+
+def region_of(diff_map, rel: float = 0.25, floor: float = 0.5):
+    """Bounding box [row0, row1, col0, col1] (inclusive) of pixels with mean |diff| >= max(rel * peak, floor)."""
+    peak = float(diff_map.max())
+    if peak < floor:
+        return None
+    rows, cols = np.nonzero(diff_map >= max(rel * peak, floor))
+    return {"bbox": [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())],
+            "centroid": [float(rows.mean()), float(cols.mean())], "peak": peak, "pixels": int(len(rows))}
+
+
+def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
+    """Probe scores, function vectors, causal test and unit correlations of one variable. T: per-sample
+    table; S: samples; out: arrays (fv, probe_w, probe_b, fv_delta, unit_corr) filled in place."""
+    acts = S["acts"]
+    sel = np.nonzero((T["var"] == v) & T["kept"])[0]
+    y, g = T["actual"][sel].astype(np.float64), T["base_id"][sel]
+    tr, te = ~T["is_test"][sel], T["is_test"][sel]
+    draws = (T["var"] == v) & (T["role"] == 2)
+    good = draws & T["changed"]
+    info = dict(var["public"], probe={}, causal={}, top_units={})
+    info["samples"] = {
+        "drawn": int(draws.sum()), "kept": int(good.sum()), "reached_intended": int((good & (T["actual"] == T["intended"])).sum()),
+        "other_bytes_changed_fraction": float((T["n_other"][good] > 0).mean()) if good.any() else None,
+        "other_bytes_changed_mean": float(T["n_other"][good].mean()) if good.any() else None,
+        "screen_changed_fraction": float(S["screen_changed"][good].mean()) if good.any() else None,
+        "values": sorted(set(int(a) for a in y))}
+    info["screen_region"] = {"raw_210x160": region_of(S["diff_raw"][v]), "obs_84x84": region_of(S["diff_obs"][v]),
+                             "mean_abs_diff": float(S["diff_raw"][v].mean())}
+    ok = (len(np.unique(y[tr])) >= 2 and len(np.unique(y[te])) >= 2 and (good & ~T["is_test"]).sum() >= 2
+          and (good & T["is_test"]).any())  # probes need real interventions on train and test base states
+    if ok:  # function vector = mean activation of the high values - of the low values (train samples)
+        hi = tr & (y > np.median(y[tr]))
+        hi = hi if hi.any() else tr & (y >= np.median(y[tr]))
+        lo = tr & ~hi
+        out["fv_delta"][v] = y[hi].mean() - y[lo].mean()
+    metric = "weighted_f1" if var["categorical"] else "r2"
+    for k, _ in LAYERS:
+        if not ok:
+            info["probe"][k] = {"metric": metric, "score": None, "control": None,
+                                "reason": "too few samples whose value really changed (the game overwrote the value set) "
+                                          "or fewer than 2 values on the train or the test base states"}
+            continue
+        X = flat(acts, k, sel, device)
+        out["fv"][k][v] = (X[torch.as_tensor(hi, device=device)].mean(0) - X[torch.as_tensor(lo, device=device)].mean(0)).cpu().numpy()
+        Xtr, Xte = X[torch.as_tensor(tr, device=device)], X[torch.as_tensor(te, device=device)]
+        res, wb = score_probe(Xtr, y[tr], g[tr], Xte, y[te], g[te], var["categorical"])
+        if wb is None:  # categorical: the ridge read-out of the value is still stored as the probe direction
+            W, b0 = fit_ridge(Xtr, torch.as_tensor(y[tr][:, None].astype(np.float32), device=device), g[tr])
+            wb = (W[:, 0], float(b0[0]))
+        out["probe_w"][k][v], out["probe_b"][k][v] = wb[0].cpu().numpy(), wb[1]
+        ctrl = [score_probe(Xtr, rng.permutation(y[tr]), g[tr], Xte, y[te], g[te], var["categorical"])[0]["score"]
+                for _ in range(args.control_draws)]
+        ctrl = [c for c in ctrl if c is not None]
+        res.update(control=float(np.mean(ctrl)) if ctrl else None, control_std=float(np.std(ctrl)) if ctrl else None,
+                   n_train=int(tr.sum()), n_test=int(te.sum()), fv_norm=float(np.linalg.norm(out["fv"][k][v])))
+        info["probe"][k] = res
+    # causal test: (control, target) pairs of held-out base states
+    pairs = np.nonzero(good & T["is_test"])[0]
+    if ok and len(pairs):
+        pairs = np.sort(rng.choice(pairs, min(len(pairs), args.causal_pairs), replace=False))
+        ctrl_of = T["control_of"][pairs]
+        a, x_new = T["actual"][ctrl_of].astype(np.float64), T["actual"][pairs].astype(np.float64)
+        for k in HIDDEN:
+            if var["categorical"]:  # steer = mean(class new) - mean(class old), train samples
+                Xtr_k = acts[k][sel[tr]].reshape(int(tr.sum()), -1).astype(np.float32)
+                means = {c: Xtr_k[y[tr] == c].mean(0) for c in np.unique(y[tr])}
+                use = np.array([ai in means and xi in means for ai, xi in zip(a, x_new)])
+                steer = np.stack([means[xi] - means[ai] for ai, xi in zip(a[use], x_new[use])]) if use.any() else None
+            else:  # steer = (new - old) / (mean high - mean low) * function vector
+                use = np.ones(len(pairs), bool)
+                steer = ((x_new - a) / out["fv_delta"][v])[:, None] * out["fv"][k][v][None]
+            if steer is None:
+                info["causal"][k] = None
+                continue
+            x = torch.as_tensor(np.stack([S["control_stack"][c] for c in ctrl_of[use]]), device=device)
+            info["causal"][k] = causal_test(hooks, x, ctrl_of[use], pairs[use], torch.as_tensor(steer.astype(np.float32), device=device),
+                                            k, acts, args, rng, device)
+    # unit labels: within-base-state correlation of each unit / spatially pooled channel with the value
+    for k in HIDDEN:
+        P = torch.as_tensor(acts[k][sel], device=device).float()
+        P = P.mean((2, 3)) if P.dim() == 4 else P
+        if ok:
+            r = within_base_corr(P, y, g)
+            out["unit_corr"][k][:, v] = r.cpu().numpy()
+            info["top_units"][k] = [{"unit": int(u), "r": float(r[u])} for u in torch.argsort(r.abs(), descending=True)[:5].tolist()]
+    return info
+
+
+def label_units(S, out, names, keep):
+    """Per hidden layer and unit (conv: channel, spatially pooled): the variable with the largest |r|."""
+    layers = {}
+    N = len(S["obs_last"])
+    for k, module_name in LAYERS:
+        shape = S["shapes"][k]
+        entry = {"module": module_name, "shape": list(shape)}
+        if k in HIDDEN:
+            P = S["acts"][k].reshape(N, shape[0], -1).astype(np.float32).mean(-1) if len(shape) == 3 else S["acts"][k]
+            alive = P.std(0) > 1e-6
+            corr = out["unit_corr"][k]
+            best = np.abs(corr).argmax(1)
+            entry["units"] = [{"unit": u, "var": int(best[u]), "name": names[best[u]], "index": keep[best[u]],
+                               "r": float(corr[u, best[u]])} if alive[u] and corr[u, best[u]] != 0 else
+                              {"unit": u, "var": -1, "name": None, "index": None, "r": 0.0} for u in range(len(best))]
+            entry["dead_units"] = int((~alive).sum())
+        layers[k] = entry
+    return layers
+
+
+def save_atomic(path: Path, write):
+    """Write via `write(file)` to NAME.tmp-<pid> in the same folder, fsync, os.replace."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# ---------------------------------------------------------------- main
+def main(args: Args):
+    t_start = time.time()
+    rv, pix, ramck, game, include = validate_inputs(args)
+    env_id = rv["env_id"]
+    out_dir = Path(args.out_dir or Path("probe") / env_id.replace("/", "_"))
+    device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    agent, ram_agent = pix["model"].to(device), ramck["model"].to(device)
+    timing = {}
+    print(f"probe {env_id} ({game}) on {device}", flush=True)
+
+    t0 = time.time()
+    prep = check_preprocessing(game, args.seed)
+    timing["preprocessing_check_s"] = time.time() - t0
+    print(f"[check] this script's observation vs AtariVectorEnv: {prep}", flush=True)
+
+    # 1. key variables from the memory agent
+    t0 = time.time()
+    ranking, ram_rollout = ram_importance(ram_agent, rv["selected"], game, args, rng, device)
+    keep = [s["index"] for s in ranking[: args.top_k or len(ranking)]]
+    keep += [i for i in include if i not in keep]
+    timing["importance_s"] = time.time() - t0
+    print(f"[importance] {len(ram_rollout)} memory-agent states, {len(ranking)} bytes ablated in {timing['importance_s']:.1f}s; "
+          "top: " + ", ".join(f"{s['name']} tv={s['tv']:.4f}" for s in ranking[:5]), flush=True)
+    names = [f"ram[0x{i:02x}]" for i in keep]
+    variables = []
+    for i, name in zip(keep, names):
+        rec = rv["bytes"][i]
+        kind, n_distinct = str(rec.get("kind", "state")), int(rec.get("n_distinct", 256))
+        values = rec.get("values") if isinstance(rec.get("values"), list) else []
+        variables.append({"index": i, "min": int(rec["min"]), "max": int(rec["max"]), "record_values": [int(x) for x in values],
+                          "categorical": kind == "bitmap" or n_distinct <= args.max_classes,
+                          "public": {"name": name, "index": i, "address": rec.get("address", f"0x{0x80 + i:02X}"), "kind": kind,
+                                     "categorical": kind == "bitmap" or n_distinct <= args.max_classes,
+                                     "n_distinct_in_ram_vars": n_distinct, "min": int(rec["min"]), "max": int(rec["max"]),
+                                     "importance": next(s for s in ranking if s["index"] == i)}})
+    V = len(variables)
+
+    # 2. base states from the pixel agent, then screens with set RAM values
+    t0 = time.time()
+    bases = collect_base_states(agent, game, args, rng, device)
+    B = len(bases["states"])
+    test_bases = np.sort(rng.choice(B, max(1, int(round(args.test_fraction * B))), replace=False))
+    timing["rollout_s"] = time.time() - t0
+    print(f"[rollout] {bases['steps_played']} pixel-agent steps, {bases['eligible']} usable states, {B} base states "
+          f"({len(test_bases)} held out) in {timing['rollout_s']:.1f}s", flush=True)
+    tasks, meta = plan_samples(bases, variables, np.concatenate([ram_rollout, bases["seen_rams"]]), args, rng)
+    hooks = Hooks(agent)
+    S = run_samples(hooks, tasks, meta, game, bases, V, args, device)
+    N = len(tasks)
+    timing.update(samples_s=S["seconds"], emulation_s=S["emulation_seconds"], probe_samples_per_s=N / S["seconds"],
+                  frames_emulated=N * 16)
+    restore_ok = int(sum(np.array_equal(S["natural_obs"][b], bases["rollout_obs"][b]) for b in range(B)))
+    print(f"[samples] {N} samples ({N * 16} frames) in {S['seconds']:.1f}s: {N / S['seconds']:.1f} probe samples/s "
+          f"(set RAM -> render -> forward; emulation {S['emulation_seconds']:.1f}s); "
+          f"restore+replay reproduced the rollout's observation for {restore_ok}/{B} base states", flush=True)
+
+    # per-sample table
+    T = {"base_id": meta[:, 0], "var": meta[:, 1], "intended": meta[:, 2], "role": meta[:, 3], "control_of": S["control_of"]}
+    idx = np.array([t[1] for t in tasks])
+    T["actual"] = np.where(T["var"] >= 0, S["ram"][np.arange(N), idx].astype(np.int64), -1)
+    T["control_value"] = np.where(T["role"] == 2, T["actual"][np.maximum(T["control_of"], 0)], np.where(T["role"] == 1, T["actual"], -1))
+    T["changed"] = (T["role"] == 2) & (T["actual"] != T["control_value"])
+    T["kept"] = (T["role"] == 1) | T["changed"]
+    other = (S["ram"] != S["ram"][np.maximum(T["control_of"], 0)]) & (T["role"] == 2)[:, None]
+    other[np.arange(N), idx] = False
+    T["n_other"] = other.sum(1)
+    T["is_test"] = np.isin(T["base_id"], test_bases)
+
+    # 4 + 5. probes, function vectors, causal test, unit labels
+    t0 = time.time()
+    dims = {k: int(np.prod(S["shapes"][k])) for k, _ in LAYERS}
+    units = {k: S["shapes"][k][0] if len(S["shapes"][k]) == 3 else dims[k] for k in HIDDEN}
+    out = {"fv": {k: np.zeros((V, dims[k]), np.float32) for k, _ in LAYERS},
+           "probe_w": {k: np.zeros((V, dims[k]), np.float32) for k, _ in LAYERS},
+           "probe_b": {k: np.zeros(V, np.float32) for k, _ in LAYERS}, "fv_delta": np.zeros(V, np.float32),
+           "unit_corr": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN}}
+    prog = Progress("analysis", V, "variables")
+    results_vars = []
+    for v, var in enumerate(variables):
+        results_vars.append(analyse_variable(v, var, T, S, hooks, out, args, rng, device))
+        prog.update(v + 1)
+    layers = label_units(S, out, names, keep)
+    for k, _ in LAYERS:
+        layers[k]["probe_scores"] = {rv_["name"]: rv_["probe"][k].get("score") for rv_ in results_vars}
+    timing["analysis_s"] = time.time() - t0
+
+    # outputs
+    results = {
+        "format": "memory-pixel-interp/probe", "version": 1, "env_id": env_id, "game": game,
+        "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
+                   "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step")},
+        "args": asdict(args), "device": str(device),
+        "preprocessing_check": prep, "restore_check": {"base_states": B, "identical_to_rollout": restore_ok},
+        "importance": {"metric": "tv", "states": int(len(ram_rollout)), "repeats": args.importance_repeats, "ranking": ranking},
+        "variables": results_vars, "layers": layers,
+        "counts": {"samples": N, "base_states": B, "test_base_states": test_bases.tolist(), "variables": V,
+                   "drawn": int((T["role"] == 2).sum()), "kept_draws": int(T["changed"].sum())},
+        "timing": timing, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    arrays = {
+        "layer_names": np.array([k for k, _ in LAYERS]), "layer_modules": np.array([m for _, m in LAYERS]),
+        "var_index": np.array(keep, np.int16), "var_names": np.array(names),
+        "var_kinds": np.array([v["public"]["kind"] for v in variables]),
+        "var_addresses": np.array([v["public"]["address"] for v in variables]),
+        "var_categorical": np.array([v["categorical"] for v in variables]),
+        "sample_var": T["var"].astype(np.int16), "sample_role": T["role"].astype(np.int8),
+        "base_id": T["base_id"].astype(np.int32), "is_test": T["is_test"], "kept": T["kept"],
+        "value_intended": T["intended"].astype(np.int16), "value_actual": T["actual"].astype(np.int16),
+        "value_control": T["control_value"].astype(np.int16), "control_of": T["control_of"].astype(np.int32),
+        "n_other_changed": T["n_other"].astype(np.int16), "screen_changed": S["screen_changed"],
+        "ram": S["ram"], "obs_last": S["obs_last"],
+        "base_ram": bases["ram"], "base_step": bases["step"].astype(np.int32), "base_actions": np.stack(bases["actions"]).astype(np.int8),
+        "base_rgb": S["base_rgb"], "diff_raw": S["diff_raw"], "diff_obs": S["diff_obs"], "fv_delta": out["fv_delta"],
+    }
+    for k, _ in LAYERS:
+        arrays.update({f"act_{k}": S["acts"][k], f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
+    for k in HIDDEN:
+        arrays[f"unit_corr_{k}"] = out["unit_corr"][k]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    save_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
+    timing.update(save_s=time.time() - t0, total_s=time.time() - t_start)
+    save_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
+    print(f"[done] {out_dir / 'activations.npz'} ({(out_dir / 'activations.npz').stat().st_size / 1e6:.1f} MB) and "
+          f"{out_dir / 'results.json'} in {timing['total_s']:.1f}s", flush=True)
+    if args.report:
+        proc = subprocess.run([sys.executable, str(Path(__file__).with_name("probe_report.py")), "--out-dir", str(out_dir)])
+        if proc.returncode != 0:
+            raise SystemExit(proc.returncode)
+
+
+if __name__ == "__main__":
+    cli = tyro.cli(Args)
+    try:
+        main(cli)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,368 @@
+"""Draw the figures and the self-contained HTML report of a probe_function_vectors.py run.
+
+Reads `<out-dir>/results.json` and `<out-dir>/activations.npz` (README §Probe) and writes into the same folder:
+- `importance.png`: how much the memory agent relies on each RAM variable (policy change when ablated);
+- `probe_scores.png`: layer x variable heatmap of held-out probe scores, beside the shuffled-label control;
+- `causal.png`: per variable and steered layer, how far the function vector moves the policy toward the
+  screens where the variable really has the new value, against random directions of the same norm;
+- `units_<layer>.png`: every fc unit / conv channel coloured and annotated by the RAM address it is most
+  associated with, with a legend of screen pictures of the region each address controls;
+- `var_<name>.png`: per variable, the screen with the region it controls marked, the mean |difference| map,
+  and the difference-of-means maps of its top channel in each conv layer;
+- `report.html`: one file, images inlined as base64, opens from disk without a server.
+
+Usage: python probe_report.py --out-dir probe/BreakoutNoFrameskip-v4
+"""
+import base64
+import html
+import io
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tyro  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+
+@dataclass
+class Args:
+    out_dir: str = ""
+    """folder written by probe_function_vectors.py (holds results.json and activations.npz)"""
+    max_unit_labels: int = 512
+    """annotate at most this many units per layer chart with their address"""
+
+
+HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
+NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "diff_obs", "fv_relu1", "fv_relu2", "fv_relu3",
+            "unit_corr_relu1", "unit_corr_relu2", "unit_corr_relu3", "unit_corr_relu_fc"]
+
+
+class InputError(Exception):
+    """Bad input: reported as one `error:` line, exit code 2."""
+
+
+def load_inputs(out_dir: Path):
+    try:
+        res = json.loads((out_dir / "results.json").read_text())
+    except FileNotFoundError:
+        raise InputError(f"{out_dir / 'results.json'} does not exist (run probe_function_vectors.py first)")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read {out_dir / 'results.json'}: {e}")
+    if not isinstance(res, dict) or res.get("format") != "memory-pixel-interp/probe":
+        raise InputError(f"{out_dir / 'results.json'} is not a probe results file")
+    try:
+        with np.load(out_dir / "activations.npz", allow_pickle=False) as z:
+            missing = [k for k in NPZ_KEYS if k not in z.files]
+            if missing:
+                raise InputError(f"{out_dir / 'activations.npz'} lacks {missing}")
+            npz = {k: z[k] for k in NPZ_KEYS}
+    except FileNotFoundError:
+        raise InputError(f"{out_dir / 'activations.npz'} does not exist")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read {out_dir / 'activations.npz'} (corrupt or truncated?): {type(e).__name__}: {e}")
+    names = [str(n) for n in npz["var_names"]]
+    if names != [v["name"] for v in res.get("variables", [])]:
+        raise InputError(f"{out_dir}: activations.npz and results.json describe different variables (mixed runs?)")
+    return res, npz
+
+
+def colours(n):
+    cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def save_png(fig, path: Path):
+    """Atomic PNG write; returns the PNG bytes (for inlining)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return data
+
+
+def draw_region(ax, rgb, diff, region, colour):
+    """The screen with the mean |difference| a variable causes overlaid in red and its bounding box."""
+    ax.imshow(rgb)
+    if diff.max() > 0:
+        over = np.zeros(diff.shape + (4,))
+        over[..., 0] = 1
+        over[..., 3] = np.clip(diff / diff.max(), 0, 1) * 0.8
+        ax.imshow(over)
+    if region:
+        r0, r1, c0, c1 = region["bbox"]
+        ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False, ec=colour, lw=2))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ---------------------------------------------------------------- figures
+def fig_importance(res):
+    rk = res["importance"]["ranking"]
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(rk)), 3))
+    ax.bar(range(len(rk)), [s["tv"] for s in rk], color="tab:blue")
+    ax.set_xticks(range(len(rk)), [s["name"] for s in rk], rotation=70, fontsize=7)
+    ax.set_ylabel("mean TV of policy\nwhen byte is ablated")
+    ax.set_title(f"memory agent: reliance on each RAM byte ({res['importance']['states']} states)")
+    return fig
+
+
+def fig_probe_scores(res):
+    vs = res["variables"]
+    layers = list(res["layers"])
+    score = np.array([[np.nan if v["probe"][k].get("score") is None else v["probe"][k]["score"] for v in vs] for k in layers])
+    ctrl = np.array([[np.nan if v["probe"][k].get("control") is None else v["probe"][k]["control"] for v in vs] for k in layers])
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(vs) + 4), 3.2))
+    for ax, mat, title in ((axes[0], score, "held-out probe score"), (axes[1], ctrl, "shuffled-label control")):
+        im = ax.imshow(np.clip(mat, -1, 1), vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
+        ax.set_xticks(range(len(vs)), [f"{v['name']}\n{'F1' if v['categorical'] else 'R²'}" for v in vs], fontsize=7, rotation=60)
+        ax.set_yticks(range(len(layers)), layers, fontsize=8)
+        ax.set_title(title + " (clipped to [-1, 1])", fontsize=9)
+        for (i, j), val in np.ndenumerate(mat):
+            ax.text(j, i, "—" if np.isnan(val) else f"{val:.2f}", ha="center", va="center", fontsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.03)
+    return fig
+
+
+def fig_causal(res):
+    vs = res["variables"]
+    fv = np.full((len(HIDDEN), len(vs)), np.nan)
+    rd = np.full_like(fv, np.nan)
+    for j, v in enumerate(vs):
+        for i, k in enumerate(HIDDEN):
+            c = (v.get("causal") or {}).get(k)
+            if c and c["function_vector"].get("cos_actor") is not None:
+                fv[i, j] = c["function_vector"]["cos_actor"]
+                rd[i, j] = c["random"]["cos_actor"]["mean"] if c["random"].get("cos_actor") else np.nan
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(vs) + 4), 3))
+    for ax, mat, title in ((axes[0], fv, "function vector"), (axes[1], rd, "random direction, same norm (mean)")):
+        im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
+        ax.set_xticks(range(len(vs)), [v["name"] for v in vs], fontsize=7, rotation=60)
+        ax.set_yticks(range(len(HIDDEN)), [f"steer {k}" for k in HIDDEN], fontsize=8)
+        ax.set_title(f"{title}: cos(logit move, true logit move)", fontsize=9)
+        for (i, j), val in np.ndenumerate(mat):
+            ax.text(j, i, "—" if np.isnan(val) else f"{val:.2f}", ha="center", va="center", fontsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.03)
+    return fig
+
+
+def fig_units(res, npz, layer, cols, max_labels):
+    units = res["layers"][layer]["units"]
+    n = len(units)
+    ncol = {32: 8, 64: 8}.get(n, 32)
+    nrow = -(-n // ncol)
+    vs = res["variables"]
+    fig = plt.figure(figsize=(max(6, ncol * 0.42), nrow * 0.42 + 2.2))
+    ax = fig.add_axes([0.02, 0.32, 0.96, 0.62])
+    img = np.ones((nrow, ncol, 4))
+    for u in units:
+        r, c = divmod(u["unit"], ncol)
+        img[r, c] = (0.85, 0.85, 0.85, 1) if u["var"] < 0 else (*cols[u["var"]][:3], 0.15 + 0.85 * min(1.0, abs(u["r"])))
+    ax.imshow(img, aspect="auto", interpolation="nearest")
+    for u in units[:max_labels]:
+        r, c = divmod(u["unit"], ncol)
+        label = "·" if u["var"] < 0 else f"{vs[u['var']]['index']:02x}\n{abs(u['r']):.1f}"
+        ax.text(c, r, label, ha="center", va="center", fontsize=5 if ncol > 8 else 7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    kind = "channel (spatially pooled)" if layer != "relu_fc" else "unit"
+    ax.set_title(f"network.{layer}: each {kind} labelled with the RAM index (hex) it correlates with most "
+                 f"(within base state), |r| below; alpha = |r|; grey = dead / none", fontsize=8)
+    # legend: screen picture of each address's region, framed in its colour
+    rgb = npz["base_rgb"][0]
+    for j, v in enumerate(vs):
+        lx = fig.add_axes([0.02 + j * 0.96 / max(len(vs), 1), 0.02, 0.96 / max(len(vs), 1) * 0.9, 0.24])
+        draw_region(lx, rgb, npz["diff_raw"][j], v["screen_region"]["raw_210x160"], cols[j])
+        for s in lx.spines.values():
+            s.set_edgecolor(cols[j])
+            s.set_linewidth(3)
+        lx.set_title(v["name"], fontsize=6, color=cols[j])
+    return fig
+
+
+def fig_variable(res, npz, j, v, colour):
+    rgb = npz["base_rgb"][0]
+    diff = npz["diff_raw"][j]
+    fig, axes = plt.subplots(1, 5, figsize=(13, 3.6))
+    reg = v["screen_region"]["raw_210x160"]
+    draw_region(axes[0], rgb, diff, reg, colour)
+    axes[0].set_title(f"{v['name']} ({v['address']}, {v['kind']})\nregion it controls" + ("" if reg else ": none found"), fontsize=8)
+    im = axes[1].imshow(diff, cmap="magma")
+    axes[1].set_title("mean |screen - control|\n(gray levels, 210x160)", fontsize=8)
+    fig.colorbar(im, ax=axes[1], fraction=0.04)
+    for ax, k in zip(axes[2:], ["relu1", "relu2", "relu3"]):
+        fvk = npz[f"fv_{k}"][j]
+        corr = npz[f"unit_corr_{k}"][:, j]
+        ch = int(np.abs(corr).argmax())
+        c = corr.shape[0]
+        side = int(round(np.sqrt(fvk.size // c)))
+        m = fvk.reshape(c, side, side)[ch]
+        lim = max(float(np.abs(m).max()), 1e-6)
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(f"{k} channel {ch} (r={corr[ch]:.2f})\nmean(high) - mean(low) map", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.04)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+# ---------------------------------------------------------------- HTML
+def img_tag(data: bytes, alt: str):
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def fmt(x, nd=2):
+    return "—" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else html.escape(str(x)))
+
+
+SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var table = th.closest('table'), body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    var dir = th.dataset.dir === 'asc' ? -1 : 1;
+    th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+    rows.sort(function (a, b) {
+      var x = a.cells[col].textContent, y = b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      if (!isNaN(nx) && !isNaN(ny)) { return dir * (nx - ny); }
+      return dir * x.localeCompare(y);
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+document.body.setAttribute('data-rendered', String(document.images.length));
+"""
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; max-width: 1400px; }
+table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #eee; cursor: pointer; }
+td.l, th.l { text-align: left; }
+img { max-width: 100%; }
+.note { color: #555; font-size: 12px; }
+"""
+
+
+def html_report(res, imgs):
+    vs = res["variables"]
+    layers = list(res["layers"])
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Probe report: {e(res['env_id'])}</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>What the pixel agent knows about the RAM: {e(res['env_id'])}</h1>",
+             f"<p class='note'>pixel checkpoint {e(str(res['inputs']['pixel_checkpoint']))} (step {fmt(res['inputs'].get('pixel_global_step'))}), "
+             f"memory checkpoint {e(str(res['inputs']['ram_checkpoint']))} (step {fmt(res['inputs'].get('ram_global_step'))}), "
+             f"ram vars {e(str(res['inputs']['ram_vars']))}; {res['counts']['samples']} samples on {res['counts']['base_states']} base states "
+             f"({len(res['counts']['test_base_states'])} held out); {res['timing']['probe_samples_per_s']:.0f} probe samples/s; "
+             f"created {e(res['created'])}.</p>",
+             f"<p class='note'>Observation check against AtariVectorEnv: {e(json.dumps(res['preprocessing_check']))}. "
+             f"Restore + replay reproduced the rollout's observation for {res['restore_check']['identical_to_rollout']}/"
+             f"{res['restore_check']['base_states']} base states.</p>",
+             "<h2>Variables</h2><p class='note'>Probe score: R² (ordinal) or weighted F1 (categorical) of a ridge probe on "
+             "held-out base states; in brackets the shuffled-label control. Causal: cosine between the logit move caused by "
+             "adding the function vector at relu_fc (resp. a random direction of the same norm) and the true logit move. "
+             "Click a column header to sort.</p>",
+             "<table class='sortable'><thead><tr><th class='l'>variable</th><th class='l'>address</th><th class='l'>kind</th>"
+             "<th>importance (TV)</th><th>rank</th><th class='l'>screen region rows, cols</th>"
+             + "".join(f"<th>{e(k)}</th>" for k in layers)
+             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units</th></tr></thead><tbody>"]
+    for v in vs:
+        reg = v["screen_region"]["raw_210x160"]
+        c = (v.get("causal") or {}).get("relu_fc") or {}
+        cf = (c.get("function_vector") or {}).get("cos_actor")
+        cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
+        tops = ", ".join(f"{u['unit']} ({u['r']:+.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
+        where = "none" if not reg else "{}-{}, {}-{}".format(*reg["bbox"])
+        parts.append(f"<tr><td class='l'><a href='#{e(v['name'])}'>{e(v['name'])}</a></td><td class='l'>{e(v['address'])}</td>"
+                     f"<td class='l'>{e(v['kind'])}{' (cat.)' if v['categorical'] else ''}</td>"
+                     f"<td>{fmt(v['importance']['tv'], 4)}</td><td>{v['importance']['rank']}</td>"
+                     f"<td class='l'>{where}</td>"
+                     + "".join(f"<td>{fmt(v['probe'][k].get('score'))} ({fmt(v['probe'][k].get('control'))})</td>" for k in layers)
+                     + f"<td>{fmt(cf)}</td><td>{fmt(cr)}</td><td class='l'>{e(tops)}</td></tr>")
+    parts.append("</tbody></table>")
+    parts += ["<h2>Overview</h2>", img_tag(imgs["importance"], "importance"), img_tag(imgs["probe_scores"], "probe scores"),
+              img_tag(imgs["causal"], "causal effect")]
+    parts.append("<h2>Layers: every unit labelled with its RAM address</h2>")
+    for k in HIDDEN:
+        L = res["layers"][k]
+        parts.append(f"<h3>{e(L['module'])} {e(str(L['shape']))}, {L.get('dead_units', 0)} dead</h3>{img_tag(imgs['units_' + k], k)}")
+    parts.append("<h2>Per variable</h2>")
+    for j, v in enumerate(vs):
+        s = v["samples"]
+        parts.append(f"<h3 id='{e(v['name'])}'>{e(v['name'])} — {e(v['address'])}, {e(v['kind'])}, "
+                     f"importance rank {v['importance']['rank']} (TV {fmt(v['importance']['tv'], 4)}, KL {fmt(v['importance']['kl'], 4)})</h3>"
+                     f"<p class='note'>{s['kept']}/{s['drawn']} drawn values changed the byte ({s['reached_intended']} reached the intended value); "
+                     f"other bytes changed in {fmt(s['other_bytes_changed_fraction'])} of them; the screen changed in "
+                     f"{fmt(s['screen_changed_fraction'])}.</p>{img_tag(imgs['var_' + str(j)], v['name'])}")
+        parts.append("<table><thead><tr><th class='l'>layer</th><th>metric</th><th>score</th><th>within-base R²</th><th>control</th>"
+                     "<th>n train/test</th><th>|fv|</th><th>steer cos(next layer) fv / random</th><th>cos(logits) fv / random</th>"
+                     "<th>policy gap closed fv / random / oracle</th><th class='l'>top units (r)</th></tr></thead><tbody>")
+        for k in layers:
+            p = v["probe"][k]
+            c = (v.get("causal") or {}).get(k)
+            row = f"<tr><td class='l'>{e(k)}</td><td>{e(p['metric'])}</td><td>{fmt(p.get('score'))}</td><td>{fmt(p.get('r2_within_base'))}</td>" \
+                  f"<td>{fmt(p.get('control'))}</td><td>{p.get('n_train', '—')}/{p.get('n_test', '—')}</td><td>{fmt(p.get('fv_norm'), 3)}</td>"
+            if c:
+                nxt = HIDDEN[HIDDEN.index(k) + 1] if k != "relu_fc" else "actor"
+                f, r, o = c["function_vector"], c["random"], c["oracle"]
+                rm = lambda key: (r.get(key) or {}).get("mean")  # noqa: E731
+                row += (f"<td>{fmt(f.get('cos_' + nxt))} / {fmt(rm('cos_' + nxt))}</td><td>{fmt(f.get('cos_actor'))} / {fmt(rm('cos_actor'))}</td>"
+                        f"<td>{fmt(f.get('gap_closed_policy_tv'))} / {fmt(rm('gap_closed_policy_tv'))} / {fmt(o.get('gap_closed_policy_tv'))}</td>")
+            else:
+                row += "<td>—</td><td>—</td><td>—</td>"
+            tops = ", ".join(f"{u['unit']} ({u['r']:+.2f})" for u in v["top_units"].get(k, [])[:5])
+            parts.append(row + f"<td class='l'>{e(tops)}</td></tr>")
+        parts.append("</tbody></table>")
+    parts.append(f"<script>{SCRIPT}</script></body></html>")
+    return "".join(parts)
+
+
+def main(args: Args):
+    if not args.out_dir:
+        raise InputError("--out-dir is required")
+    out_dir = Path(args.out_dir)
+    res, npz = load_inputs(out_dir)
+    vs = res["variables"]
+    cols = colours(len(vs))
+    imgs = {"importance": save_png(fig_importance(res), out_dir / "importance.png"),
+            "probe_scores": save_png(fig_probe_scores(res), out_dir / "probe_scores.png"),
+            "causal": save_png(fig_causal(res), out_dir / "causal.png")}
+    for k in HIDDEN:
+        imgs["units_" + k] = save_png(fig_units(res, npz, k, cols, args.max_unit_labels), out_dir / f"units_{k}.png")
+    for j, v in enumerate(vs):
+        name = v["name"].replace("[", "_").replace("]", "")
+        imgs[f"var_{j}"] = save_png(fig_variable(res, npz, j, v, cols[j]), out_dir / f"var_{name}.png")
+    page = html_report(res, imgs).encode()
+    path = out_dir / "report.html"
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(page)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    print(f"[report] {path} ({len(page) / 1e6:.1f} MB, {len(imgs)} figures)", flush=True)
+
+
+if __name__ == "__main__":
+    cli = tyro.cli(Args)
+    try:
+        main(cli)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)

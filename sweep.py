@@ -1,0 +1,869 @@
+"""Run the whole memory-vs-pixel interpretation pipeline over many Atari games, with a cross-game index.
+
+For each game of a list, `sweep.py` runs the project's scripts one after the other, each as a subprocess,
+in the game's own folder (`<out-dir>/<game>/`, where `<game>` is the env id with `/` -> `_`):
+
+    extract  extract_ram_vars.py       --env-id ID --out-dir ram_vars            -> ram_vars/<game>.json
+    ram      ppo_ram_breakout.py       --env-id ID --ram-vars ram_vars/<game>.json --total-timesteps N
+                                       --runs-dir runs                           -> runs/<run>/ (agent "ram")
+    pixel    ppo_pixel_breakout.py     --env-id ID --total-timesteps N --runs-dir runs -> runs/<run>/ ("pixel")
+    compare  compare_runs.py           runs/<ram run> runs/<pixel run> --out-dir compare
+    probe    probe_function_vectors.py --pixel-checkpoint .. --ram-checkpoint .. --ram-vars .. --out-dir probe
+
+and then writes `<out-dir>/index.json` and a self-contained `<out-dir>/index.html` that links every game's
+reports and summarises, per game, the RAM bytes found, both agents' returns, the best probe scores and the
+status/time of each step. Each step's stdout/stderr go to `<game>/logs/<step>.{stdout,stderr}.log`.
+
+Resumable: `<game>/status.json` records every step (command, status, time, outputs). A step is skipped
+when it is recorded as done with the same command AND its outputs are still there and complete; a step
+re-runs when a step it depends on ran again. A failing step (non-zero exit, timeout) is recorded with
+the reason and the last lines of its stderr, the game stops there, and the sweep goes on with the others.
+
+Scale-out: locally a `concurrent.futures.ProcessPoolExecutor` of `--workers` processes runs games in
+parallel; on a cluster a Slurm job array runs one game per task (`--only-index $SLURM_ARRAY_TASK_ID`, see
+docs/sweep_slurm.sh) and a last `--index-only` job rebuilds the index from the folders. Stopping the sweep
+(Ctrl-C, SIGTERM) stops the running steps (SIGINT first: the training scripts save their checkpoint) and
+records them as interrupted; the next run continues an interrupted training run with its `--resume`.
+
+    python sweep.py --total-timesteps 2000000                        # default list of 24 games
+    python sweep.py --games BreakoutNoFrameskip-v4 PongNoFrameskip-v4 --workers 2 --total-timesteps 256 \
+        --train-args="--num-envs 2 --num-steps 32" --extract-args="--total-frames 2000"
+    python sweep.py --all-extract --extract-timeout 600               # extractor only, every ROM of ale-py
+    python sweep.py --index-only                                      # rebuild sweep/index.{json,html}
+"""
+import base64
+import html
+import io
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+# The default list: 24 games of different kinds (a kind is only shown in the index; nothing depends on it).
+DEFAULT_GAMES = [
+    ("BreakoutNoFrameskip-v4", "paddle"), ("PongNoFrameskip-v4", "paddle"), ("VideoPinballNoFrameskip-v4", "paddle"),
+    ("SpaceInvadersNoFrameskip-v4", "shooter"), ("SeaquestNoFrameskip-v4", "shooter"),
+    ("BeamRiderNoFrameskip-v4", "shooter"), ("AsteroidsNoFrameskip-v4", "shooter"),
+    ("CentipedeNoFrameskip-v4", "shooter"), ("DemonAttackNoFrameskip-v4", "shooter"),
+    ("MsPacmanNoFrameskip-v4", "maze"), ("AlienNoFrameskip-v4", "maze"), ("AmidarNoFrameskip-v4", "maze"),
+    ("BankHeistNoFrameskip-v4", "maze"), ("MontezumaRevengeNoFrameskip-v4", "platformer"),
+    ("PitfallNoFrameskip-v4", "platformer"), ("FrostbiteNoFrameskip-v4", "platformer"),
+    ("KangarooNoFrameskip-v4", "platformer"), ("HeroNoFrameskip-v4", "platformer"),
+    ("FreewayNoFrameskip-v4", "sports"), ("BoxingNoFrameskip-v4", "sports"), ("TennisNoFrameskip-v4", "sports"),
+    ("IceHockeyNoFrameskip-v4", "sports"), ("BowlingNoFrameskip-v4", "sports"), ("EnduroNoFrameskip-v4", "racing"),
+]
+STEPS = ("extract", "ram", "pixel", "compare", "probe")
+SCRIPTS = {"extract": "extract_ram_vars.py", "ram": "ppo_ram_breakout.py", "pixel": "ppo_pixel_breakout.py",
+           "compare": "compare_runs.py", "probe": "probe_function_vectors.py"}
+# A done step re-runs when one of these finished again after it (its inputs changed).
+DEPENDS = {"extract": (), "ram": ("extract",), "pixel": (), "compare": ("ram", "pixel"),
+           "probe": ("extract", "ram", "pixel")}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
+
+
+@dataclass
+class Args:
+    """Run extract -> memory agent -> pixel agent -> compare -> probe over many Atari games, then index them."""
+
+    games: Optional[list[str]] = None
+    """env ids to sweep (e.g. BreakoutNoFrameskip-v4 ALE/Pong-v5); default: the built-in list of 24 games
+    (with --all-extract: every ROM ale-py ships; with --index-only: every game folder found)"""
+    out_dir: str = "sweep"
+    """the sweep folder: one sub-folder per game, plus index.json and index.html"""
+    total_timesteps: int = 10_000_000
+    """env steps per agent and game (passed as --total-timesteps to both training scripts)"""
+    workers: int = os.cpu_count() or 1
+    """games run in parallel (local process pool, one game per worker at a time); default: os.cpu_count()"""
+    steps: tuple[str, ...] = STEPS
+    """which steps to run, among: extract ram pixel compare probe (the others are neither run nor skipped)"""
+    only_index: Optional[int] = None
+    """run only the game at this 0-based position of the game list (a Slurm array task id)"""
+    index_only: bool = False
+    """run nothing: rebuild index.json and index.html from the game folders"""
+    all_extract: bool = False
+    """run only the extractor, on every ROM the installed ale-py ships (or on --games), with --extract-timeout
+    per game, and print the time per game"""
+    list_games: bool = False
+    """print the game list (position and env id, one per line) and exit; its length sizes a Slurm array"""
+    dry_run: bool = False
+    """print each game's commands and whether they would run or be skipped, run nothing"""
+    force: bool = False
+    """re-run the selected steps even if they are done"""
+    extract_args: str = ""
+    """extra arguments for extract_ram_vars.py, one string, e.g. --extract-args="--total-frames 2000" (note the =)"""
+    train_args: str = ""
+    """extra arguments for BOTH training scripts, e.g. --train-args="--num-envs 8 --seed 1" """
+    ram_args: str = ""
+    """extra arguments for ppo_ram_breakout.py only"""
+    pixel_args: str = ""
+    """extra arguments for ppo_pixel_breakout.py only"""
+    compare_args: str = ""
+    """extra arguments for compare_runs.py"""
+    probe_args: str = ""
+    """extra arguments for probe_function_vectors.py (its budget flags)"""
+    extract_timeout: float = 1800.0
+    """seconds the extractor may run per game before it is stopped and the game marked 'timeout' (0: no limit)"""
+    step_timeout: float = 0.0
+    """seconds any other step may run per game (0: no limit)"""
+    scripts_dir: Optional[str] = None
+    """folder holding the five scripts; default: the folder of sweep.py"""
+    tail_lines: int = 20
+    """how many last stderr lines of a failed step are kept in status.json and the index"""
+
+
+def fail(msg):
+    """Bad input: one clear line on stderr, exit code 2."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+def folder_of(env_id):
+    return env_id.replace("/", "_")
+
+
+def write_atomic(path, text):
+    """Write text to path via a temp file in the same folder + os.replace (never a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    """The parsed JSON dict at path, or None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def now_iso():
+    """Local time with microseconds: also the stamp a step's dependants compare to see it ran again."""
+    return datetime.now().astimezone().isoformat(timespec="microseconds")
+
+
+def all_rom_env_ids():
+    """One env id per ROM of the installed ale-py: <X>NoFrameskip-v4 if registered, else ALE/<X>-v5.
+
+    A ROM with no registered gymnasium id (multi-player ROMs) gets the ALE/<X>-v5 spelling anyway, so the
+    extractor itself says whether it can handle it, and the index names it with that reason.
+    """
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    by_rom = {}
+    for env_id, spec in gym.registry.items():
+        kw = spec.kwargs or {}
+        rom = kw.get("game")
+        if not rom or kw.get("obs_type", "rgb") == "ram" or "-ram" in env_id:
+            continue
+        if env_id.endswith("NoFrameskip-v4") and "/" not in env_id:
+            by_rom.setdefault(rom, {})["nf"] = env_id
+        elif env_id.startswith("ALE/") and env_id.endswith("-v5"):
+            by_rom.setdefault(rom, {})["v5"] = env_id
+    out = []
+    for rom in ale_py.roms.get_all_rom_ids():
+        ids = by_rom.get(rom, {})
+        camel = "".join(p[:1].upper() + p[1:] for p in rom.split("_"))
+        out.append(ids.get("nf") or ids.get("v5") or f"ALE/{camel}-v5")
+    return out
+
+
+def game_list(args):
+    """[(env_id, kind)] for this invocation (before --only-index)."""
+    if args.games is not None:
+        kinds = dict(DEFAULT_GAMES)
+        return [(g, kinds.get(g, "")) for g in args.games]
+    if args.all_extract:
+        kinds = dict(DEFAULT_GAMES)
+        return [(g, kinds.get(g, "")) for g in all_rom_env_ids()]
+    return list(DEFAULT_GAMES)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Step outputs: where they are and whether they are complete (the output is the proof a step is done)
+# ----------------------------------------------------------------------------------------------------------
+def find_ram_vars(game_dir, env_id):
+    """Relative path of the complete ram_vars JSON for env_id in game_dir, or None."""
+    cands = [game_dir / "ram_vars" / f"{folder_of(env_id)}.json"] + sorted((game_dir / "ram_vars").glob("*.json"))
+    for p in cands:
+        rv = read_json(p)
+        if rv and rv.get("format") == "memory-pixel-interp/ram-vars" and rv.get("env_id") == env_id \
+                and len(rv.get("bytes", [])) == 128:
+            return str(p.relative_to(game_dir))
+    return None
+
+
+def run_ok(game_dir, run_dir, agent):
+    """A finished training run folder: run.json says finished, right agent, and the checkpoint is there."""
+    if not run_dir:
+        return False
+    meta = read_json(game_dir / run_dir / "run.json")
+    return bool(meta) and meta.get("status") == "finished" and meta.get("agent") == agent \
+        and (game_dir / run_dir / "checkpoint.pt").is_file()
+
+
+def compare_ok(game_dir, cmd):
+    """compare/ holds a summary.json over exactly the run folders of this command, and its index.html."""
+    summ = read_json(game_dir / "compare" / "summary.json") or {}
+    names = {str(r.get("run_name")) for r in summ.get("runs") or [] if isinstance(r, dict)}
+    wanted = {Path(a).name for a in cmd[1:3]}  # cmd = [compare_runs.py, <ram run>, <pixel run>, ...]
+    return bool(wanted) and names == wanted and (game_dir / "compare" / "index.html").is_file()
+
+
+def find_probe_dir(game_dir, cmd=None):
+    """The probe output folder (probe/, or probe/<env-id>/) holding a results.json (of the checkpoints of
+    this command, when given), or None."""
+    want = {k: cmd[cmd.index(f"--{k.replace('_', '-')}") + 1] for k in ("pixel_checkpoint", "ram_checkpoint")} \
+        if cmd else {}
+    for d in [game_dir / "probe"] + sorted((game_dir / "probe").glob("*/")):
+        res = read_json(d / "results.json")
+        if res is not None and res.get("format") == "memory-pixel-interp/probe" \
+                and all((res.get("inputs") or {}).get(k) == v for k, v in want.items()):
+            return str(d.relative_to(game_dir))
+    return None
+
+
+def outputs_ok(step, game_dir, env_id, rec):
+    """Whether the outputs recorded for a done step are still there and complete."""
+    out, cmd = rec.get("outputs") or {}, rec.get("cmd") or []
+    if step == "extract":
+        return out.get("ram_vars") is not None and find_ram_vars(game_dir, env_id) == out["ram_vars"]
+    if step in ("ram", "pixel"):
+        return run_ok(game_dir, out.get("run_dir"), step)
+    if step == "compare":
+        return compare_ok(game_dir, cmd)
+    if step == "probe":
+        return find_probe_dir(game_dir, cmd) is not None
+    return False
+
+
+def latest_run(game_dir, runs_before, agent, finished=False):
+    """The newest run folder (relative to game_dir) not in runs_before whose run.json names this agent."""
+    new = [d for d in (game_dir / "runs").glob("*/") if d.name not in runs_before]
+    for d in sorted(new, key=lambda d: d.stat().st_mtime, reverse=True):
+        rel = str(d.relative_to(game_dir))
+        meta = read_json(d / "run.json") or {}
+        if meta.get("agent") == agent and (not finished or run_ok(game_dir, rel, agent)):
+            return rel
+    return None
+
+
+def collect_outputs(step, game_dir, env_id, cmd, runs_before, resumed=None):
+    """After a step exited 0: its outputs, or (None, reason) when they are missing or incomplete."""
+    if step == "extract":
+        p = find_ram_vars(game_dir, env_id)
+        return ({"ram_vars": p}, None) if p else (None, "exit 0 but no complete ram_vars/*.json for this env id")
+    if step in ("ram", "pixel"):
+        run = resumed if run_ok(game_dir, resumed, step) else latest_run(game_dir, runs_before, step, finished=True)
+        if not run:
+            return None, f"exit 0 but no finished '{step}' run folder (run.json + checkpoint.pt) under runs/"
+        return {"run_dir": run}, None
+    if step == "compare":
+        if compare_ok(game_dir, cmd):
+            return {"summary": "compare/summary.json", "html": "compare/index.html"}, None
+        return None, "exit 0 but no compare/summary.json over these two runs, or no compare/index.html"
+    if step == "probe":
+        d = find_probe_dir(game_dir, cmd)
+        if d:
+            report = f"{d}/report.html" if (game_dir / d / "report.html").is_file() else None
+            return {"dir": d, "results": f"{d}/results.json", "report": report}, None
+        return None, "exit 0 but no complete probe/results.json"
+    raise ValueError(step)
+
+
+def step_argv(step, env_id, args, status):
+    """The step's command line (paths relative to the game folder), or None when an input is missing."""
+    out = {s: (status["steps"].get(s) or {}).get("outputs") or {} for s in STEPS}
+    ram_vars = out["extract"].get("ram_vars")
+    ram_run, pixel_run = out["ram"].get("run_dir"), out["pixel"].get("run_dir")
+    if step == "extract":
+        return ["--env-id", env_id, "--out-dir", "ram_vars", *shlex.split(args.extract_args)]
+    if step == "ram":
+        if not ram_vars:
+            return None
+        return ["--env-id", env_id, "--ram-vars", ram_vars, "--total-timesteps", str(args.total_timesteps),
+                "--runs-dir", "runs", *shlex.split(args.train_args), *shlex.split(args.ram_args)]
+    if step == "pixel":
+        return ["--env-id", env_id, "--total-timesteps", str(args.total_timesteps), "--runs-dir", "runs",
+                *shlex.split(args.train_args), *shlex.split(args.pixel_args)]
+    if step == "compare":
+        if not (ram_run and pixel_run):
+            return None
+        return [ram_run, pixel_run, "--out-dir", "compare", *shlex.split(args.compare_args)]
+    if step == "probe":
+        if not (ram_vars and ram_run and pixel_run):
+            return None
+        return ["--pixel-checkpoint", f"{pixel_run}/checkpoint.pt", "--ram-checkpoint", f"{ram_run}/checkpoint.pt",
+                "--ram-vars", ram_vars, "--out-dir", "probe", *shlex.split(args.probe_args)]
+    raise ValueError(step)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Running one game (inside a pool worker)
+# ----------------------------------------------------------------------------------------------------------
+_RUNNING = None    # (subprocess, on_stop) of the step this pool worker is running, if any
+_STOPPING = False  # a stop signal arrived in this worker
+
+
+def _on_signal(signum, frame):
+    """SIGINT/SIGTERM in a pool worker: stop the running step, record it as interrupted, end the worker."""
+    global _STOPPING
+    if _STOPPING:
+        return  # already cleaning up
+    _STOPPING = True
+    if _RUNNING is not None:
+        proc, on_stop = _RUNNING
+        stop_child(proc)
+        on_stop()
+    os._exit(128 + signum)
+
+
+def worker_init():
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def stop_child(proc, grace=15.0):
+    """Stop a step's process group: SIGINT first (training scripts save a checkpoint), SIGKILL after grace.
+
+    Polls with os.waitpid rather than proc.wait: this also runs inside a signal handler that interrupted
+    proc.wait(), which holds the Popen's wait lock.
+    """
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                pid, sts = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped
+                break
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(sts)
+                break
+            time.sleep(0.05)
+        else:
+            continue
+        break
+    try:  # the step's own children (if any) may outlive it: clear the group
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tail(path, n):
+    try:
+        lines = [l.rstrip() for l in Path(path).read_text(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return []
+    return lines[-n:]
+
+
+def run_game(job):
+    """Run the selected steps of one game in a pool worker; a bug here becomes this game's error, not a crash."""
+    try:
+        return _run_game(job)
+    except Exception as e:
+        msg = f"{type(e).__name__}: {e}"
+        try:  # best effort: name it in the game's status so the index shows it
+            path = Path(job["args"].out_dir) / folder_of(job["env_id"]) / "status.json"
+            write_json(path, dict(read_json(path) or {"env_id": job["env_id"], "steps": {}}, sweep_error=msg))
+        except OSError:
+            pass
+        return {"env_id": job["env_id"], "error": msg}
+
+
+def _run_game(job):
+    global _RUNNING
+    args, env_id, kind, pos, n = job["args"], job["env_id"], job["kind"], job["pos"], job["n"]
+    game_dir = Path(args.out_dir) / folder_of(env_id)
+    (game_dir / "logs").mkdir(parents=True, exist_ok=True)
+    status = read_json(game_dir / "status.json") or {}
+    status = {"format": "memory-pixel-interp/sweep-game", "version": 1, "env_id": env_id,
+              "kind": kind or status.get("kind", ""), "steps": status.get("steps", {})}
+    sweep_log = open(game_dir / "logs" / "sweep.log", "a")
+
+    def say(msg):
+        line = f"[{pos + 1}/{n} {env_id}] {msg}"
+        print(line, flush=True)
+        sweep_log.write(f"{now_iso()} {line}\n")
+        sweep_log.flush()
+
+    def save():
+        write_json(game_dir / "status.json", status)
+
+    result = {"env_id": env_id, "steps": {}}
+    for step in STEPS:
+        if step not in args.steps:
+            continue
+        argv = step_argv(step, env_id, args, status)
+        if argv is None:
+            status["steps"][step] = {"status": "blocked", "reason": "an input step is not done", "outputs": {}}
+            say(f"{step}: blocked (an input step is not done)")
+            result["steps"][step] = "blocked"
+            save()
+            continue
+        rec = status["steps"].get(step) or {}
+        script = Path(args.scripts_dir) / SCRIPTS[step]
+        cmd = [SCRIPTS[step], *argv]
+        inputs = {d: (status["steps"].get(d) or {}).get("finished") for d in DEPENDS[step]}
+        stale = [d for d in DEPENDS[step] if d in (rec.get("inputs") or {}) and rec["inputs"][d] != inputs[d]]
+        if rec.get("status") == "done" and not args.force and not stale:
+            if rec.get("cmd") != cmd:
+                say(f"{step}: re-run (its command changed since it was done)")
+            elif not outputs_ok(step, game_dir, env_id, rec):
+                say(f"{step}: re-run (its recorded outputs are missing or incomplete)")
+            else:
+                say(f"{step}: skip (done {rec.get('finished', '?')}, {rec.get('seconds', 0):.1f}s)")
+                result["steps"][step] = "skip"
+                continue
+        elif rec.get("status") == "done" and stale:
+            say(f"{step}: re-run ({', '.join(stale)} ran again since)")
+        # a training run cut short (interrupted, timeout) with the same command continues from its checkpoint
+        resume = rec.get("partial_run") if step in ("ram", "pixel") and rec.get("cmd") == cmd \
+            and rec.get("status") in ("interrupted", "timeout") and not args.force else None
+        if resume and not (game_dir / resume / "checkpoint.pt").is_file():
+            resume = None
+        timeout = args.extract_timeout if step == "extract" else args.step_timeout
+        out_log, err_log = game_dir / "logs" / f"{step}.stdout.log", game_dir / "logs" / f"{step}.stderr.log"
+        runs_before = {d.name for d in (game_dir / "runs").glob("*/")}
+        rec = {"status": "running", "cmd": cmd, "inputs": inputs, "started": now_iso(), "outputs": {},
+               "resumed_from": resume,
+               "log": {"stdout": f"logs/{step}.stdout.log", "stderr": f"logs/{step}.stderr.log"}}
+        status["steps"][step] = rec
+        save()
+        if resume:
+            argv = [*argv, "--resume", f"{resume}/checkpoint.pt"]
+        say(f"{step}: start ({shlex.join([SCRIPTS[step], *argv])})  log: {out_log}")
+        t0 = time.time()
+
+        def cut_short(state, reason):  # the step was stopped: record it (and its partial run, to resume it)
+            rec.update(status=state, reason=reason, seconds=round(time.time() - t0, 2), finished=now_iso(),
+                       stderr_tail=tail(err_log, args.tail_lines),
+                       partial_run=(resume or latest_run(game_dir, runs_before, step))
+                       if step in ("ram", "pixel") else None)
+            save()
+
+        def on_stop():  # called from the signal handler while the step runs
+            cut_short("interrupted", "the sweep was stopped while this step ran (re-run to resume)")
+            say(f"{step}: INTERRUPTED after {rec['seconds']:.1f}s")
+
+        with open(out_log, "w") as fo, open(err_log, "w") as fe:
+            proc = subprocess.Popen([sys.executable, str(script), *argv], cwd=game_dir, stdout=fo, stderr=fe,
+                                    env=job["env"], process_group=0)  # own group: a timeout stops all of it
+            _RUNNING = (proc, on_stop)
+            try:
+                rc = proc.wait(timeout=timeout if timeout > 0 else None)
+            except subprocess.TimeoutExpired:
+                _RUNNING = None
+                stop_child(proc)
+                rc = None
+            _RUNNING = None
+        rec["seconds"] = round(time.time() - t0, 2)
+        rec["finished"] = now_iso()
+        rec["returncode"] = proc.returncode
+        if rc is None:
+            cut_short("timeout", f"timeout: still running after {timeout:g}s, stopped")
+        elif rc != 0:
+            last = tail(err_log, args.tail_lines)
+            errs = [l for l in last if l.startswith("error:")]
+            why = errs[-1] if errs else (last[-1] if last else "no stderr")
+            rec.update(status="failed", reason=f"exit {rc}: {why}", stderr_tail=last)
+        else:
+            outputs, why = collect_outputs(step, game_dir, env_id, cmd, runs_before, resume)
+            if outputs is None:
+                rec.update(status="failed", reason=why, stderr_tail=tail(err_log, args.tail_lines))
+            else:
+                rec.update(status="done", outputs=outputs)
+        save()
+        result["steps"][step] = rec["status"]
+        if rec["status"] == "done":
+            say(f"{step}: done in {rec['seconds']:.1f}s")
+            continue
+        say(f"{step}: {rec['status'].upper()} after {rec['seconds']:.1f}s: {rec['reason']}")
+        break  # a failed step stops this game; the sweep goes on with the others
+    sweep_log.close()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The index: read back every game folder (so --index-only rebuilds it from disk alone)
+# ----------------------------------------------------------------------------------------------------------
+def extract_summary(rv):
+    """Byte counts from a ram_vars JSON: changing, selected, excluded by reason."""
+    recs = rv.get("bytes", [])
+    changing = sum(1 for b in recs if b.get("n_distinct", 1) > 1 or b.get("kind", "constant") != "constant")
+    return {"changing": changing, "selected": len(rv.get("selected", [])),
+            "excluded_by_reason": dict(sorted(Counter(str(r) for r in (rv.get("excluded") or {}).values()).items())),
+            "seconds": (rv.get("produced_by") or {}).get("seconds")}
+
+
+def _num(x):
+    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _mean(stat):
+    """compare_runs.py writes mean_ci dicts {"mean", "ci95", "n", ...}; a bare number is taken as is."""
+    return _num(stat.get("mean")) if isinstance(stat, dict) else _num(stat)
+
+
+def compare_summary(summ):
+    """Per agent ("ram" = memory, "pixel"): final return and steps/seconds to converge, from compare's
+    summary.json ("groups": one entry per agent, figures as mean over seeds), plus its one-line answer."""
+    out = {}
+    for g in summ.get("groups") or []:
+        if not isinstance(g, dict) or not g.get("agent"):
+            continue
+        conv = g.get("steps_to_converge") if isinstance(g.get("steps_to_converge"), dict) else {}
+        out[str(g["agent"])] = {
+            "final_return": _mean(g.get("final_return")),
+            "steps_to_converge": _mean(g.get("steps_to_converge")),
+            "seconds_to_converge": _mean(g.get("seconds_to_converge")),
+            "reached": f"{conv.get('n_reached', '?')}/{conv.get('n_with_episodes', '?')}" if conv else None,
+            "n_seeds": g.get("n_seeds"), "env_steps": _mean(g.get("env_steps"))}
+    answer = summ.get("answer")
+    out["answer"] = answer[0] if isinstance(answer, list) and answer else answer
+    return out
+
+
+def probe_summary(res):
+    """Best probe score per variable over the pixel agent's layers, from the probe's results.json
+    ("variables": [{name, kind, probe: {layer: {metric, score, control}}}]), best first."""
+    best = {}
+    for v in res.get("variables") or []:
+        if not isinstance(v, dict):
+            continue
+        name = str(v.get("name", v.get("index")))
+        for layer, p in (v.get("probe") or {}).items():
+            score = _num((p or {}).get("score"))
+            if score is not None and (name not in best or score > best[name]["score"]):
+                best[name] = {"score": score, "layer": layer, "metric": p.get("metric"),
+                              "control": _num(p.get("control")), "kind": v.get("kind")}
+        best.setdefault(name, {"score": None, "layer": None, "metric": None, "control": None, "kind": v.get("kind")})
+    return dict(sorted(best.items(), key=lambda kv: -(kv[1]["score"] if kv[1]["score"] is not None else -1e9)))
+
+
+def game_entry(out_dir, env_id, kind):
+    game_dir = out_dir / folder_of(env_id)
+    st = read_json(game_dir / "status.json") or {}
+    steps = st.get("steps", {}) if isinstance(st.get("steps"), dict) else {}
+    e = {"env_id": env_id, "kind": kind or st.get("kind", ""), "folder": folder_of(env_id), "steps": {},
+         "status": "not started", "failed_step": None, "reason": None, "stderr_tail": [], "links": {},
+         "extract": None, "compare": None, "probe": None}
+    for s in STEPS:
+        r = steps.get(s) or {}
+        state = r.get("status", "not run")
+        inputs = r.get("inputs") or {}
+        if state == "done" and any((steps.get(d) or {}).get("finished") != f for d, f in inputs.items()):
+            state = "stale"  # an input step ran again since (a sweep limited by --steps did not re-run this one)
+        e["steps"][s] = {"status": state, "seconds": r.get("seconds")}
+        if r.get("status") in ("failed", "timeout", "interrupted") and e["failed_step"] is None:
+            e.update(failed_step=s, reason=r.get("reason"), stderr_tail=r.get("stderr_tail", []))
+    done = [s for s in STEPS if e["steps"][s]["status"] == "done"]
+    bad = e["steps"][e["failed_step"]]["status"] if e["failed_step"] else None
+    if bad in ("failed", "timeout"):
+        e["status"] = "failed" if bad == "failed" else "timeout"
+    elif bad == "interrupted" or any(e["steps"][s]["status"] == "running" for s in STEPS):
+        e["status"] = "interrupted"
+        e["reason"] = e["reason"] or "a step was running when the sweep stopped (re-run to resume)"
+    elif st.get("sweep_error"):
+        e.update(status="failed", reason=f"sweep.py error: {st['sweep_error']}")
+    elif len(done) == len(STEPS):
+        e["status"] = "done"
+    elif done:
+        e["status"] = "partial: " + ", ".join(done)
+    if not game_dir.is_dir():
+        return e
+    f = folder_of(env_id)
+    rv_path = find_ram_vars(game_dir, env_id)
+    if rv_path:
+        e["extract"] = extract_summary(read_json(game_dir / rv_path))
+        e["links"]["ram_vars"] = f"{f}/{rv_path}"
+    summ = read_json(game_dir / "compare" / "summary.json")
+    if summ is not None:
+        e["compare"] = compare_summary(summ)
+        if (game_dir / "compare" / "index.html").is_file():
+            e["links"]["compare"] = f"{f}/compare/index.html"
+    pdir = find_probe_dir(game_dir)
+    if pdir:
+        e["probe"] = probe_summary(read_json(game_dir / pdir / "results.json"))
+        if (game_dir / pdir / "report.html").is_file():
+            e["links"]["probe"] = f"{f}/{pdir}/report.html"
+        else:
+            e["links"]["probe results"] = f"{f}/{pdir}/results.json"
+    e["links"]["logs"] = f"{f}/logs/"
+    return e
+
+
+def build_index(out_dir, listed):
+    """index.json + index.html for the listed games plus every other game folder found in out_dir."""
+    out_dir = Path(out_dir)
+    games = list(listed)
+    known = {g for g, _ in games}
+    for st_path in sorted(out_dir.glob("*/status.json")):
+        st = read_json(st_path)
+        if st and st.get("env_id") and st["env_id"] not in known:
+            games.append((st["env_id"], st.get("kind", "")))
+            known.add(st["env_id"])
+    entries = [game_entry(out_dir, g, k) for g, k in games]
+    counts = Counter(e["status"].split(":")[0] for e in entries)
+    index = {"format": "memory-pixel-interp/sweep-index", "version": 1, "created": now_iso(),
+             "n_games": len(entries), "counts": dict(counts), "games": entries}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "index.json", index)
+    write_atomic(out_dir / "index.html", render_html(index))
+    return index
+
+
+def _fmt(x, nd=1):
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    return f"{x:,}" if isinstance(x, int) else html.escape(str(x))
+
+
+def overview_png(entries):
+    """A cross-game figure (base64 PNG, inlined in index.html): RAM bytes per game, and the best probe score
+    of each game's variables; None when no game has data yet."""
+    ex = [e for e in entries if e["extract"]]
+    if not ex:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [e["env_id"].replace("NoFrameskip-v4", "").replace("ALE/", "") for e in ex]
+    y = list(range(len(ex)))
+    fig, axes = plt.subplots(1, 2, figsize=(11, max(2.4, 1.2 + 0.28 * len(ex))), sharey=True, squeeze=False)
+    ax = axes[0][0]
+    ax.barh(y, [e["extract"]["changing"] for e in ex], color="#c8d1dc", label="changing")
+    ax.barh(y, [e["extract"]["selected"] for e in ex], color="#0969da", label="selected (memory agent input)")
+    ax.set_xlabel("RAM bytes (of 128)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax = axes[0][1]
+    for i, e in enumerate(ex):
+        scores = [v["score"] for v in (e["probe"] or {}).values() if v["score"] is not None]
+        ax.scatter(scores, [i] * len(scores), s=14, color="#8250df", alpha=0.7)
+    ax.axvline(0, color="#999", lw=0.8)
+    ax.set_xlabel("best probe score per variable (R² or weighted F1; pixel agent, any layer)")
+    axes[0][0].set_yticks(y, names, fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def render_html(index):
+    """A self-contained page (inline CSS, relative links) with one row per game and a failure section."""
+    esc = html.escape
+    colour = {"done": "#1a7f37", "failed": "#cf222e", "timeout": "#cf222e", "interrupted": "#9a6700",
+              "running": "#9a6700", "stale": "#9a6700", "blocked": "#6e7781", "not run": "#6e7781", "skip": "#1a7f37"}
+    rows = []
+    for i, e in enumerate(index["games"]):
+        ex = e["extract"]
+        ex_cell = "–" if not ex else (f"{ex['changing']} / <b>{ex['selected']}</b><br><small>" + ", ".join(
+            f"{esc(k)}: {v}" for k, v in ex["excluded_by_reason"].items()) + "</small>")
+        cmp_ = e["compare"] or {}
+        ret = " / ".join(_fmt((cmp_.get(a) or {}).get("final_return")) for a in ("ram", "pixel"))
+        conv = " / ".join(_fmt((cmp_.get(a) or {}).get("steps_to_converge"), 0) for a in ("ram", "pixel"))
+        if cmp_.get("answer"):
+            ret += (f"<details><summary><small>answer</small></summary><small>{esc(str(cmp_['answer']))}</small>"
+                    "</details>")
+        pr = e["probe"]
+        if pr:
+            items = [f"{esc(v)}: " + ("<b>–</b>" if p["score"] is None else
+                     f"<b>{p['score']:.2f}</b> <small>{esc(str(p['metric']))} @{esc(str(p['layer']))}"
+                     + (f", control {p['control']:.2f}" if p["control"] is not None else "") + "</small>")
+                     for v, p in pr.items()]
+            pr_cell = "<br>".join(items[:6]) + (f"<details><summary>{len(items) - 6} more</summary>"
+                                                 + "<br>".join(items[6:]) + "</details>" if len(items) > 6 else "")
+        else:
+            pr_cell = "–"
+        steps = " ".join(
+            f"<span title='{esc(s)}' style='color:{colour.get(v['status'], '#000')}'>{esc(s)}:{esc(v['status'])}"
+            + (f" {v['seconds']:.0f}s" if _num(v.get("seconds")) is not None else "") + "</span><br>"
+            for s, v in e["steps"].items())
+        links = " ".join(f"<a href='{esc(href)}'>{esc(name)}</a>" for name, href in e["links"].items())
+        st_col = colour.get(e["status"].split(":")[0], "#000")
+        status = f"<b style='color:{st_col}'>{esc(e['status'])}</b>"
+        if e["reason"]:
+            status += f"<br><small>{esc(e['failed_step'] or '')}: {esc(e['reason'])}</small>"
+        rows.append(f"<tr id='{esc(e['folder'])}'><td>{i}</td><td><b>{esc(e['env_id'])}</b><br><small>"
+                    f"{esc(e['kind'])}</small></td><td>{status}</td><td>{ex_cell}</td><td>{ret}</td><td>{conv}</td>"
+                    f"<td>{pr_cell}</td><td><small>{steps}</small></td><td>{links}</td></tr>")
+    fails = [e for e in index["games"] if e["status"] in ("failed", "timeout", "interrupted")]
+    fail_html = "".join(
+        f"<h3><a href='#{esc(e['folder'])}'>{esc(e['env_id'])}</a>: {esc(e['status'])} at step "
+        f"{esc(e['failed_step'] or '?')}</h3><p>{esc(e['reason'] or '')}</p>"
+        f"<pre>{esc(chr(10).join(e['stderr_tail']))}</pre>" for e in fails)
+    counts = ", ".join(f"{v} {esc(k)}" for k, v in sorted(index["counts"].items()))
+    png = overview_png(index["games"])
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>memory-pixel-interp sweep</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #d0d7de;padding:4px 6px;vertical-align:top;text-align:left}} th{{background:#f6f8fa}}
+pre{{background:#f6f8fa;padding:6px;font-size:12px;overflow-x:auto}} small{{color:#57606a}}</style></head>
+<body><h1>Memory vs pixel agents across games</h1>
+<p>{index['n_games']} games: {counts}. Written {esc(index['created'])}; data in <a href="index.json">index.json</a>.</p>
+<p>RAM bytes = changing / <b>selected</b> (the memory agent's input), then the excluded bytes by reason.
+Returns and steps to converge are memory / pixel agent (from each game's compare summary). Probe: the best
+score per game variable (from each game's probe results).</p>
+{f'<img alt="overview" src="data:image/png;base64,{png}">' if png else ''}
+<table><tr><th>#</th><th>game</th><th>status</th><th>RAM bytes</th><th>final return<br>memory / pixel</th>
+<th>steps to converge<br>memory / pixel</th><th>best probe score per variable</th><th>steps</th><th>reports</th></tr>
+{''.join(rows)}
+</table>
+<h2>Failures</h2>{fail_html or '<p>none</p>'}
+</body></html>
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------
+def _sigterm_to_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main():
+    args = tyro.cli(Args)
+    if args.workers < 1:
+        fail(f"--workers must be >= 1, got {args.workers}")
+    if args.total_timesteps < 1:
+        fail(f"--total-timesteps must be >= 1, got {args.total_timesteps}")
+    if args.extract_timeout < 0 or args.step_timeout < 0:
+        fail("--extract-timeout and --step-timeout must be >= 0 (0: no limit)")
+    bad = [s for s in args.steps if s not in STEPS]
+    if bad:
+        fail(f"unknown step {bad[0]!r} in --steps; choose among: {' '.join(STEPS)}")
+    if args.all_extract:
+        args.steps = ("extract",)
+    for name in ("extract_args", "train_args", "ram_args", "pixel_args", "compare_args", "probe_args"):
+        try:
+            shlex.split(getattr(args, name))
+        except ValueError as e:
+            fail(f"--{name.replace('_', '-')} cannot be split into arguments: {e}")
+    for g in args.games or []:
+        if not ID_PATTERN.match(g) or ".." in g:
+            fail(f"bad env id {g!r}: expected something like BreakoutNoFrameskip-v4 or ALE/Breakout-v5")
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out-dir {args.out_dir} exists and is not a folder")
+    args.scripts_dir = str(Path(args.scripts_dir or Path(__file__).resolve().parent).resolve())
+
+    if args.index_only:
+        listed = game_list(args) if args.games is not None else []
+        index = build_index(out_dir, listed)
+        print(f"index of {index['n_games']} games: {out_dir / 'index.html'}  ({index['counts']})")
+        return
+
+    games = game_list(args)
+    if len(set(g for g, _ in games)) != len(games):
+        fail("a game is listed twice in --games")
+    if args.list_games:
+        for i, (g, _) in enumerate(games):
+            print(f"{i}\t{g}")
+        return
+    positions = list(range(len(games)))
+    if args.only_index is not None:
+        if not 0 <= args.only_index < len(games):
+            fail(f"--only-index {args.only_index} is out of range: the game list has {len(games)} games "
+                 f"(0..{len(games) - 1})")
+        positions = [args.only_index]
+    missing = [SCRIPTS[s] for s in args.steps if not (Path(args.scripts_dir) / SCRIPTS[s]).is_file()]
+    if missing and not args.dry_run:
+        fail(f"script {missing[0]} not found in {args.scripts_dir}")
+
+    if args.dry_run:
+        for i in positions:
+            g = games[i][0]
+            st = read_json(out_dir / folder_of(g) / "status.json") or {"steps": {}}
+            print(f"[{i}] {g}  ->  {out_dir / folder_of(g)}/")
+            for s in args.steps:
+                argv = step_argv(s, g, args, st) or ["<inputs from earlier steps>"]
+                state = (st["steps"].get(s) or {}).get("status", "not run")
+                print(f"    {s:8s} ({state})  python {SCRIPTS[s]} {shlex.join(argv)}")
+        return
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // min(args.workers, len(positions) or 1))
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # share the cores between parallel games
+        env.setdefault(k, str(threads))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("MPLBACKEND", "Agg")
+    jobs = [{"args": args, "env_id": games[i][0], "kind": games[i][1], "pos": i, "n": len(games), "env": env}
+            for i in positions]
+    n_workers = min(args.workers, len(jobs)) or 1
+    print(f"sweep: {len(jobs)} games x steps [{' '.join(args.steps)}] with {n_workers} workers -> {out_dir}/",
+          flush=True)
+    t0 = time.time()
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)  # Slurm's scancel/preemption: stop like Ctrl-C
+    interrupted = False
+    with ProcessPoolExecutor(n_workers, initializer=worker_init) as pool:
+        futures = [pool.submit(run_game, job) for job in jobs]
+        try:
+            for fut in as_completed(futures):
+                res = fut.result()
+                if res.get("error"):
+                    print(f"[{res['env_id']}] sweep error: {res['error']}", file=sys.stderr, flush=True)
+        except (KeyboardInterrupt, BrokenProcessPool) as e:
+            interrupted = True
+            why = "a worker died" if isinstance(e, BrokenProcessPool) else "interrupted"
+            print(f"sweep: {why}, stopping (running steps are stopped and recorded as interrupted; re-run the same "
+                  "command to resume)", file=sys.stderr, flush=True)
+            workers = list((pool._processes or {}).values())  # Python 3.14: pool.terminate_workers()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for w in workers:
+                w.terminate()  # SIGTERM: each worker stops and records its running step, then exits
+            for w in workers:
+                w.join()
+
+    index = build_index(out_dir, [games[i] for i in positions] if args.only_index is not None else games)
+    print(f"sweep: {time.time() - t0:.1f}s; index: {out_dir / 'index.html'}", flush=True)
+    if args.all_extract:
+        print("extractor time per game (seconds, status):")
+        rows = [(e["steps"]["extract"]["seconds"], e["env_id"], e["steps"]["extract"]["status"], e["reason"] or "")
+                for e in index["games"] if e["env_id"] in {games[i][0] for i in positions}]
+        for sec, g, s, why in sorted(rows, key=lambda r: -(r[0] or 0)):
+            print(f"  {_fmt(sec):>8s}  {g:34s} {s}  {why[:100]}")
+    mine = [e for e in index["games"] if e["env_id"] in {games[i][0] for i in positions}]
+    bad = [e for e in mine if e["status"] in ("failed", "timeout", "interrupted")]
+    for e in bad:
+        print(f"sweep: {e['env_id']}: {e['status']} at {e['failed_step']}: {e['reason']}", flush=True)
+    print(f"sweep: {len(mine) - len(bad)} of {len(mine)} games without failure", flush=True)
+    if interrupted:
+        sys.exit(130)
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""extract_ram_vars.py, end to end on small budgets. Every expectation is computed from the emulator in the
+test itself (no RAM address table): the paddle byte from the screen, constant bytes by playing, scratch and
+state bytes by setting RAM and comparing with an untouched twin, bitmap bytes by flipping bits and diffing
+screens."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import numpy as np
+import pytest
+from ale_py import Action, ALEInterface, LoggerMode, roms
+
+from conftest import ROOT, assert_clean_error, run_script
+
+SCRIPT = "extract_ram_vars.py"
+ENV_ID = "BreakoutNoFrameskip-v4"
+OUT_NAME = "BreakoutNoFrameskip-v4.json"
+FRAMES = 5000          # small budget (~10 s) that still lets Go-Explore break a few bricks
+KINDS = {"constant", "scratch", "state", "bitmap"}
+HORIZON = 80           # frames the test emulates after its own interventions
+
+
+# ---------------------------------------------------------------- emulator helpers (the test's own)
+def breakout_ale(seed=0):
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.setInt("random_seed", seed)
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.loadROM(roms.get_rom_path("breakout"))
+    return ale
+
+
+def sticky_actions(rng, actions, n, hold=(1, 20)):
+    out, left, a = [], 0, actions[0]
+    for _ in range(n):
+        if left == 0:
+            a, left = actions[rng.integers(len(actions))], int(rng.integers(*hold))
+        left -= 1
+        out.append(a)
+    return out
+
+
+def play(ale, actions):
+    """Emulate `actions` -> (rams (T,128), screens (T,210,160))."""
+    rams, screens = [], []
+    for a in actions:
+        ale.act(a)
+        rams.append(ale.getRAM().copy())
+        screens.append(ale.getScreen().copy())
+    return np.array(rams), np.array(screens)
+
+
+def future_differs(ale, state, index, value, actions, twin):
+    """setRAM(index, value) at `state`, play `actions`: does the screen or any other RAM byte differ from `twin`?"""
+    ale.restoreState(state)
+    ale.setRAM(index, int(value))
+    rams, screens = play(ale, actions)
+    other = np.arange(128) != index
+    return bool((rams[:, other] != twin[0][:, other]).any() or (screens != twin[1]).any())
+
+
+def bit_boxes(ale, state, index):
+    """Flip each bit of byte `index` at `state`, emulate 1 frame, diff with the unflipped screen.
+    -> per bit: None (no change) or (box (x0, y0, x1, y1), fraction of the box that changed)."""
+    ale.restoreState(state)
+    value = int(ale.getRAM()[index])
+    ale.act(Action.NOOP)
+    ref = ale.getScreen().copy()
+    out = []
+    for bit in range(8):
+        ale.restoreState(state)
+        ale.setRAM(index, value ^ (1 << bit))
+        ale.act(Action.NOOP)
+        diff = ale.getScreen() != ref
+        if not diff.any():
+            out.append(None)
+            continue
+        ys, xs = np.nonzero(diff)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        out.append((box, diff.sum() / ((box[2] - box[0]) * (box[3] - box[1]))))
+    return out
+
+
+def run_json(out_dir, *flags, env_id=ENV_ID):
+    proc = run_script(SCRIPT, "--env-id", env_id, "--out-dir", out_dir, *flags, timeout=300)
+    with open(os.path.join(out_dir, env_id.replace("/", "_") + ".json")) as f:
+        return json.load(f), proc
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    """One small-budget Breakout run shared by the checks below."""
+    data, proc = run_json(tmp_path_factory.mktemp("erv"), "--total-frames", FRAMES, "--seed", 1)
+    assert "[explore]" in proc.stdout and "frames/s" in proc.stdout and "ETA" in proc.stdout, proc.stdout[-2000:]
+    return data
+
+
+@pytest.fixture(scope="module")
+def emu():
+    """The test's own emulator and 8 states: right after reset, after serving the ball, then every 40 frames of
+    random play (a new game after game over)."""
+    ale = breakout_ale(seed=0)
+    rng = np.random.default_rng(0)
+    actions = list(ale.getMinimalActionSet())
+    ale.reset_game()
+    states = [ale.cloneState(include_rng=True)]
+    play(ale, [Action.NOOP] * 60 + [Action.FIRE] * 2)
+    states.append(ale.cloneState(include_rng=True))
+    while len(states) < 8:
+        play(ale, sticky_actions(rng, actions, 40))
+        if ale.game_over():
+            ale.reset_game()
+        states.append(ale.cloneState(include_rng=True))
+    return ale, states, actions
+
+
+def kinds_of(data):
+    return {r["index"]: r["kind"] for r in data["bytes"]}
+
+
+# ---------------------------------------------------------------- schema + paddle
+def test_schema_complete(result):
+    d = result
+    assert d["format"] == "memory-pixel-interp/ram-vars" and d["version"] == 1
+    assert d["env_id"] == ENV_ID and d["game"] == "breakout"
+    recs = d["bytes"]
+    assert [r["index"] for r in recs] == list(range(128))
+    for r in recs:
+        assert r["address"] == f"0x{0x80 + r['index']:02X}"
+        assert r["kind"] in KINDS
+        assert isinstance(r["selected"], bool) and r["reason"]
+        assert 0 <= r["min"] <= r["max"] <= 255 and 1 <= r["n_distinct"] <= r["max"] - r["min"] + 1
+        assert 0.0 <= r["change_rate"] <= 1.0
+        assert (r["kind"] == "constant") == (r["n_distinct"] == 1) == (r["change_rate"] == 0.0)
+        assert isinstance(r["intervention"], dict)
+        if r["kind"] != "constant":
+            iv = r["intervention"]
+            assert iv["trials"] > 0 and 0.0 <= iv["differed_fraction"] <= 1.0
+            for key in ("screen_differed_fraction", "ram_differed_fraction", "mean_other_ram_changed",
+                        "mean_screen_pixels_changed", "persisted_fraction", "overwritten_fraction"):
+                assert key in iv
+            assert (r["kind"] == "scratch") == (iv["effect_fraction"] == 0.0)
+    changing = {r["index"] for r in recs if r["n_distinct"] > 1}
+    sel = d["selected"]
+    assert sel == sorted(set(sel)) and set(sel) <= changing and sel
+    assert {r["index"] for r in recs if r["selected"]} == set(sel)
+    assert set(d["excluded"]) == {str(i) for i in range(128)} - {str(i) for i in sel}
+    for i, why in d["excluded"].items():
+        assert why == recs[int(i)]["kind"] and why in ("constant", "scratch")   # default flags
+    assert all(recs[i]["kind"] in ("state", "bitmap") for i in sel)
+    assert "drop-bitmaps" in d["selection_rule"]
+    pb = d["produced_by"]
+    assert pb["script"] == SCRIPT and pb["frames"] == FRAMES and pb["seed"] == 1 and pb["policy"]
+    assert pb["args"]["total_frames"] == FRAMES and pb["ale_py"] and pb["seconds"] > 0
+    datetime.fromisoformat(pb["created"])
+    assert pb["nondeterministic_bases_dropped"] == 0
+
+
+def test_paddle_byte_found_from_screen_is_selected(result):
+    """The paddle is what moves when RIGHT vs LEFT is held (ball not served); its byte tracks its pixel column."""
+    ale = breakout_ale(seed=3)
+    ale.reset_game()
+    play(ale, [Action.NOOP] * 60)
+    s0 = ale.cloneState(include_rng=True)
+    ends = []
+    for a in (Action.RIGHT, Action.LEFT):
+        ale.restoreState(s0)
+        ends.append(play(ale, [a] * 40)[1][-1])
+    rows = np.nonzero((ends[0] != ends[1]).any(axis=1))[0]
+    assert 0 < len(rows) < 20, rows
+    ale.restoreState(s0)
+    rams, screens = play(ale, sticky_actions(np.random.default_rng(3), [Action.LEFT, Action.RIGHT, Action.NOOP],
+                                             600, hold=(5, 40)))
+    band = screens[:, rows, :]
+    values, counts = np.unique(band, return_counts=True)
+    background = values[counts.argmax()]
+    static_cols = (band == band[0]).all(axis=(0, 1))           # walls etc. never change
+    mask = (band != background) & ~static_cols[None, None, :]
+    seen = mask.any(axis=(1, 2))
+    assert seen.mean() > 0.9
+    cols = np.arange(band.shape[2])
+    column = np.array([cols[m.any(axis=0)].mean() for m in mask[seen]])
+    assert column.max() - column.min() > 40                   # the paddle really travelled
+    r = rams[seen].astype(float)
+    corr = np.array([abs(np.corrcoef(r[:, i], column)[0, 1]) if r[:, i].std() > 0 else 0.0 for i in range(128)])
+    paddle = int(corr.argmax())
+    assert corr[paddle] > 0.99, corr[paddle]
+    assert paddle in result["selected"], (paddle, result["bytes"][paddle])
+    rec = result["bytes"][paddle]
+    assert rec["kind"] == "state" and rec["intervention"]["screen_differed_fraction"] > 0.5
+
+
+# ---------------------------------------------------------------- constant
+def test_constant_bytes_match_emulator(result, emu):
+    ale, states, actions = emu
+    ale.restoreState(states[0])
+    at_reset = ale.getRAM().copy()
+    rams, _ = play(ale, sticky_actions(np.random.default_rng(5), actions, 3000))
+    rams = np.vstack([at_reset[None], rams])
+    never_changed = {i for i in range(128) if (rams[:, i] == rams[0, i]).all()}
+    often_changed = {i for i in range(128) if (np.diff(rams[:, i].astype(int)) != 0).mean() > 0.3}
+    assert never_changed and often_changed
+    recs = result["bytes"]
+    script_constant = {r["index"] for r in recs if r["kind"] == "constant"}
+    # a byte the emulator never changes over a whole random game is dropped as constant, with its true value
+    both = never_changed & script_constant
+    assert both, (never_changed, script_constant)
+    for i in script_constant:
+        rec = recs[i]
+        assert rec["min"] == rec["max"] == at_reset[i], (i, rec["min"], int(at_reset[i]))
+        assert not rec["selected"] and result["excluded"][str(i)] == "constant"
+    # bytes the emulator changes on most frames are never called constant
+    assert not often_changed & script_constant, often_changed & script_constant
+
+
+# ---------------------------------------------------------------- scratch / state by intervention
+@pytest.fixture(scope="module")
+def emulator_effects(result, emu):
+    """For every byte the script saw change: in how many of the test's own trials (8 states x up to 2 values the
+    script saw, 80 frames of random actions) did setting it change the screen or another RAM byte?"""
+    ale, states, actions = emu
+    rng = np.random.default_rng(7)
+    twins = []
+    for s in states:
+        acts = sticky_actions(rng, actions, HORIZON)
+        ale.restoreState(s)
+        twin = play(ale, acts)
+        ale.restoreState(s)
+        again = play(ale, acts)
+        assert np.array_equal(twin[0], again[0]) and np.array_equal(twin[1], again[1]), "twin replays differ"
+        twins.append((s, acts, twin))
+    effects = {}
+    for rec in result["bytes"]:
+        if rec["kind"] == "constant":
+            continue
+        i = rec["index"]
+        tried = rec["values"] or rec["intervention"]["values_tried"]
+        hits = 0
+        for s, acts, twin in twins:
+            ale.restoreState(s)
+            own = int(ale.getRAM()[i])
+            for v in [v for v in tried if v != own][:2]:
+                hits += future_differs(ale, s, i, v, acts, twin)
+        effects[i] = hits
+    return effects
+
+
+def test_scratch_bytes_have_no_effect_on_emulator(result, emulator_effects):
+    scratch = [r["index"] for r in result["bytes"] if r["kind"] == "scratch"]
+    assert scratch, "expected some scratch bytes on Breakout"
+    for i in scratch:
+        assert emulator_effects[i] == 0, f"byte {i} is labelled scratch but setting it changed the future"
+        assert not result["bytes"][i]["selected"] and result["excluded"][str(i)] == "scratch"
+    # a byte the emulator shows to be inert (changes while playing, setting it changes nothing) exists and is scratch
+    inert = {i for i, h in emulator_effects.items() if h == 0}
+    assert inert & set(scratch)
+
+
+def test_state_bytes_with_strong_effect_matter_on_emulator(result, emulator_effects):
+    strong = [r["index"] for r in result["bytes"]
+              if r["kind"] in ("state", "bitmap") and r["intervention"]["effect_fraction"] >= 0.8]
+    assert len(strong) >= 5
+    missing = [i for i in strong if emulator_effects[i] == 0]
+    assert not missing, f"script says these bytes matter, the emulator shows no effect: {missing}"
+
+
+def test_intervention_function_directly(emu):
+    """The script's own intervention/twin functions, on cases the test decides with the emulator."""
+    spec = importlib.util.spec_from_file_location("extract_ram_vars", ROOT / SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ale, states, actions = emu
+    state = states[2]
+    acts = sticky_actions(np.random.default_rng(11), actions, 48)
+    twin = mod.make_twin(ale, state, acts)
+    assert twin is not None                                   # deterministic replay
+    ale.restoreState(state)
+    ram = ale.getRAM().copy()
+    base = {"state": state, "ram": ram, "actions": acts, "twin_ram": twin[0], "twin_screen": twin[1]}
+    checked = {True: 0, False: 0}
+    for i in range(128):
+        v = (int(ram[i]) + 37) % 256
+        expected = future_differs(ale, state, i, v, acts, twin)
+        got = mod.intervention_trial(ale, base, i, v)
+        assert got["differed"] == expected, (i, v, expected, got)
+        checked[expected] += 1
+    assert checked[True] and checked[False]
+
+
+# ---------------------------------------------------------------- bitmap
+def emulator_bitmap_bytes(ale, states):
+    """Bytes whose bits each toggle one fixed, filled, pairwise disjoint screen block, the same at two states."""
+    found = {}
+    for i in range(128):
+        per_state = [bit_boxes(ale, s, i) for s in states]
+        if any([b is None for b in p] != [b is None for b in per_state[0]] for p in per_state):
+            continue
+        bits = [b for b in per_state[0] if b is not None]
+        if len(bits) < 2 or any(p[k] is not None and p[k][0] != per_state[0][k][0] for p in per_state for k in range(8)):
+            continue
+        boxes = [b[0] for b in bits]
+        disjoint = all(a[2] <= c[0] or c[2] <= a[0] or a[3] <= c[1] or c[3] <= a[1]
+                       for n, a in enumerate(boxes) for c in boxes[n + 1:])
+        if disjoint and all(p[k] is None or p[k][1] >= 0.9 for p in per_state for k in range(8)):
+            found[i] = [None if b is None else list(b[0]) for b in per_state[0]]
+    return found
+
+
+def test_bitmap_bytes_are_flagged(result, emu):
+    ale, states, _ = emu
+    ale.restoreState(states[0])
+    play(ale, [Action.NOOP] * 60)                             # past the opening animation
+    s1 = ale.cloneState(include_rng=True)
+    found = emulator_bitmap_bytes(ale, [s1, states[3]])
+    assert len(found) >= 10, found                            # brick rows
+    recs = result["bytes"]
+    changing_bitmaps = [i for i in found if recs[i]["n_distinct"] > 1]
+    assert changing_bitmaps, "exploration broke no brick: no bitmap byte changed"
+    for i in changing_bitmaps:
+        assert recs[i]["kind"] == "bitmap" and recs[i]["selected"], (i, recs[i]["reason"])
+        bits = recs[i]["intervention"]["bitmap"]["bits"]
+        for k in range(8):
+            if found[i][k] is None:
+                assert bits[k]["effect"] == "none", (i, k, bits[k])
+            else:
+                assert bits[k]["effect"] == "block" and bits[k]["box"] == found[i][k], (i, k, bits[k], found[i][k])
+    for r in recs:                                             # nothing else is called a bitmap
+        if r["kind"] == "bitmap":
+            assert r["index"] in found, r["index"]
+
+
+# ---------------------------------------------------------------- selection flags (+ determinism)
+def test_drop_bitmaps_and_min_effect_change_selection(result, tmp_path):
+    d, _ = run_json(tmp_path, "--total-frames", FRAMES, "--seed", 1, "--drop-bitmaps", "--min-effect", "0.3")
+    base_recs, recs = result["bytes"], d["bytes"]
+    # same seed -> same measurements; only the selection differs
+    for a, b in zip(base_recs, recs):
+        for key in ("kind", "min", "max", "n_distinct", "change_rate"):
+            assert a[key] == b[key], (a["index"], key)
+        assert a["intervention"].get("differed_fraction") == b["intervention"].get("differed_fraction")
+    bitmaps = {r["index"] for r in recs if r["kind"] == "bitmap"}
+    weak = {r["index"] for r in recs if r["kind"] == "state" and r["intervention"]["effect_fraction"] <= 0.3}
+    assert bitmaps and weak
+    expected = [i for i in result["selected"] if i not in bitmaps and i not in weak]
+    assert d["selected"] == expected
+    for i in bitmaps:
+        assert d["excluded"][str(i)] == "bitmap" and not recs[i]["selected"]
+    for i in weak:
+        assert d["excluded"][str(i)] == "weak-effect"
+    assert "--drop-bitmaps" in d["selection_rule"] and "excluded by --drop-bitmaps" in d["selection_rule"]
+    assert d["produced_by"]["args"]["drop_bitmaps"] is True
+
+
+# ---------------------------------------------------------------- bad input
+def test_unknown_env_id(tmp_path):
+    proc = run_script(SCRIPT, "--env-id", "NoSuchGameNoFrameskip-v4", "--out-dir", tmp_path, check=False)
+    assert_clean_error(proc, "unknown env id")
+    assert proc.returncode == 2 and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--total-frames", "0"], "--total-frames"),
+    (["--total-frames", "abc"], "--total-frames"),
+    (["--min-effect", "2"], "--min-effect"),
+    (["--horizon", "0"], "--horizon"),
+])
+def test_bad_flag_values(tmp_path, flags, needle):
+    proc = run_script(SCRIPT, "--out-dir", tmp_path, *flags, check=False)
+    assert_clean_error(proc, needle)
+    assert proc.returncode == 2
+
+
+def test_unwritable_out_dir(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    proc = run_script(SCRIPT, "--total-frames", 1000, "--out-dir", blocker / "ram_vars", check=False)
+    assert_clean_error(proc, "cannot write")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_failed_runs_do_not_clobber_existing_json(tmp_path):
+    out = tmp_path / "ram_vars"
+    out.mkdir()
+    existing = out / OUT_NAME
+    existing.write_text('{"sentinel": true}\n')
+    bad_ckpt = tmp_path / "checkpoint.pt"
+    bad_ckpt.write_bytes(b"\x80\x04 definitely not a torch checkpoint")
+    proc = run_script(SCRIPT, "--total-frames", 1000, "--out-dir", out, "--checkpoint", bad_ckpt, check=False)
+    assert_clean_error(proc, "checkpoint")
+    assert existing.read_text() == '{"sentinel": true}\n'
+    # interrupted in the middle of a long run: the old file stays, no temp file is left
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, str(ROOT / SCRIPT), "--total-frames", "100000000", "--out-dir", str(out)],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line, t0 = "", time.time()
+        while "[explore]" not in line and time.time() - t0 < 60:
+            line = p.stdout.readline()
+        assert "[explore]" in line
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0 and "Traceback" not in err and err.strip().splitlines()[-1].startswith("error:")
+    assert existing.read_text() == '{"sentinel": true}\n'
+    assert sorted(f.name for f in out.iterdir()) == [OUT_NAME]
+
+
+# ---------------------------------------------------------------- checkpoint policy
+def test_checkpoint_policies_drive_exploration(tmp_path):
+    torch = pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("extract_ram_vars", ROOT / SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    n_actions = len(breakout_ale().getMinimalActionSet())
+    torch.manual_seed(0)
+    pixel = {"format": "memory-pixel-interp/checkpoint", "version": 1, "agent": "pixel", "env_id": ENV_ID,
+             "game": "breakout", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+             "state_dict": mod.Agent(n_actions).state_dict(), "ram_indices": None}
+    ram = {"format": "memory-pixel-interp/checkpoint", "version": 1, "agent": "ram", "env_id": ENV_ID,
+           "game": "breakout", "model_kwargs": {"n_actions": n_actions, "n_ram": 3, "hidden": 256},
+           "state_dict": mod.RamAgent(n_actions, 3).state_dict(), "ram_indices": [0, 1, 2]}
+    for name, ckpt in (("pixel", pixel), ("ram", ram)):
+        path = tmp_path / f"{name}.pt"
+        torch.save(ckpt, path)
+        d, _ = run_json(tmp_path / name, "--total-frames", 1500, "--checkpoint", path, "--n-bases", 3,
+                        "--long-horizon", 0, "--bitmap-contexts", 2)
+        pb = d["produced_by"]
+        assert str(path) in pb["policy"] and f"{name} agent" in pb["policy"]
+        assert 500 <= pb["policy_frames"] <= 1500 and pb["frames"] == 1500
+    # a checkpoint for another game is refused
+    proc = run_script(SCRIPT, "--env-id", "PongNoFrameskip-v4", "--total-frames", 1000, "--out-dir", tmp_path / "p",
+                      "--checkpoint", tmp_path / "ram.pt", check=False)
+    assert_clean_error(proc, "checkpoint")

@@ -1,0 +1,221 @@
+"""End-to-end tests of probe_function_vectors.py and probe_report.py.
+
+The chain is the real one: extract_ram_vars.py (tiny budget) -> ppo_ram_breakout.py and ppo_pixel_breakout.py
+(256 steps each) -> the probe (tiny budget) -> the report, linked only through the files they write.
+Which RAM byte is the paddle is found here from the emulator (no address tables).
+"""
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ale_py import Action, ALEInterface, LoggerMode, roms
+
+from conftest import assert_clean_error, run_script
+
+ENV = "BreakoutNoFrameskip-v4"
+TRAIN = ["--num-envs", "2", "--num-steps", "32", "--total-timesteps", "256", "--seed", "1", "--torch-threads", "1"]
+TINY = ["--num-base-states", "6", "--samples-per-var", "8", "--top-k", "4", "--rollout-steps", "60",
+        "--importance-steps", "64", "--causal-pairs", "16", "--random-directions", "3"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def paddle_from_emulator():
+    """Move the paddle RIGHT / LEFT without FIRE (the ball stays out of play, so only the paddle moves):
+    -> (RAM index whose value tracks the paddle's pixel column, (first row, last row) of the paddle)."""
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.loadROM(roms.get_rom_path("breakout"))
+    ale.reset_game()
+    screens, rams = [], []
+    for action in [Action.RIGHT] * 60 + [Action.LEFT] * 120 + [Action.RIGHT] * 60:
+        ale.act(action)
+        screens.append(ale.getScreenGrayscale().astype(int))
+        rams.append(ale.getRAM().astype(float))
+    screens, rams = np.array(screens), np.array(rams)
+    moving = (screens != screens[0]).any(0)
+    rows = np.nonzero(moving.any(1))[0]
+    cols = np.array([np.nonzero((s > 0) & moving)[1].mean() for s in screens])
+    corr = np.array([abs(np.corrcoef(rams[:, i], cols)[0, 1]) if rams[:, i].std() > 0 else 0.0 for i in range(128)])
+    assert corr.max() > 0.95, "no RAM byte tracks the paddle"
+    return int(corr.argmax()), (int(rows.min()), int(rows.max()))
+
+
+def find_checkpoint(runs: Path, agent: str) -> Path:
+    found = [p for p in runs.glob("*/checkpoint.pt") if torch.load(p, map_location="cpu", weights_only=False)["agent"] == agent]
+    assert len(found) == 1, (agent, found)
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Tiny real pipeline; the probe runs once and every test reads its outputs."""
+    d = tmp_path_factory.mktemp("probe")
+    run_script("extract_ram_vars.py", "--env-id", ENV, "--total-frames", "2000", "--seed", "1", "--out-dir", d / "ram_vars", cwd=d)
+    ram_vars = d / "ram_vars" / f"{ENV}.json"
+    run_script("ppo_ram_breakout.py", "--env-id", ENV, "--ram-vars", ram_vars, "--runs-dir", d / "runs", *TRAIN, cwd=d)
+    run_script("ppo_pixel_breakout.py", "--env-id", ENV, "--runs-dir", d / "runs", *TRAIN, cwd=d)
+    pixel, ram = find_checkpoint(d / "runs", "pixel"), find_checkpoint(d / "runs", "ram")
+    paddle, paddle_rows = paddle_from_emulator()
+    selected = json.loads(ram_vars.read_text())["selected"]
+    assert paddle in selected, f"extract_ram_vars.py did not select the paddle byte ram[0x{paddle:02x}]"
+    inputs = ["--pixel-checkpoint", pixel, "--ram-checkpoint", ram, "--ram-vars", ram_vars]
+    proc = run_script("probe_function_vectors.py", *inputs, "--out-dir", d / "out", *TINY, "--include-vars", str(paddle), cwd=d)
+    res = json.loads((d / "out" / "results.json").read_text())
+    with np.load(d / "out" / "activations.npz") as z:
+        npz = {k: z[k] for k in z.files}
+    return {"dir": d, "out": d / "out", "inputs": inputs, "ram_vars": ram_vars, "pixel": pixel, "ram": ram,
+            "paddle": paddle, "paddle_rows": paddle_rows, "selected": selected, "res": res, "npz": npz, "stdout": proc.stdout}
+
+
+def test_results_and_npz_contents(chain):
+    res, z = chain["res"], chain["npz"]
+    assert res["format"] == "memory-pixel-interp/probe" and res["env_id"] == ENV and res["game"] == "breakout"
+    for key in ("preprocessing_check", "restore_check", "importance", "variables", "layers", "counts", "timing"):
+        assert key in res, key
+    # our observation equals AtariVectorEnv's, and restoring a base state reproduces the rollout's frames
+    assert res["preprocessing_check"]["compared"] and res["preprocessing_check"]["max_abs_diff"] == 0
+    assert res["restore_check"]["identical_to_rollout"] == res["restore_check"]["base_states"] == 6
+    # importance: every selected byte ranked, best first; probed = top 4 + the included paddle byte
+    rk = res["importance"]["ranking"]
+    assert sorted(s["index"] for s in rk) == sorted(chain["selected"])
+    assert [s["tv"] for s in rk] == sorted((s["tv"] for s in rk), reverse=True)
+    expected = [s["index"] for s in rk[:4]] + ([chain["paddle"]] if chain["paddle"] not in [s["index"] for s in rk[:4]] else [])
+    assert [v["index"] for v in res["variables"]] == expected == z["var_index"].tolist()
+    assert [str(n) for n in z["var_names"]] == [f"ram[0x{i:02x}]" for i in expected]
+    # arrays: shapes and dtypes as documented
+    N, V = len(z["sample_var"]), len(expected)
+    assert N == res["counts"]["samples"]
+    shapes = {"act_relu1": (N, 32, 20, 20), "act_relu2": (N, 64, 9, 9), "act_relu3": (N, 64, 7, 7),
+              "act_relu_fc": (N, 512), "act_actor": (N, 4), "act_critic": (N,), "ram": (N, 128), "obs_last": (N, 84, 84),
+              "diff_raw": (V, 210, 160), "diff_obs": (V, 84, 84), "base_rgb": (6, 210, 160, 3), "base_ram": (6, 128),
+              "fv_relu1": (V, 12800), "fv_relu_fc": (V, 512), "probe_w_relu3": (V, 3136), "unit_corr_relu_fc": (512, V),
+              "unit_corr_relu2": (64, V)}
+    for k, shape in shapes.items():
+        assert z[k].shape == shape, (k, z[k].shape)
+    assert z["act_relu1"].dtype == np.float16 and z["act_relu_fc"].dtype == np.float32 and z["ram"].dtype == np.uint8
+    # every value is the one really present in RAM; kept draws changed the byte against their control
+    var = z["sample_var"]
+    rows = np.nonzero(var >= 0)[0]
+    assert (z["value_actual"][rows] == z["ram"][rows, z["var_index"][var[rows]]]).all()
+    draws = (z["sample_role"] == 2) & z["kept"]
+    assert draws.any()
+    assert (z["value_actual"][draws] != z["value_control"][draws]).all()
+    assert (z["base_id"][z["control_of"][draws]] == z["base_id"][draws]).all()
+    assert set(np.unique(z["base_id"][z["is_test"]])) == set(res["counts"]["test_base_states"])
+    # every hidden unit labelled (an address or none) and the printed speed
+    assert len(res["layers"]["relu_fc"]["units"]) == 512 and len(res["layers"]["relu1"]["units"]) == 32
+    assert re.search(r"[\d.]+ probe samples/s", chain["stdout"])
+
+
+def test_paddle_region_is_the_paddle_rows(chain):
+    v = next(v for v in chain["res"]["variables"] if v["index"] == chain["paddle"])
+    region = v["screen_region"]["raw_210x160"]
+    assert region is not None, "changing the paddle byte changed nothing on the screen"
+    r0, r1, _, _ = region["bbox"]
+    p0, p1 = chain["paddle_rows"]
+    assert p0 - 2 <= r0 <= r1 <= p1 + 2, (region["bbox"], chain["paddle_rows"])
+    assert r0 > 0.75 * 210  # bottom of the screen
+    assert v["samples"]["kept"] >= 10 and v["samples"]["screen_changed_fraction"] > 0.9
+
+
+def test_probe_on_screen_byte_beats_shuffled_control(chain):
+    v = next(v for v in chain["res"]["variables"] if v["index"] == chain["paddle"])
+    conv = [v["probe"][k] for k in ("relu1", "relu2", "relu3")]
+    assert all(p["metric"] == "r2" and p["score"] is not None for p in conv)
+    margin = max(p["score"] - p["control"] for p in conv)
+    assert margin > 0.2, v["probe"]
+
+
+def test_causal_test_machinery(chain):
+    """The oracle steer (the pair's true activation difference) must land on the target downstream;
+    function vector and random directions are both reported."""
+    seen = 0
+    for v in chain["res"]["variables"]:
+        for k, c in (v["causal"] or {}).items():
+            if not c:
+                continue
+            assert set(c) >= {"function_vector", "random", "oracle", "pairs"}
+            gap = c["oracle"]["gap_closed_actor"]
+            if gap is not None:
+                assert gap > 0.95, (v["name"], k, c["oracle"])
+                seen += 1
+    assert seen > 0
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_chromium(chain, tmp_path):
+    report = chain["out"] / "report.html"
+    page = report.read_text()
+    assert "<img" in page and "data:image/png;base64," in page and "http://" not in page and "https://" not in page
+    for name in ("probe_scores.png", "units_relu_fc.png", "importance.png", "causal.png"):
+        assert (chain["out"] / name).stat().st_size > 1000
+
+    def render(path):
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / ('profile-' + path.stem)}", "--enable-logging=stderr", "--v=0",
+               "--virtual-time-budget=5000", "--dump-dom", path.as_uri()]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        errors = [line for line in p.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+        return p, errors
+
+    # the detector itself must see a broken page
+    broken = tmp_path / "broken.html"
+    broken.write_text(page.replace("</body>", "<script>undefinedFunction();</script></body>"))
+    _, errors = render(broken)
+    assert any("undefinedFunction" in e for e in errors), "console-error detection does not work"
+
+    proc, errors = render(report)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not errors, errors
+    n_img = page.count("<img ")
+    m = re.search(r'data-rendered="(\d+)"', proc.stdout)
+    assert m and int(m.group(1)) == n_img > 0  # the page's script ran to the end and saw every image
+
+
+def test_bad_inputs(chain, tmp_path):
+    d, inputs = chain["dir"], chain["inputs"]
+    out = chain["out"]
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    probe = lambda *a: run_script("probe_function_vectors.py", *a, "--out-dir", out, *TINY, cwd=d, check=False)  # noqa: E731
+
+    # ram vars file that is not the one the memory agent was trained with
+    rv = json.loads(chain["ram_vars"].read_text())
+    rv["selected"] = rv["selected"][:-1]
+    other = tmp_path / "other_ram_vars.json"
+    other.write_text(json.dumps(rv))
+    assert_clean_error(probe("--pixel-checkpoint", chain["pixel"], "--ram-checkpoint", chain["ram"], "--ram-vars", other), "ram_indices")
+
+    # pixel checkpoint of another game
+    ck = torch.load(chain["pixel"], map_location="cpu", weights_only=False)
+    ck.update(env_id="PongNoFrameskip-v4", game="pong")
+    pong = tmp_path / "pong.pt"
+    torch.save(ck, pong)
+    assert_clean_error(probe("--pixel-checkpoint", pong, "--ram-checkpoint", chain["ram"], "--ram-vars", chain["ram_vars"]), "game")
+
+    # corrupt checkpoint
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(chain["pixel"].read_bytes()[:5000])
+    assert_clean_error(probe("--pixel-checkpoint", bad, "--ram-checkpoint", chain["ram"], "--ram-vars", chain["ram_vars"]), "checkpoint")
+
+    # pixel and ram checkpoints swapped
+    assert_clean_error(probe("--pixel-checkpoint", chain["ram"], "--ram-checkpoint", chain["pixel"], "--ram-vars", chain["ram_vars"]), "pixel")
+
+    # the report on a corrupt activations.npz
+    broken = tmp_path / "broken_out"
+    broken.mkdir()
+    shutil.copy(out / "results.json", broken / "results.json")
+    (broken / "activations.npz").write_bytes((out / "activations.npz").read_bytes()[:100000])
+    assert_clean_error(run_script("probe_report.py", "--out-dir", broken, cwd=d, check=False), "activations.npz")
+    assert not (broken / "report.html").exists()
+
+    # nothing already on disk was touched by the failed runs
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    assert after == before

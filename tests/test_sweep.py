@@ -1,0 +1,176 @@
+"""End-to-end tests of sweep.py: the real scripts on Breakout and Pong with tiny budgets, plus a game that
+cannot exist (the extractor's own `unknown env id` error), an interruption mid-sweep and a resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, assert_clean_error, run_script
+
+GOOD = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4"]
+BAD = "NoSuchGameNoFrameskip-v4"  # a well-formed id of a ROM ale-py does not ship: fails at the extractor
+TINY = [
+    "--total-timesteps", "256", "--workers", "2",
+    "--extract-args=--total-frames 1500 --long-horizon 0",
+    "--train-args=--num-envs 2 --num-steps 32 --torch-threads 1",
+    "--probe-args=--num-envs 2 --importance-steps 16 --rollout-steps 16 --num-base-states 8 --samples-per-var 2"
+    " --top-k 2 --control-draws 1 --causal-pairs 4 --random-directions 1 --batch-size 64",
+]
+ENV = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+
+
+def status(out, game):
+    p = out / game / "status.json"
+    return json.loads(p.read_text()) if p.exists() else {"steps": {}}
+
+
+def step_state(out, game, step):
+    return (status(out, game)["steps"].get(step) or {}).get("status")
+
+
+def procs_under(folder):
+    """PIDs of processes whose working directory is inside folder (the steps run in their game folder)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if os.readlink(p / "cwd").startswith(str(folder)):
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_sweep_interrupt_resume_and_failure(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["--games", *GOOD, BAD, "--out-dir", out, *TINY]
+
+    # 1. start the sweep, stop it (SIGTERM to its process group, as Slurm does) while Breakout's pixel agent trains
+    env = dict(os.environ, **ENV)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "sweep.py"), *map(str, args)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 240
+    while step_state(out, GOOD[0], "pixel") != "running":
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "Breakout's pixel step never started"
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (stdout[-3000:], stderr[-3000:])
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert step_state(out, GOOD[0], "extract") == "done" and step_state(out, GOOD[0], "ram") == "done"
+    assert step_state(out, GOOD[0], "pixel") == "interrupted"
+    assert "INTERRUPTED" in stdout
+    assert not procs_under(tmp_path / "sweep"), "a step process outlived the stopped sweep"
+    index = json.loads((out / "index.json").read_text())
+    assert {g["env_id"]: g["status"] for g in index["games"]}[GOOD[0]] == "interrupted"
+
+    # what must not run again
+    st = status(out, GOOD[0])["steps"]
+    ram_vars = out / GOOD[0] / st["extract"]["outputs"]["ram_vars"]
+    ram_ckpt = out / GOOD[0] / st["ram"]["outputs"]["run_dir"] / "checkpoint.pt"
+    mtimes = {p: p.stat().st_mtime_ns for p in (ram_vars, ram_ckpt)}
+
+    # 2. re-run the same command: finished steps are skipped, the rest completes, the bad game is reported
+    proc = run_script("sweep.py", *args, cwd=tmp_path, check=False, timeout=400)
+    assert proc.returncode == 1, (proc.stdout[-3000:], proc.stderr[-3000:])  # 1: a game failed
+    assert f"[1/3 {GOOD[0]}] extract: skip" in proc.stdout and f"[1/3 {GOOD[0]}] ram: skip" in proc.stdout
+    assert f"[1/3 {GOOD[0]}] pixel: start" in proc.stdout
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items()), "a finished step was re-run"
+    assert "skip" in (out / GOOD[0] / "logs" / "sweep.log").read_text()
+
+    index = json.loads((out / "index.json").read_text())
+    games = {g["env_id"]: g for g in index["games"]}
+    assert list(games) == [*GOOD, BAD]
+    page = (out / "index.html").read_text()
+    for g in GOOD:
+        e = games[g]
+        assert e["status"] == "done", (g, e["status"], e["reason"], e["stderr_tail"])
+        assert all(s["status"] == "done" and s["seconds"] > 0 for s in e["steps"].values()), e["steps"]
+        assert e["extract"]["selected"] > 0 and e["extract"]["changing"] >= e["extract"]["selected"]
+        assert sum(e["extract"]["excluded_by_reason"].values()) == 128 - e["extract"]["selected"]
+        for agent in ("ram", "pixel"):  # (256 steps may end no Pong game: a final return may be None)
+            assert e["compare"][agent]["env_steps"] == 256 and "final_return" in e["compare"][agent]
+        assert e["probe"] and all("score" in v for v in e["probe"].values())
+        for name in ("compare", "probe"):
+            assert (out / e["links"][name]).is_file(), e["links"]
+            assert f"href='{e['links'][name]}'" in page
+    bad = games[BAD]
+    assert bad["status"] == "failed" and bad["failed_step"] == "extract"
+    assert "unknown env id" in bad["reason"].lower() and bad["stderr_tail"]
+    assert BAD in page and "unknown env id" in page.lower()
+
+    # 3. once more: nothing left to do for the good games; --index-only rebuilds the same index from disk
+    proc = run_script("sweep.py", *args, cwd=tmp_path, check=False, timeout=200)
+    assert proc.returncode == 1
+    for g in GOOD:
+        assert sum(f"{g}] {s}: skip" in proc.stdout for s in ("extract", "ram", "pixel", "compare", "probe")) == 5
+        assert f"{g}] " in proc.stdout and f"{g}] extract: start" not in proc.stdout
+    (out / "index.json").unlink()
+    (out / "index.html").unlink()
+    run_script("sweep.py", "--index-only", "--out-dir", out, cwd=tmp_path)
+    rebuilt = json.loads((out / "index.json").read_text())
+    assert {g["env_id"]: g["status"] for g in rebuilt["games"]} == {GOOD[0]: "done", GOOD[1]: "done", BAD: "failed"}
+    assert (out / "index.html").is_file()
+
+
+def test_extract_timeout_is_recorded(tmp_path):
+    """--all-extract with a per-game timeout: a too slow extractor is stopped, named with the reason and the time."""
+    out = tmp_path / "sweep"
+    proc = run_script("sweep.py", "--all-extract", "--games", "PongNoFrameskip-v4", "--extract-timeout", "1",
+                      "--out-dir", out, cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "extractor time per game" in proc.stdout and "PongNoFrameskip-v4" in proc.stdout
+    e = json.loads((out / "index.json").read_text())["games"][0]
+    assert e["status"] == "timeout" and e["steps"]["extract"]["status"] == "timeout"
+    assert "timeout" in e["reason"] and 1 <= e["steps"]["extract"]["seconds"] < 30
+    assert not procs_under(out)
+
+
+def test_game_lists():
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    default = [l.split("\t")[1] for l in run_script("sweep.py", "--list-games").stdout.splitlines()]
+    assert len(default) >= 20 and len(set(default)) == len(default)
+    for g in ("Breakout", "Pong", "SpaceInvaders", "MsPacman", "Seaquest", "Freeway", "Boxing"):
+        assert f"{g}NoFrameskip-v4" in default
+    assert all(g in gym.registry for g in default)
+    every = run_script("sweep.py", "--all-extract", "--list-games").stdout.splitlines()
+    assert len(every) == len(ale_py.roms.get_all_rom_ids())
+    one = run_script("sweep.py", "--list-games", "--games", "PongNoFrameskip-v4", "ALE/Breakout-v5").stdout
+    assert one.splitlines() == ["0\tPongNoFrameskip-v4", "1\tALE/Breakout-v5"]
+
+
+@pytest.mark.parametrize("bad_args, needle", [
+    (["--workers", "0"], "--workers"),
+    (["--steps", "extract", "train"], "unknown step"),
+    (["--games", "PongNoFrameskip-v4", "--only-index", "3"], "out of range"),
+    (["--games", "../../etc"], "bad env id"),
+    (["--games", "PongNoFrameskip-v4", "PongNoFrameskip-v4"], "twice"),
+    (["--extract-args=--total-frames '10"], "--extract-args"),
+])
+def test_bad_input(tmp_path, bad_args, needle):
+    proc = run_script("sweep.py", *bad_args, "--out-dir", tmp_path / "s", cwd=tmp_path, check=False)
+    assert_clean_error(proc, needle)
+    assert proc.returncode == 2 and not (tmp_path / "s").exists()
+
+
+def test_slurm_array_script_runs_one_game(tmp_path):
+    """docs/sweep_slurm.sh as Slurm would start array task 1: the second game of the list, and only it."""
+    env = dict(os.environ, **ENV, SLURM_ARRAY_TASK_ID="1", SLURM_SUBMIT_DIR=str(ROOT))
+    cmd = ["bash", str(ROOT / "docs" / "sweep_slurm.sh"), "--games", *GOOD, "--dry-run", "--out-dir", str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"[1] {GOOD[1]}" in proc.stdout and GOOD[0] not in proc.stdout
+    assert "python extract_ram_vars.py --env-id PongNoFrameskip-v4" in proc.stdout
+    env.pop("SLURM_ARRAY_TASK_ID")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("error:")
