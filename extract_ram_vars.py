@@ -419,13 +419,16 @@ class Explorer:
         score, lives = self.start_from_reset()
         stop = self.frames + budget
         for _ in range(int(self.rng.integers(1, 31))):              # noop reset
-            score += self.frame(self.actions[0])
+            if self.frames < self.total:
+                score += self.frame(self.actions[0])
         policy.reset(self)
         step = 0
         while self.frames < min(stop, self.total) and not self.ale.game_over():
             if policy.needs_fire and (step == 0 or self.ale.lives() < lives):
                 lives = self.ale.lives()
                 score += self.frame(self.actions[1])                # fire reset
+                if self.ale.game_over() or self.frames >= self.total:
+                    break
             reward = policy.step(self, score)
             score += reward
             step += 1
@@ -461,6 +464,8 @@ class CheckpointPolicy:
         action = int(self.model.get_action_and_value(x)[0].item())
         reward = 0.0
         for k in range(4):
+            if ex.frames >= ex.total:
+                break
             reward += ex.frame(self.actions[action])
             if self.kind == "pixel" and k >= 2:
                 ex.ale.getScreenGrayscale(self.gray[k - 2])

@@ -548,7 +548,8 @@ def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
     controls = {}
     pool = None
     if args.num_workers > 1:
-        pool = get_context("spawn").Pool(args.num_workers, _init_worker, (game, args.seed, bases["states"], bases["actions"]))
+        ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")  # workers use only ALE + cv2
+        pool = ctx.Pool(args.num_workers, _init_worker, (game, args.seed, bases["states"], bases["actions"]))
     else:
         _init_worker(game, args.seed, bases["states"], bases["actions"])
     prog, t0, t_emu = Progress("samples", N), time.time(), 0.0

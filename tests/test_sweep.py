@@ -16,7 +16,7 @@ GOOD = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4"]
 BAD = "NoSuchGameNoFrameskip-v4"  # a well-formed id of a ROM ale-py does not ship: fails at the extractor
 TINY = [
     "--total-timesteps", "256", "--workers", "2",
-    "--extract-args=--total-frames 1500 --long-horizon 0",
+    "--extract-args=--total-frames 1500 --n-bases 3 --long-horizon 0",
     "--train-args=--num-envs 2 --num-steps 32 --torch-threads 1",
     "--probe-args=--num-envs 2 --importance-steps 16 --rollout-steps 16 --num-base-states 8 --samples-per-var 2"
     " --top-k 2 --control-draws 1 --causal-pairs 4 --random-directions 1 --batch-size 64",
