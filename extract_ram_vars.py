@@ -16,21 +16,28 @@ No per-game address table is used anywhere: everything is measured on the emulat
    reset. With `--checkpoint` (a pixel or RAM agent, FORMATS.md section 2/3) a `--policy-fraction` of the
    frames is played by the agent from reset (noop start, FIRE, frame skip 4, CleanRL observations) and the
    states it reaches join the archive, so exploration also branches from where the agent gets.
-2. Intervene. Bytes that never changed are "constant". Every changing byte is tested at base states drawn
-   from the archive: set it (`ale.setRAM`) to other values it was seen to take, emulate `--horizon` frames
-   with the same actions as an untouched twin run from the same state, and compare the screens and the
-   other 127 RAM bytes frame by frame. Twins are replayed twice and a base whose two untouched replays differ
-   is dropped, so differences are causal, not noise. Bytes with no effect whose value the game kept are
-   re-tested over `--long-horizon` frames. A byte that never changed the future is "scratch" (stack,
-   temporaries rewritten before they are read), even where the game kept the value; a byte the game
-   overwrote on the next frame still counts as state if the future differed.
-3. Bitmaps. For every state byte whose change reached the screen, each bit is flipped in several
-   (base state, byte value) contexts, the value is held for 1-2 frames, and the screens are diffed. A bit
-   is a "block" when its flip changes pixels in >= 75% of contexts, the same bounding box comes back in
-   >= 75% of those, the box is compact (changed pixels fill >= 50% of it) and small (<= 5% of the screen).
-   A byte is "bitmap" when >= 2 bits are blocks with pairwise disjoint boxes and every other bit has no
-   screen effect (e.g. Breakout's brick rows; a position or a score digit fails because its change moves
-   with the value or overlaps).
+2. Intervene. Bytes that never changed are "constant". Every changing byte is tested at base states: the
+   state right after reset (every game passes through it), states sampled uniformly from all recorded
+   frames, and Go-Explore archive states (far along, novel). At a base it is set once (`ale.setRAM`, at the
+   frame boundary) to other values it was seen to take, `--horizon` frames are emulated with the same
+   actions as an untouched twin run from the same state, and the screens (read after each emulated frame,
+   since setRAM does not redraw) and the other 127 RAM bytes are compared frame by frame. Each twin is
+   replayed twice (clones include the RNG) and a base whose two untouched replays differ is dropped, so
+   differences are causal, not noise. Whether the game kept the set value or overwrote it on the next frame
+   is recorded; overwritten alone does not make a byte scratch if the future differed. Bytes with no effect
+   whose value the game kept are re-tested over `--long-horizon` frames. A byte that never changed the
+   future is "scratch" (stack, temporaries rewritten before they are read, copies the game recomputes every
+   frame from another byte -- that source byte is the state); every other changing byte is "state".
+3. Bitmaps. For every state byte whose change reached the screen, each bit is flipped in
+   `--bitmap-contexts` (base state, byte value) contexts, the value is held (re-applied) for 1-2 frames,
+   and the screens are diffed. Contexts where the game rewrote a held value, or where no bit changes the
+   screen (the bitmap is hidden then), are left out. A bit is a "block" when its flip changes pixels in
+   >= 75% of the remaining contexts, the same bounding box comes back in >= 75% of those, the box is
+   compact (changed pixels fill >= 50% of it) and small (<= 5% of the screen). A byte is "bitmap" when
+   >= 2 bits are blocks with pairwise disjoint boxes, every other bit has no screen effect, the value
+   held in at least half of the contexts and the byte showed on screen in at least a quarter (e.g.
+   Breakout's brick rows; a position, a moving object or a score digit fails: its change moves with the
+   value, the game rewrites it, or the boxes overlap).
 
 Selection rule (default): selected = kind "state" or "bitmap", i.e. bytes that changed while playing and
 whose change altered the future screen or other RAM bytes in more than `--min-effect` of the trials
@@ -78,7 +85,8 @@ class Args:
     policy_fraction: float = 0.5
     """with --checkpoint: fraction of the exploration frames played by the agent (the rest is Go-Explore)"""
     n_bases: int = 0
-    """base states (from the exploration archive) per intervention test; 0 = auto: total_frames/10000 in [10, 30]"""
+    """base states per intervention test (reset state, half uniform over recorded frames, rest from the archive);
+    0 = auto: total_frames/10000 clipped to [10, 30]"""
     values_per_base: int = 2
     """other observed values each byte is set to at each base state"""
     horizon: int = 48
@@ -87,7 +95,7 @@ class Args:
     """frames of the re-test of bytes that had no effect but whose value the game kept (0 = no re-test)"""
     long_bases: int = 0
     """base states of that re-test (2 values tried at each); 0 = auto (3 for budgets under 50000 frames, else 6)"""
-    bitmap_contexts: int = 8
+    bitmap_contexts: int = 12
     """(base state, byte value) contexts in which each bit is flipped for the bitmap test"""
     drop_bitmaps: bool = False
     """exclude bitmap bytes (graphics-like state such as brick rows) from the selection"""
@@ -105,7 +113,7 @@ def parse_args():
     buf = io.StringIO()
     try:
         with contextlib.redirect_stderr(buf):
-            return tyro.cli(Args)
+            return tyro.cli(Args, description=__doc__)
     except SystemExit as e:
         if e.code in (0, None):
             sys.stderr.write(buf.getvalue())
@@ -619,37 +627,39 @@ def bitmap_test(ale, bases, index, observed, rng, n_contexts):
     """Flip each bit of byte `index` in several (base, value) contexts and diff the screens.
 
     bases: dicts with "state", "actions", "ram". observed: values the byte was seen to take.
-    -> dict with per-bit results (effect "block"/"none"/"inconsistent", box [x0, y0, x1, y1) in screen
-    pixels, x = column) and "is_bitmap".
+    A context counts only if the game left the held value (and every flipped one) alone ("held"), and only
+    if some bit changed the screen there ("shown": a bitmap can be hidden, e.g. between rounds).
+    -> dict with per-bit results over the shown contexts (effect "block"/"none"/"inconsistent", box
+    [x0, y0, x1, y1) in screen pixels, x = column) and "is_bitmap".
     """
     h, w = ale.getScreenDims()
     buf = np.zeros((h, w), np.uint8)
     contexts = []
-    for k in range(n_contexts):                 # alternate the base's own value and another observed one
-        base = bases[k % len(bases)]
+    for k in range(n_contexts):     # spread over the bases; alternate the base's own value and another observed one
+        base = bases[(k * len(bases)) // n_contexts]
         own = int(base["ram"][index])
         others = [v for v in observed if v != own]
         contexts.append((base, own if k % 2 == 0 or not others else int(rng.choice(others))))
-    per_bit = [[] for _ in range(8)]
-    n_overwritten = 0
+    held = []                       # per held context: per bit (box, changed pixels) or None
     for base, value in contexts:
         a1, a2, present = screen_after_hold(ale, base["state"], base["actions"], index, value, buf)
-        if present[0] != value:
-            n_overwritten += 1
-            continue
-        for bit in range(8):
+        row = [] if present[0] == value else None
+        for bit in range(8 if row is not None else 0):
             flipped = value ^ (1 << bit)
             b1, b2, p = screen_after_hold(ale, base["state"], base["actions"], index, flipped, buf)
             if p[0] != flipped:
-                n_overwritten += 1
-                continue
+                row = None
+                break
             diff = a1 != b1
             if not diff.any():
                 diff = a2 != b2
-            per_bit[bit].append((bbox(diff), int(diff.sum())) if diff.any() else None)
+            row.append((bbox(diff), int(diff.sum())) if diff.any() else None)
+        if row is not None:
+            held.append(row)
+    shown = [row for row in held if any(r is not None for r in row)]
     bits, boxes = [], []
     for bit in range(8):
-        res = per_bit[bit]
+        res = [row[bit] for row in shown]
         n = len(res)
         nonempty = [r for r in res if r is not None]
         rec = {"bit": bit, "contexts": n, "changed_screen": len(nonempty)}
@@ -673,11 +683,14 @@ def bitmap_test(ale, bases, index, observed, rng, n_contexts):
                    for i, a in enumerate(boxes) for b in boxes[i + 1:])
     n_block = sum(b["effect"] == "block" for b in bits)
     n_bad = sum(b["effect"] == "inconsistent" for b in bits)
-    is_bitmap = n_block >= 2 and n_bad == 0 and disjoint
-    why = (f"{n_block} bits toggle fixed disjoint screen blocks, the others do not change the screen" if is_bitmap else
-           f"{n_block} block bits, {n_bad} bits with inconsistent screen effects, boxes disjoint: {disjoint}")
-    return {"tested": True, "is_bitmap": is_bitmap, "why": why, "contexts": len(contexts),
-            "contexts_overwritten": n_overwritten, "bits": bits}
+    enough = len(held) >= max(2, -(-n_contexts // 2)) and len(shown) >= max(2, -(-n_contexts // 4))
+    is_bitmap = n_block >= 2 and n_bad == 0 and disjoint and enough
+    why = (f"{n_block} bits toggle fixed disjoint screen blocks, the others do not change the screen "
+           f"({len(shown)} contexts)" if is_bitmap else
+           f"{n_block} block bits, {n_bad} bits with inconsistent screen effects, boxes disjoint: {disjoint}; "
+           f"value held in {len(held)} of {n_contexts} contexts, shown on screen in {len(shown)}")
+    return {"tested": True, "is_bitmap": is_bitmap, "why": why, "contexts": n_contexts,
+            "contexts_held": len(held), "contexts_shown": len(shown), "bits": bits}
 
 
 def make_bases(ale, ex, args, actions, rng, n_bases):

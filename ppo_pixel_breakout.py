@@ -82,7 +82,7 @@ class Args:
     env_threads: int = 0
     """threads of the C++ vector env (0: min(num_envs, CPU cores))"""
     torch_threads: int = 0
-    """torch CPU threads (0: torch's default, one per core)"""
+    """torch CPU threads (0: half the CPU cores, at least 1; on 2 shared cores 2 threads ran 3-4x slower than 1)"""
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
@@ -280,8 +280,8 @@ def load_checkpoint(path):
         fail(f"'{path}' is not a memory-pixel-interp checkpoint")
     missing = [k for k in ("version", "agent", "env_id", "model_kwargs", "state_dict", "optimizer", "global_step",
                            "iteration", "args", "run_name") if k not in ckpt]
-    if missing:
-        fail(f"checkpoint '{path}' lacks {', '.join(missing)}")
+    if missing or not isinstance(ckpt["args"], dict) or not isinstance(ckpt["model_kwargs"], dict):
+        fail(f"checkpoint '{path}' lacks {', '.join(missing) or 'usable args / model_kwargs'}")
     if ckpt["agent"] != AGENT_KIND:
         fail(f"checkpoint '{path}' is for the {ckpt['agent']} agent, not the {AGENT_KIND} agent")
     try:
@@ -405,8 +405,7 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(args.torch_threads if args.torch_threads > 0 else max(1, (os.cpu_count() or 1) // 2))
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
@@ -670,11 +669,12 @@ if __name__ == "__main__":
         if STOP["requested"]:
             break
 
-    save_checkpoint("interrupted" if STOP["requested"] else "finished")
+    interrupted = STOP["requested"] and iteration_done < args.num_iterations
+    save_checkpoint("interrupted" if interrupted else "finished")
     envs.close()
     writer.close()
     total = sum(perf.values()) or 1.0
     print("time split: " + ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in perf.items())
           + f"; wall {time.time() - start_time:.1f}s", flush=True)
-    print(f"{'interrupted' if STOP['requested'] else 'finished'} at global_step {global_step}; checkpoint {checkpoint_path}", flush=True)
-    sys.exit(130 if STOP["requested"] else 0)
+    print(f"{'interrupted' if interrupted else 'finished'} at global_step {global_step}; checkpoint {checkpoint_path}", flush=True)
+    sys.exit(130 if interrupted else 0)

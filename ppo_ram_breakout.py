@@ -24,14 +24,15 @@ Linear(256, 256) - tanh, then an actor head (std 0.01) and a critic head (std 1)
 Environment semantics (FORMATS.md section 4), reproduced by the small `AtariRamEnv` below so that they are
 those of the pixel agent's `AtariVectorEnv(life_loss_info=True, reward_clipping=False)`, step for step:
   * reset: 0-29 random no-op frames and one FIRE frame (1-30 no-ops when the game has no FIRE);
-  * step: the action repeated for 4 frames (stopping at a game over), rewards summed, the RAM read after
+  * step: the action repeated for 4 frames (stopping at a game over or the frame limit), rewards summed, the RAM read after
     the last frame; sticky actions as the gymnasium id says (`*NoFrameskip-v4`: 0.0, `ALE/*-v5`: 0.25);
   * a lost life is a terminal for learning (`info["life_loss"]`, or-ed into `terminated` by the training
     loop; the game goes on), and the step after any terminal is played with FIRE (NOOP without FIRE),
     as CleanRL's EpisodicLifeEnv + FireResetEnv do, or is the NEXT_STEP autoreset of gymnasium's vector env
     after a game over; either way it is not the agent's decision and is masked out of the PPO update;
   * rewards: sign(r) for learning; the unclipped score per full game (all lives) is `charts/episodic_return`,
-    its length in emulator frames `charts/episodic_length`; games are cut at 108,000 frames (truncation).
+    its length in emulator frames `charts/episodic_length`; games are cut (truncated) 108,000 frames after
+    the reset (counted from the end of the reset, as AtariVectorEnv counts).
 
 The envs are vectorised with gymnasium's SyncVectorEnv (default; measured faster than AsyncVectorEnv on 2
 cores, where the emulator step is a fraction of a millisecond and the pipes cost more) or AsyncVectorEnv
@@ -92,7 +93,7 @@ class Args:
     async_envs: bool = False
     """step the envs in subprocesses (gymnasium AsyncVectorEnv) instead of in this process"""
     torch_threads: int = 0
-    """torch CPU threads (0: torch's default, one per core)"""
+    """torch CPU threads (0: half the CPU cores, at least 1; on 2 shared cores 2 threads ran 3-4x slower than 1)"""
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
@@ -253,8 +254,9 @@ class AtariRamEnv(gym.Env):
 
     def __init__(self, env_id, ram_indices, max_frames=None, frameskip=4, noop_max=30):
         repeat_action_probability, default_max_frames = env_settings(env_id)
+        # the frame limit is counted here, from the end of the reset, as AtariVectorEnv counts it
         kwargs = dict(obs_type="ram", frameskip=1, repeat_action_probability=repeat_action_probability,
-                      full_action_space=False, max_num_frames_per_episode=max_frames or default_max_frames)
+                      full_action_space=False, max_num_frames_per_episode=None)
         if env_id in gym.registry:
             self.env = gym.make(env_id, **kwargs)
         else:  # an ALE game without a gymnasium id of this spelling
@@ -265,11 +267,11 @@ class AtariRamEnv(gym.Env):
         # the action of the step after a terminal: FIRE after a lost life (CleanRL's FireResetEnv), else NOOP
         self.reset_action = self.action_set.index(ale_py.Action.FIRE) if self.has_fire else 0
         self.ram_indices = np.asarray(ram_indices, dtype=np.int64)
-        self.frameskip, self.noop_max = frameskip, noop_max
+        self.frameskip, self.noop_max, self.max_frames = frameskip, noop_max, max_frames or default_max_frames
         self.observation_space = gym.spaces.Box(0, 255, (len(self.ram_indices),), dtype=np.uint8)
         self.action_space = gym.spaces.Discrete(len(self.action_set))
         self.rng = np.random.default_rng()
-        self.lives = 0
+        self.lives = self.reset_frame = 0
 
     def observe(self, life_loss):
         info = {"lives": self.ale.lives(), "episode_frame_number": self.ale.getEpisodeFrameNumber(), "life_loss": life_loss}
@@ -286,19 +288,22 @@ class AtariRamEnv(gym.Env):
                 self.ale.reset_game()
         if self.has_fire:
             self.ale.act(ale_py.Action.FIRE)
-        self.lives = self.ale.lives()
+        self.lives, self.reset_frame = self.ale.lives(), self.ale.getEpisodeFrameNumber()
         return self.observe(False)
+
+    def truncated(self):
+        return self.ale.getEpisodeFrameNumber() - self.reset_frame >= self.max_frames
 
     def step(self, action):
         reward = 0.0
         for _ in range(self.frameskip):
             reward += self.ale.act(self.action_set[int(action)])
-            if self.ale.game_over():
+            if self.ale.game_over() or self.truncated():
                 break
         life_loss = self.ale.lives() < self.lives
         self.lives = self.ale.lives()
         obs, info = self.observe(life_loss)
-        return obs, reward, self.ale.game_over(with_truncation=False), self.ale.game_truncated(), info
+        return obs, reward, self.ale.game_over(with_truncation=False), self.truncated(), info
 
     def close(self):
         self.env.close()
@@ -362,8 +367,8 @@ def load_checkpoint(path):
         fail(f"'{path}' is not a memory-pixel-interp checkpoint")
     missing = [k for k in ("version", "agent", "env_id", "model_kwargs", "state_dict", "optimizer", "global_step",
                            "iteration", "args", "run_name") if k not in ckpt]
-    if missing:
-        fail(f"checkpoint '{path}' lacks {', '.join(missing)}")
+    if missing or not isinstance(ckpt["args"], dict) or not isinstance(ckpt["model_kwargs"], dict):
+        fail(f"checkpoint '{path}' lacks {', '.join(missing) or 'usable args / model_kwargs'}")
     if ckpt["agent"] != AGENT_KIND:
         fail(f"checkpoint '{path}' is for the {ckpt['agent']} agent, not the {AGENT_KIND} agent")
     try:
@@ -500,8 +505,7 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    torch.set_num_threads(args.torch_threads if args.torch_threads > 0 else max(1, (os.cpu_count() or 1) // 2))
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
@@ -581,7 +585,7 @@ if __name__ == "__main__":
 
     write_run_json("running")
     print(f"run folder {run_dir}  device {device}  machine {machine}", flush=True)
-    shown = list(ram_indices) if len(ram_indices) <= 32 else f"{list(ram_indices[:16])[:-1]}, ... {ram_indices[-1]}]"
+    shown = list(ram_indices) if len(ram_indices) <= 32 else f"[{', '.join(map(str, ram_indices[:16]))}, ..., {ram_indices[-1]}]"
     print(f"RAM variables: {len(ram_indices)} bytes {shown} from {args.ram_vars}", flush=True)
     if ckpt is not None:
         print(f"resuming {run_name} from global_step {global_step}", flush=True)
@@ -769,11 +773,12 @@ if __name__ == "__main__":
         if STOP["requested"]:
             break
 
-    save_checkpoint("interrupted" if STOP["requested"] else "finished")
+    interrupted = STOP["requested"] and iteration_done < args.num_iterations
+    save_checkpoint("interrupted" if interrupted else "finished")
     envs.close()
     writer.close()
     total = sum(perf.values()) or 1.0
     print("time split: " + ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in perf.items())
           + f"; wall {time.time() - start_time:.1f}s", flush=True)
-    print(f"{'interrupted' if STOP['requested'] else 'finished'} at global_step {global_step}; checkpoint {checkpoint_path}", flush=True)
-    sys.exit(130 if STOP["requested"] else 0)
+    print(f"{'interrupted' if interrupted else 'finished'} at global_step {global_step}; checkpoint {checkpoint_path}", flush=True)
+    sys.exit(130 if interrupted else 0)

@@ -20,7 +20,8 @@ Steps (README §Probe has the details and the .npz keys):
    causal test: add the vector at that layer to control samples and measure how far downstream layers, the
    policy and the value move toward the samples where the variable really has the new value, against random
    directions of the same norm.
-5. Every conv channel / fc unit labelled with the address it is most associated with (within-base-state |r|).
+5. Every conv channel / fc unit labelled with the address it is most associated with (within-base-state
+   correlation ratio eta, and Pearson r).
 6. Per variable, the mean |screen difference| it causes and the bounding box of that region.
 """
 import json
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import tyro
+from ale_py import Action, ALEInterface, LoggerMode, roms
 from torch.distributions.categorical import Categorical
 
 
@@ -105,6 +107,9 @@ LAYERS = [("relu1", "network.relu1"), ("relu2", "network.relu2"), ("relu3", "net
           ("relu_fc", "network.relu_fc"), ("actor", "actor"), ("critic", "critic")]
 HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
 RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # relative to trace(K)/n, chosen by leave-base-states-out CV
+
+
+ALEInterface.setLoggerMode(LoggerMode.Error)  # no banner per emulator
 
 
 class InputError(Exception):
@@ -174,7 +179,6 @@ class RamAgent(nn.Module):
 # ---------------------------------------------------------------- inputs
 def rom_name(env_id: str) -> str:
     """Gymnasium ALE env id -> ale_py ROM name (FORMATS.md header), validated against the installed ROMs."""
-    from ale_py import roms
     name = env_id.split("/", 1)[1] if env_id.startswith("ALE/") else env_id
     name = re.sub(r"-v\d+$", "", name).replace("NoFrameskip", "").replace("Deterministic", "")
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
@@ -256,8 +260,6 @@ def validate_inputs(args: Args):
     if list(ram.get("ram_indices") or []) != list(rv["selected"]):
         raise InputError(f"ram checkpoint's ram_indices ({len(ram.get('ram_indices') or [])} bytes) differ from the "
                          f"ram vars file's selected ({len(rv['selected'])} bytes): not the file it was trained with")
-    from ale_py import ALEInterface, LoggerMode, roms
-    ALEInterface.setLoggerMode(LoggerMode.Error)
     probe = ALEInterface()
     probe.loadROM(roms.get_rom_path(game))
     n_actions = len(probe.getMinimalActionSet())
@@ -272,7 +274,12 @@ def validate_inputs(args: Args):
         raise InputError("need --num-base-states >= 2, --samples-per-var >= 1, --top-k >= 0")
     if not 0.0 < args.test_fraction < 1.0 or args.rollout_steps < 8 or args.importance_steps < 1 or args.num_envs < 1:
         raise InputError("need 0 < --test-fraction < 1, --rollout-steps >= 8, --importance-steps >= 1, --num-envs >= 1")
-    return rv, pix, ram, game, include
+    out_dir = Path(args.out_dir or Path("probe") / rv["env_id"].replace("/", "_"))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} exists and is not a folder")
+    if not os.access(out_dir if out_dir.exists() else next(p for p in out_dir.parents if p.exists()), os.W_OK):
+        raise InputError(f"--out-dir {out_dir} is not writable")
+    return rv, pix, ram, game, include, out_dir
 
 
 # ---------------------------------------------------------------- emulation
@@ -281,8 +288,6 @@ class Emulator:
     cv2.resize to 84x84 INTER_AREA, 4-frame stack (oldest first, zeros after a reset) - ale_py's AtariVectorEnv."""
 
     def __init__(self, game: str, seed: int):
-        from ale_py import Action, ALEInterface, LoggerMode, roms
-        ALEInterface.setLoggerMode(LoggerMode.Error)
         self.ale = ALEInterface()
         self.ale.setInt("random_seed", seed)
         self.ale.setFloat("repeat_action_probability", 0.0)
@@ -402,7 +407,7 @@ def _emulate(tasks):
     return [emu.replay(states[b], actions[b], None if v < 0 else (idx, v)) for b, idx, v in tasks]
 
 
-# ---------------------------------------------------------------- forward passes
+# ---------------------------------------------------------------- step 3: forward passes with hooks
 class Hooks:
     """Forward hooks on every probed layer: record outputs; optionally add a steering vector to one layer."""
 
@@ -478,6 +483,24 @@ def ram_importance(ram_agent, selected, game, args, rng, device):
     for rank, s in enumerate(ranking):
         s["rank"] = rank + 1
     return ranking, rams
+
+
+def describe_variables(keep, rv, ranking, max_classes):
+    """The probed variables: name ram[0xNN] (NN = index into getRAM()), the ram vars record's address, kind,
+    range and values; categorical if the kind is bitmap or it has <= max_classes distinct values."""
+    variables = []
+    for i in keep:
+        rec = rv["bytes"][i]
+        kind, n_distinct = str(rec.get("kind", "state")), int(rec.get("n_distinct", 256))
+        categorical = kind == "bitmap" or n_distinct <= max_classes
+        values = rec.get("values") if isinstance(rec.get("values"), list) else []
+        variables.append({"index": i, "min": int(rec["min"]), "max": int(rec["max"]), "categorical": categorical,
+                          "record_values": [int(x) for x in values],
+                          "public": {"name": f"ram[0x{i:02x}]", "index": i, "address": rec.get("address", f"0x{0x80 + i:02X}"),
+                                     "kind": kind, "categorical": categorical, "n_distinct_in_ram_vars": n_distinct,
+                                     "min": int(rec["min"]), "max": int(rec["max"]),
+                                     "importance": next(s for s in ranking if s["index"] == i)}})
+    return variables
 
 
 # ---------------------------------------------------------------- step 2: base states and samples
@@ -601,6 +624,24 @@ def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
     return S
 
 
+def sample_table(tasks, meta, S, test_bases):
+    """Per sample: base, variable slot, role (0 natural, 1 control, 2 draw), intended / actual / control value,
+    whether the variable really changed (draws), kept, number of other bytes that changed, held-out flag."""
+    N = len(tasks)
+    T = {"base_id": meta[:, 0], "var": meta[:, 1], "intended": meta[:, 2], "role": meta[:, 3], "control_of": S["control_of"]}
+    idx = np.array([t[1] for t in tasks])
+    ctrl = np.maximum(T["control_of"], 0)
+    T["actual"] = np.where(T["var"] >= 0, S["ram"][np.arange(N), idx].astype(np.int64), -1)
+    T["control_value"] = np.where(T["role"] == 2, T["actual"][ctrl], np.where(T["role"] == 1, T["actual"], -1))
+    T["changed"] = (T["role"] == 2) & (T["actual"] != T["control_value"])
+    T["kept"] = (T["role"] == 1) | T["changed"]
+    other = (S["ram"] != S["ram"][ctrl]) & (T["role"] == 2)[:, None]
+    other[np.arange(N), idx] = False
+    T["n_other"] = other.sum(1)
+    T["is_test"] = np.isin(T["base_id"], test_bases)
+    return T
+
+
 # ---------------------------------------------------------------- step 4: probes, directions, causal test
 def fit_ridge(X, Y, groups, alphas=RIDGE_ALPHAS):
     """Ridge (dual form) on centred features (not rescaled: a unit that is almost silent on the training
@@ -708,16 +749,24 @@ def causal_test(hooks, x, c_idx, t_idx, steer, layer, acts, args, rng, device):
     return res
 
 
-def within_base_corr(P, y, groups):
-    """Pearson r between each column of P and y after removing each base state's mean (the variable's own
-    effect, other bytes held fixed). P (n, u) tensor; y (n,) numpy; groups (n,)."""
+def within_base_assoc(P, y, groups, bins: int = 8):
+    """Association of each column of P with the value y after removing each base state's mean (the
+    variable's own effect, other bytes held fixed): Pearson r and the correlation ratio eta (values in up to
+    `bins` quantile bins; eta also sees non-monotonic tuning, e.g. a unit for one paddle position).
+    P (n, u) tensor; y (n,) numpy; groups (n,). Returns (r, eta) tensors (u,)."""
     Pc, yc = P.clone(), torch.as_tensor(y.astype(np.float32), device=P.device).clone()
     for g in np.unique(groups):
         m = torch.as_tensor(groups == g, device=P.device)
         Pc[m] -= Pc[m].mean(0)
         yc[m] -= yc[m].mean()
-    den = Pc.norm(dim=0) * yc.norm()
-    return torch.where(den > 1e-9, (Pc * yc[:, None]).sum(0) / den.clamp_min(1e-9), torch.zeros_like(den))
+    ss = (Pc ** 2).sum(0)
+    den = ss.sqrt() * yc.norm()
+    r = torch.where(den > 1e-9, (Pc * yc[:, None]).sum(0) / den.clamp_min(1e-9), torch.zeros_like(den))
+    uniq = np.unique(y)
+    codes = np.searchsorted(uniq, y) if len(uniq) <= bins else np.minimum((np.argsort(np.argsort(y, kind="stable")) * bins) // len(y), bins - 1)
+    between = sum(int((codes == c).sum()) * Pc[torch.as_tensor(codes == c, device=P.device)].mean(0) ** 2 for c in np.unique(codes))
+    eta = torch.where(ss > 1e-9, (between / ss.clamp_min(1e-9)).clamp(0, 1).sqrt(), torch.zeros_like(ss))
+    return r, eta
 
 
 def region_of(diff_map, rel: float = 0.25, floor: float = 0.5):
@@ -732,7 +781,7 @@ def region_of(diff_map, rel: float = 0.25, floor: float = 0.5):
 
 def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     """Probe scores, function vectors, causal test and unit correlations of one variable. T: per-sample
-    table; S: samples; out: arrays (fv, probe_w, probe_b, fv_delta, unit_corr) filled in place."""
+    table; S: samples; out: arrays (fv, probe_w, probe_b, fv_delta, unit_corr, unit_eta) filled in place."""
     acts = S["acts"]
     sel = np.nonzero((T["var"] == v) & T["kept"])[0]
     y, g = T["actual"][sel].astype(np.float64), T["base_id"][sel]
@@ -797,19 +846,20 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
             x = torch.as_tensor(np.stack([S["control_stack"][c] for c in ctrl_of[use]]), device=device)
             info["causal"][k] = causal_test(hooks, x, ctrl_of[use], pairs[use], torch.as_tensor(steer.astype(np.float32), device=device),
                                             k, acts, args, rng, device)
-    # unit labels: within-base-state correlation of each unit / spatially pooled channel with the value
+    # unit labels: within-base-state association of each unit / spatially pooled channel with the value
     for k in HIDDEN:
         P = torch.as_tensor(acts[k][sel], device=device).float()
         P = P.mean((2, 3)) if P.dim() == 4 else P
         if ok:
-            r = within_base_corr(P, y, g)
-            out["unit_corr"][k][:, v] = r.cpu().numpy()
-            info["top_units"][k] = [{"unit": int(u), "r": float(r[u])} for u in torch.argsort(r.abs(), descending=True)[:5].tolist()]
+            r, eta = within_base_assoc(P, y, g)
+            out["unit_corr"][k][:, v], out["unit_eta"][k][:, v] = r.cpu().numpy(), eta.cpu().numpy()
+            info["top_units"][k] = [{"unit": int(u), "eta": float(eta[u]), "r": float(r[u])}
+                                    for u in torch.argsort(eta, descending=True)[:5].tolist()]
     return info
 
 
 def label_units(S, out, names, keep):
-    """Per hidden layer and unit (conv: channel, spatially pooled): the variable with the largest |r|."""
+    """Per hidden layer and unit (conv: channel, spatially pooled): the variable with the largest eta."""
     layers = {}
     N = len(S["obs_last"])
     for k, module_name in LAYERS:
@@ -818,11 +868,12 @@ def label_units(S, out, names, keep):
         if k in HIDDEN:
             P = S["acts"][k].reshape(N, shape[0], -1).astype(np.float32).mean(-1) if len(shape) == 3 else S["acts"][k]
             alive = P.std(0) > 1e-6
-            corr = out["unit_corr"][k]
-            best = np.abs(corr).argmax(1)
+            eta, corr = out["unit_eta"][k], out["unit_corr"][k]
+            best = eta.argmax(1)
             entry["units"] = [{"unit": u, "var": int(best[u]), "name": names[best[u]], "index": keep[best[u]],
-                               "r": float(corr[u, best[u]])} if alive[u] and corr[u, best[u]] != 0 else
-                              {"unit": u, "var": -1, "name": None, "index": None, "r": 0.0} for u in range(len(best))]
+                               "eta": float(eta[u, best[u]]), "r": float(corr[u, best[u]])}
+                              if alive[u] and eta[u, best[u]] > 0 else
+                              {"unit": u, "var": -1, "name": None, "index": None, "eta": 0.0, "r": 0.0} for u in range(len(best))]
             entry["dead_units"] = int((~alive).sum())
         layers[k] = entry
     return layers
@@ -845,9 +896,8 @@ def save_atomic(path: Path, write):
 # ---------------------------------------------------------------- main
 def main(args: Args):
     t_start = time.time()
-    rv, pix, ramck, game, include = validate_inputs(args)
+    rv, pix, ramck, game, include, out_dir = validate_inputs(args)
     env_id = rv["env_id"]
-    out_dir = Path(args.out_dir or Path("probe") / env_id.replace("/", "_"))
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
@@ -870,18 +920,8 @@ def main(args: Args):
     timing["importance_s"] = time.time() - t0
     print(f"[importance] {len(ram_rollout)} memory-agent states, {len(ranking)} bytes ablated in {timing['importance_s']:.1f}s; "
           "top: " + ", ".join(f"{s['name']} tv={s['tv']:.4f}" for s in ranking[:5]), flush=True)
-    names = [f"ram[0x{i:02x}]" for i in keep]
-    variables = []
-    for i, name in zip(keep, names):
-        rec = rv["bytes"][i]
-        kind, n_distinct = str(rec.get("kind", "state")), int(rec.get("n_distinct", 256))
-        values = rec.get("values") if isinstance(rec.get("values"), list) else []
-        variables.append({"index": i, "min": int(rec["min"]), "max": int(rec["max"]), "record_values": [int(x) for x in values],
-                          "categorical": kind == "bitmap" or n_distinct <= args.max_classes,
-                          "public": {"name": name, "index": i, "address": rec.get("address", f"0x{0x80 + i:02X}"), "kind": kind,
-                                     "categorical": kind == "bitmap" or n_distinct <= args.max_classes,
-                                     "n_distinct_in_ram_vars": n_distinct, "min": int(rec["min"]), "max": int(rec["max"]),
-                                     "importance": next(s for s in ranking if s["index"] == i)}})
+    variables = describe_variables(keep, rv, ranking, args.max_classes)
+    names = [v["public"]["name"] for v in variables]
     V = len(variables)
 
     # 2. base states from the pixel agent, then screens with set RAM values
@@ -903,17 +943,7 @@ def main(args: Args):
           f"(set RAM -> render -> forward; emulation {S['emulation_seconds']:.1f}s); "
           f"restore+replay reproduced the rollout's observation for {restore_ok}/{B} base states", flush=True)
 
-    # per-sample table
-    T = {"base_id": meta[:, 0], "var": meta[:, 1], "intended": meta[:, 2], "role": meta[:, 3], "control_of": S["control_of"]}
-    idx = np.array([t[1] for t in tasks])
-    T["actual"] = np.where(T["var"] >= 0, S["ram"][np.arange(N), idx].astype(np.int64), -1)
-    T["control_value"] = np.where(T["role"] == 2, T["actual"][np.maximum(T["control_of"], 0)], np.where(T["role"] == 1, T["actual"], -1))
-    T["changed"] = (T["role"] == 2) & (T["actual"] != T["control_value"])
-    T["kept"] = (T["role"] == 1) | T["changed"]
-    other = (S["ram"] != S["ram"][np.maximum(T["control_of"], 0)]) & (T["role"] == 2)[:, None]
-    other[np.arange(N), idx] = False
-    T["n_other"] = other.sum(1)
-    T["is_test"] = np.isin(T["base_id"], test_bases)
+    T = sample_table(tasks, meta, S, test_bases)
 
     # 4 + 5. probes, function vectors, causal test, unit labels
     t0 = time.time()
@@ -922,7 +952,8 @@ def main(args: Args):
     out = {"fv": {k: np.zeros((V, dims[k]), np.float32) for k, _ in LAYERS},
            "probe_w": {k: np.zeros((V, dims[k]), np.float32) for k, _ in LAYERS},
            "probe_b": {k: np.zeros(V, np.float32) for k, _ in LAYERS}, "fv_delta": np.zeros(V, np.float32),
-           "unit_corr": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN}}
+           "unit_corr": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN},
+           "unit_eta": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN}}
     prog = Progress("analysis", V, "variables")
     results_vars = []
     for v, var in enumerate(variables):
@@ -964,7 +995,7 @@ def main(args: Args):
     for k, _ in LAYERS:
         arrays.update({f"act_{k}": S["acts"][k], f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
     for k in HIDDEN:
-        arrays[f"unit_corr_{k}"] = out["unit_corr"][k]
+        arrays[f"unit_corr_{k}"], arrays[f"unit_eta_{k}"] = out["unit_corr"][k], out["unit_eta"][k]
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     save_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
@@ -972,10 +1003,11 @@ def main(args: Args):
     save_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
     print(f"[done] {out_dir / 'activations.npz'} ({(out_dir / 'activations.npz').stat().st_size / 1e6:.1f} MB) and "
           f"{out_dir / 'results.json'} in {timing['total_s']:.1f}s", flush=True)
-    if args.report:
-        proc = subprocess.run([sys.executable, str(Path(__file__).with_name("probe_report.py")), "--out-dir", str(out_dir)])
-        if proc.returncode != 0:
-            raise SystemExit(proc.returncode)
+    report = Path(__file__).with_name("probe_report.py")
+    if args.report and not report.exists():
+        print(f"warning: {report} not found: no figures / report.html", flush=True)
+    elif args.report and subprocess.run([sys.executable, str(report), "--out-dir", str(out_dir)]).returncode != 0:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ class Args:
 
 HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
 NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "diff_obs", "fv_relu1", "fv_relu2", "fv_relu3",
-            "unit_corr_relu1", "unit_corr_relu2", "unit_corr_relu3", "unit_corr_relu_fc"]
+            "unit_corr_relu1", "unit_corr_relu2", "unit_corr_relu3", "unit_corr_relu_fc",
+            "unit_eta_relu1", "unit_eta_relu2", "unit_eta_relu3", "unit_eta_relu_fc"]
 
 
 class InputError(Exception):
@@ -75,8 +76,10 @@ def load_inputs(out_dir: Path):
 
 
 def colours(n):
-    cmap = plt.get_cmap("tab20" if n > 10 else "tab10")
-    return [cmap(i % cmap.N) for i in range(n)]
+    """Distinct colours without greys (grey marks dead / unlabelled units)."""
+    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
+    palette += [c for i, c in enumerate(plt.get_cmap("tab20b").colors)]
+    return [palette[i % len(palette)] for i in range(n)]
 
 
 def save_png(fig, path: Path):
@@ -161,35 +164,42 @@ def fig_causal(res):
 
 def fig_units(res, npz, layer, cols, max_labels):
     units = res["layers"][layer]["units"]
-    n = len(units)
-    ncol = {32: 8, 64: 8}.get(n, 32)
-    nrow = -(-n // ncol)
     vs = res["variables"]
-    fig = plt.figure(figsize=(max(6, ncol * 0.42), nrow * 0.42 + 2.2))
-    ax = fig.add_axes([0.02, 0.32, 0.96, 0.62])
+    n = len(units)
+    ncol = 8 if n <= 64 else 32
+    nrow = -(-n // ncol)
+    per_row = 10  # legend thumbnails per row
+    leg_rows = -(-len(vs) // per_row)
+    grid_h, leg_h = nrow * (0.5 if ncol == 8 else 0.36), leg_rows * 1.9
+    fig = plt.figure(figsize=(12, grid_h + leg_h + 0.6))
+    H = grid_h + leg_h + 0.6
+    gw = 0.45 if ncol == 8 else 0.98
+    ax = fig.add_axes([(1 - gw) / 2, (leg_h + 0.2) / H, gw, grid_h / H])
     img = np.ones((nrow, ncol, 4))
     for u in units:
         r, c = divmod(u["unit"], ncol)
-        img[r, c] = (0.85, 0.85, 0.85, 1) if u["var"] < 0 else (*cols[u["var"]][:3], 0.15 + 0.85 * min(1.0, abs(u["r"])))
+        img[r, c] = (0.85, 0.85, 0.85, 1) if u["var"] < 0 else (*cols[u["var"]][:3], 0.15 + 0.85 * min(1.0, u["eta"]))
     ax.imshow(img, aspect="auto", interpolation="nearest")
     for u in units[:max_labels]:
         r, c = divmod(u["unit"], ncol)
-        label = "·" if u["var"] < 0 else f"{vs[u['var']]['index']:02x}\n{abs(u['r']):.1f}"
+        label = "·" if u["var"] < 0 else f"{vs[u['var']]['index']:02x}\n{u['eta']:.2f}"
         ax.text(c, r, label, ha="center", va="center", fontsize=5 if ncol > 8 else 7)
     ax.set_xticks([])
     ax.set_yticks([])
-    kind = "channel (spatially pooled)" if layer != "relu_fc" else "unit"
-    ax.set_title(f"network.{layer}: each {kind} labelled with the RAM index (hex) it correlates with most "
-                 f"(within base state), |r| below; alpha = |r|; grey = dead / none", fontsize=8)
-    # legend: screen picture of each address's region, framed in its colour
+    kind = "unit" if layer == "relu_fc" else "channel (spatially pooled)"
+    ax.set_title(f"network.{layer}: each {kind} labelled with the RAM index (hex) it is most associated with "
+                 f"(within-base-state correlation ratio eta, below; alpha = eta; grey = dead / none)", fontsize=8)
+    # legend: the screen region each address controls, framed in its colour
     rgb = npz["base_rgb"][0]
+    w = 0.98 / per_row
     for j, v in enumerate(vs):
-        lx = fig.add_axes([0.02 + j * 0.96 / max(len(vs), 1), 0.02, 0.96 / max(len(vs), 1) * 0.9, 0.24])
+        row, col = divmod(j, per_row)
+        lx = fig.add_axes([0.01 + col * w, (leg_h - (row + 1) * 1.9 + 0.1) / H, w * 0.9, 1.6 / H])
         draw_region(lx, rgb, npz["diff_raw"][j], v["screen_region"]["raw_210x160"], cols[j])
-        for s in lx.spines.values():
-            s.set_edgecolor(cols[j])
-            s.set_linewidth(3)
-        lx.set_title(v["name"], fontsize=6, color=cols[j])
+        for sp in lx.spines.values():
+            sp.set_edgecolor(cols[j])
+            sp.set_linewidth(3)
+        lx.set_title(v["name"], fontsize=7, color=cols[j])
     return fig
 
 
@@ -205,14 +215,14 @@ def fig_variable(res, npz, j, v, colour):
     fig.colorbar(im, ax=axes[1], fraction=0.04)
     for ax, k in zip(axes[2:], ["relu1", "relu2", "relu3"]):
         fvk = npz[f"fv_{k}"][j]
-        corr = npz[f"unit_corr_{k}"][:, j]
-        ch = int(np.abs(corr).argmax())
-        c = corr.shape[0]
+        eta = npz[f"unit_eta_{k}"][:, j]
+        ch = int(eta.argmax())
+        c = eta.shape[0]
         side = int(round(np.sqrt(fvk.size // c)))
         m = fvk.reshape(c, side, side)[ch]
         lim = max(float(np.abs(m).max()), 1e-6)
         im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_title(f"{k} channel {ch} (r={corr[ch]:.2f})\nmean(high) - mean(low) map", fontsize=8)
+        ax.set_title(f"{k} top channel {ch} (eta={eta[ch]:.2f})\nmean(high) - mean(low) map", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.04)
     for ax in axes:
         ax.set_xticks([])
@@ -281,13 +291,13 @@ def html_report(res, imgs):
              "<table class='sortable'><thead><tr><th class='l'>variable</th><th class='l'>address</th><th class='l'>kind</th>"
              "<th>importance (TV)</th><th>rank</th><th class='l'>screen region rows, cols</th>"
              + "".join(f"<th>{e(k)}</th>" for k in layers)
-             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units</th></tr></thead><tbody>"]
+             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units (eta)</th></tr></thead><tbody>"]
     for v in vs:
         reg = v["screen_region"]["raw_210x160"]
         c = (v.get("causal") or {}).get("relu_fc") or {}
         cf = (c.get("function_vector") or {}).get("cos_actor")
         cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
-        tops = ", ".join(f"{u['unit']} ({u['r']:+.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
+        tops = ", ".join(f"{u['unit']} ({u['eta']:.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
         where = "none" if not reg else "{}-{}, {}-{}".format(*reg["bbox"])
         parts.append(f"<tr><td class='l'><a href='#{e(v['name'])}'>{e(v['name'])}</a></td><td class='l'>{e(v['address'])}</td>"
                      f"<td class='l'>{e(v['kind'])}{' (cat.)' if v['categorical'] else ''}</td>"
@@ -312,7 +322,7 @@ def html_report(res, imgs):
                      f"{fmt(s['screen_changed_fraction'])}.</p>{img_tag(imgs['var_' + str(j)], v['name'])}")
         parts.append("<table><thead><tr><th class='l'>layer</th><th>metric</th><th>score</th><th>within-base R²</th><th>control</th>"
                      "<th>n train/test</th><th>|fv|</th><th>steer cos(next layer) fv / random</th><th>cos(logits) fv / random</th>"
-                     "<th>policy gap closed fv / random / oracle</th><th class='l'>top units (r)</th></tr></thead><tbody>")
+                     "<th>policy gap closed fv / random / oracle</th><th class='l'>top units (eta, r)</th></tr></thead><tbody>")
         for k in layers:
             p = v["probe"][k]
             c = (v.get("causal") or {}).get(k)
@@ -326,7 +336,7 @@ def html_report(res, imgs):
                         f"<td>{fmt(f.get('gap_closed_policy_tv'))} / {fmt(rm('gap_closed_policy_tv'))} / {fmt(o.get('gap_closed_policy_tv'))}</td>")
             else:
                 row += "<td>—</td><td>—</td><td>—</td>"
-            tops = ", ".join(f"{u['unit']} ({u['r']:+.2f})" for u in v["top_units"].get(k, [])[:5])
+            tops = ", ".join(f"{u['unit']} ({u['eta']:.2f}, r {u['r']:+.2f})" for u in v["top_units"].get(k, [])[:5])
             parts.append(row + f"<td class='l'>{e(tops)}</td></tr>")
         parts.append("</tbody></table>")
     parts.append(f"<script>{SCRIPT}</script></body></html>")

@@ -17,13 +17,16 @@ status/time of each step. Each step's stdout/stderr go to `<game>/logs/<step>.{s
 Resumable: `<game>/status.json` records every step (command, status, time, outputs). A step is skipped
 when it is recorded as done with the same command AND its outputs are still there and complete; a step
 re-runs when a step it depends on ran again. A failing step (non-zero exit, timeout) is recorded with
-the reason and the last lines of its stderr, the game stops there, and the sweep goes on with the others.
+the reason and the last lines of its stderr, the game stops there, and the sweep goes on with the others;
+the next sweep tries it again. A game being run by another sweep (lock `<game>/logs/.lock`) is left to it.
 
 Scale-out: locally a `concurrent.futures.ProcessPoolExecutor` of `--workers` processes runs games in
 parallel; on a cluster a Slurm job array runs one game per task (`--only-index $SLURM_ARRAY_TASK_ID`, see
 docs/sweep_slurm.sh) and a last `--index-only` job rebuilds the index from the folders. Stopping the sweep
 (Ctrl-C, SIGTERM) stops the running steps (SIGINT first: the training scripts save their checkpoint) and
 records them as interrupted; the next run continues an interrupted training run with its `--resume`.
+Exit code: 0 every game ran without failure, 1 some game failed or timed out (all named in the index),
+2 bad input, 130 stopped.
 
     python sweep.py --total-timesteps 2000000                        # default list of 24 games
     python sweep.py --games BreakoutNoFrameskip-v4 PongNoFrameskip-v4 --workers 2 --total-timesteps 256 \
@@ -32,6 +35,7 @@ records them as interrupted; the next run continues an interrupted training run 
     python sweep.py --index-only                                      # rebuild sweep/index.{json,html}
 """
 import base64
+import fcntl
 import html
 import io
 import json
@@ -326,7 +330,8 @@ def step_argv(step, env_id, args, status):
 # Running one game (inside a pool worker)
 # ----------------------------------------------------------------------------------------------------------
 _RUNNING = None    # (subprocess, on_stop) of the step this pool worker is running, if any
-_STOPPING = False  # a stop signal arrived in this worker
+_SPAWNING = False  # the step's subprocess is being started (not yet in _RUNNING)
+_STOPPING = 0      # the number of the stop signal that arrived in this worker, if any
 
 
 def _on_signal(signum, frame):
@@ -334,12 +339,19 @@ def _on_signal(signum, frame):
     global _STOPPING
     if _STOPPING:
         return  # already cleaning up
-    _STOPPING = True
+    _STOPPING = signum
+    if _SPAWNING:
+        return  # the step is being started: _run_game stops it as soon as it is in _RUNNING
+    stop_worker()
+
+
+def stop_worker():
+    """Stop and record the running step (if any), then end this worker process at once."""
     if _RUNNING is not None:
         proc, on_stop = _RUNNING
         stop_child(proc)
         on_stop()
-    os._exit(128 + signum)
+    os._exit(128 + _STOPPING)
 
 
 def worker_init():
@@ -385,6 +397,25 @@ def tail(path, n):
     return lines[-n:]
 
 
+def game_locked(game_dir, hold=False):
+    """An exclusive lock on <game>/logs/.lock, so two sweeps (a local one and a Slurm task, a requeued task)
+    never run the same game at once. hold=True: take it and return the open file (None if another process
+    holds it). hold=False: just say whether another process holds it now."""
+    path = game_dir / "logs" / ".lock"
+    if not hold and not path.exists():
+        return False
+    f = open(path, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None if hold else True
+    if hold:
+        return f
+    f.close()
+    return False
+
+
 def run_game(job):
     """Run the selected steps of one game in a pool worker; a bug here becomes this game's error, not a crash."""
     try:
@@ -400,10 +431,14 @@ def run_game(job):
 
 
 def _run_game(job):
-    global _RUNNING
+    global _RUNNING, _SPAWNING
     args, env_id, kind, pos, n = job["args"], job["env_id"], job["kind"], job["pos"], job["n"]
     game_dir = Path(args.out_dir) / folder_of(env_id)
     (game_dir / "logs").mkdir(parents=True, exist_ok=True)
+    lock = game_locked(game_dir, hold=True)  # held until this worker returns or dies
+    if lock is None:
+        print(f"[{pos + 1}/{n} {env_id}] busy: another sweep is running this game now; left to it", flush=True)
+        return {"env_id": env_id, "busy": True}
     status = read_json(game_dir / "status.json") or {}
     status = {"format": "memory-pixel-interp/sweep-game", "version": 1, "env_id": env_id,
               "kind": kind or status.get("kind", ""), "steps": status.get("steps", {})}
@@ -475,9 +510,15 @@ def _run_game(job):
             say(f"{step}: INTERRUPTED after {rec['seconds']:.1f}s")
 
         with open(out_log, "w") as fo, open(err_log, "w") as fe:
-            proc = subprocess.Popen([sys.executable, str(script), *argv], cwd=game_dir, stdout=fo, stderr=fe,
-                                    env=job["env"], process_group=0)  # own group: a timeout stops all of it
-            _RUNNING = (proc, on_stop)
+            _SPAWNING = True
+            try:
+                proc = subprocess.Popen([sys.executable, str(script), *argv], cwd=game_dir, stdout=fo, stderr=fe,
+                                        env=job["env"], process_group=0)  # own group: a timeout stops all of it
+                _RUNNING = (proc, on_stop)
+            finally:
+                _SPAWNING = False
+            if _STOPPING:  # a stop signal came while the step was starting
+                stop_worker()
             try:
                 rc = proc.wait(timeout=timeout if timeout > 0 else None)
             except subprocess.TimeoutExpired:
@@ -492,8 +533,10 @@ def _run_game(job):
             cut_short("timeout", f"timeout: still running after {timeout:g}s, stopped")
         elif rc != 0:
             last = tail(err_log, args.tail_lines)
-            errs = [l for l in last if l.startswith("error:")]
-            why = errs[-1] if errs else (last[-1] if last else "no stderr")
+            # the reason: the script's own `error:` line, else the last line that looks like one, else the last
+            errs = [l for l in last if l.startswith("error:")] \
+                or [l for l in last if re.search(r"error|exception|failed|killed", l, re.I)] or last
+            why = errs[-1] if errs else "no stderr"
             rec.update(status="failed", reason=f"exit {rc}: {why}", stderr_tail=last)
         else:
             outputs, why = collect_outputs(step, game_dir, env_id, cmd, runs_before, resume)
@@ -509,6 +552,7 @@ def _run_game(job):
         say(f"{step}: {rec['status'].upper()} after {rec['seconds']:.1f}s: {rec['reason']}")
         break  # a failed step stops this game; the sweep goes on with the others
     sweep_log.close()
+    lock.close()
     return result
 
 
@@ -587,7 +631,9 @@ def game_entry(out_dir, env_id, kind):
             e.update(failed_step=s, reason=r.get("reason"), stderr_tail=r.get("stderr_tail", []))
     done = [s for s in STEPS if e["steps"][s]["status"] == "done"]
     bad = e["steps"][e["failed_step"]]["status"] if e["failed_step"] else None
-    if bad in ("failed", "timeout"):
+    if game_locked(game_dir):
+        e.update(status="running", reason="another sweep is running this game now")
+    elif bad in ("failed", "timeout"):
         e["status"] = "failed" if bad == "failed" else "timeout"
     elif bad == "interrupted" or any(e["steps"][s]["status"] == "running" for s in STEPS):
         e["status"] = "interrupted"
@@ -670,10 +716,11 @@ def overview_png(entries):
     ax.legend(loc="lower right", fontsize=8)
     ax = axes[0][1]
     for i, e in enumerate(ex):
-        scores = [v["score"] for v in (e["probe"] or {}).values() if v["score"] is not None]
+        scores = [max(v["score"], -1.0) for v in (e["probe"] or {}).values() if v["score"] is not None]
         ax.scatter(scores, [i] * len(scores), s=14, color="#8250df", alpha=0.7)
     ax.axvline(0, color="#999", lw=0.8)
-    ax.set_xlabel("best probe score per variable (R² or weighted F1; pixel agent, any layer)")
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("best probe score per variable (R² or weighted F1, pixel agent; below -1 drawn at -1)")
     axes[0][0].set_yticks(y, names, fontsize=8)
     axes[0][0].invert_yaxis()
     fig.tight_layout()

@@ -323,23 +323,25 @@ def test_ram_eval_writes_eval_json(ram_run):
     assert digest(ram_run / "checkpoint.pt") == before
 
 
-def test_the_two_agents_see_the_same_game_step_for_step():
+@pytest.mark.parametrize("max_frames", [None, 300])
+def test_the_two_agents_see_the_same_game_step_for_step(max_frames):
     """AtariRamEnv (RAM agent) and the AtariVectorEnv settings (pixel agent): same rewards, terminals
     (lost lives included), truncations, lives and frame counters under the same actions, incl. the FIRE /
-    reset step after a terminal. noop_max=1 makes the resets deterministic in both."""
+    reset step after a terminal. noop_max=1 makes the resets deterministic in both; max_frames=300 makes
+    every game end by truncation."""
     pixel, ram = load_script(PIXEL), load_script(RAM)
     import ale_py
     import gymnasium as gym
     gym.register_envs(ale_py)
-    p_envs, p_reset = pixel.make_envs(ENV_ID, 1, 1, noop_max=1)
-    r_envs, r_reset = ram.make_envs(ENV_ID, 1, RAM_SELECTED, False, noop_max=1)
+    p_envs, p_reset = pixel.make_envs(ENV_ID, 1, 1, max_frames=max_frames, noop_max=1)
+    r_envs, r_reset = ram.make_envs(ENV_ID, 1, RAM_SELECTED, False, max_frames=max_frames, noop_max=1)
     assert p_reset == r_reset == 1  # FIRE
     p_envs.reset(seed=3)
     r_envs.reset(seed=3)
     rng = np.random.default_rng(0)
     done = np.zeros(1, dtype=bool)
-    life_losses = games = 0
-    for _ in range(1500):
+    life_losses = games = truncations = 0
+    for _ in range(1500 if max_frames is None else 200):
         action = rng.integers(4, size=1)
         action[done] = p_reset
         _, p_rew, p_term, p_trunc, p_info = p_envs.step(action)
@@ -349,8 +351,12 @@ def test_the_two_agents_see_the_same_game_step_for_step():
             r_rew[0], r_term[0], r_trunc[0], r_info["lives"][0], r_info["episode_frame_number"][0])
         life_losses += int(p_term[0] and p_info["lives"][0] > 0)
         games += int(p_term[0] and p_info["lives"][0] == 0)
+        truncations += int(p_trunc[0])
         done = p_term | p_trunc
-    assert life_losses >= 8 and games >= 2, (life_losses, games)  # it went through lost lives and game overs
+    if max_frames is None:  # it went through lost lives and game overs
+        assert life_losses >= 8 and games >= 2 and truncations == 0, (life_losses, games)
+    else:
+        assert truncations >= 2 and games == 0, (truncations, games)
     p_envs.close()
     r_envs.close()
 

@@ -96,7 +96,7 @@ def test_results_and_npz_contents(chain):
               "act_relu_fc": (N, 512), "act_actor": (N, 4), "act_critic": (N,), "ram": (N, 128), "obs_last": (N, 84, 84),
               "diff_raw": (V, 210, 160), "diff_obs": (V, 84, 84), "base_rgb": (6, 210, 160, 3), "base_ram": (6, 128),
               "fv_relu1": (V, 12800), "fv_relu_fc": (V, 512), "probe_w_relu3": (V, 3136), "unit_corr_relu_fc": (512, V),
-              "unit_corr_relu2": (64, V)}
+              "unit_eta_relu2": (64, V), "unit_eta_relu_fc": (512, V)}
     for k, shape in shapes.items():
         assert z[k].shape == shape, (k, z[k].shape)
     assert z["act_relu1"].dtype == np.float16 and z["act_relu_fc"].dtype == np.float32 and z["ram"].dtype == np.uint8
@@ -109,8 +109,14 @@ def test_results_and_npz_contents(chain):
     assert (z["value_actual"][draws] != z["value_control"][draws]).all()
     assert (z["base_id"][z["control_of"][draws]] == z["base_id"][draws]).all()
     assert set(np.unique(z["base_id"][z["is_test"]])) == set(res["counts"]["test_base_states"])
-    # every hidden unit labelled (an address or none) and the printed speed
-    assert len(res["layers"]["relu_fc"]["units"]) == 512 and len(res["layers"]["relu1"]["units"]) == 32
+    # every hidden unit labelled with the address of its largest association (or none) and the printed speed
+    for layer, n in (("relu1", 32), ("relu2", 64), ("relu3", 64), ("relu_fc", 512)):
+        units = res["layers"][layer]["units"]
+        assert [u["unit"] for u in units] == list(range(n))
+        eta = z[f"unit_eta_{layer}"]
+        for u in units:
+            if u["var"] >= 0:
+                assert u["index"] == expected[u["var"]] and abs(u["eta"] - eta[u["unit"]].max()) < 1e-5
     assert re.search(r"[\d.]+ probe samples/s", chain["stdout"])
 
 

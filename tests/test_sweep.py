@@ -174,3 +174,18 @@ def test_slurm_array_script_runs_one_game(tmp_path):
     env.pop("SLURM_ARRAY_TASK_ID")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error:")
+
+
+def test_game_held_by_another_sweep_is_left_alone(tmp_path):
+    """Two sweeps on one folder (a local run and a Slurm task, a requeued task): a game runs in one only."""
+    import fcntl
+
+    out = tmp_path / "sweep"
+    (out / "PongNoFrameskip-v4" / "logs").mkdir(parents=True)
+    with open(out / "PongNoFrameskip-v4" / "logs" / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the other sweep's worker holds it
+        proc = run_script("sweep.py", "--games", "PongNoFrameskip-v4", "--steps", "extract", "--out-dir", out,
+                          cwd=tmp_path)
+        assert "busy" in proc.stdout and "extract: start" not in proc.stdout
+        assert not (out / "PongNoFrameskip-v4" / "ram_vars").exists()
+        assert json.loads((out / "index.json").read_text())["games"][0]["status"] == "running"
