@@ -18,7 +18,8 @@ No per-game address table is used anywhere: everything is measured on the emulat
    states it reaches join the archive, so exploration also branches from where the agent gets.
 2. Intervene. Bytes that never changed are "constant". Every changing byte is tested at base states: the
    state right after reset (every game passes through it), states sampled uniformly from all recorded
-   frames, and Go-Explore archive states (far along, novel). At a base it is set once (`ale.setRAM`, at the
+   frames, states 16-56 frames before a reward or a lost life (bytes read only at collisions / scoring
+   matter there), and Go-Explore archive states (far along, novel). At a base it is set once (`ale.setRAM`, at the
    frame boundary) to other values it was seen to take, `--horizon` frames are emulated with the same
    actions as an untouched twin run from the same state, and the screens (read after each emulated frame,
    since setRAM does not redraw) and the other 127 RAM bytes are compared frame by frame. Each twin is
@@ -46,11 +47,16 @@ bytes at or below `--min-effect` are excluded with reason "weak-effect".
 
 Output: `<out-dir>/<env-id with / -> _>.json` in the FORMATS.md section 1 schema (written atomically):
 selected indices, excluded indices with reasons, one record per byte (kind, min, max, n_distinct,
-change_rate, intervention figures, per-bit boxes for bitmaps), the selection rule, and produced_by.
+change_rate, "values" when <= 16 distinct, and "intervention": the trial figures of `summarize_trials`,
+"effect_fraction" (the larger of the short and long-horizon differed fractions), "long_horizon" (same
+figures for the re-test, when run) and "bitmap" (per-bit effect and box [x0, y0, x1, y1) for tested
+bytes)), the selection rule, and produced_by (frames, seed, policy, args, seconds, base/frame counts).
 The result is deterministic for a given --seed (only the timings differ).
 """
+import collections
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -63,6 +69,7 @@ from typing import Optional
 
 import ale_py
 import cv2
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -85,8 +92,8 @@ class Args:
     policy_fraction: float = 0.5
     """with --checkpoint: fraction of the exploration frames played by the agent (the rest is Go-Explore)"""
     n_bases: int = 0
-    """base states per intervention test (reset state, half uniform over recorded frames, rest from the archive);
-    0 = auto: total_frames/10000 clipped to [10, 30]"""
+    """base states per intervention test (reset state, a third uniform over recorded frames, a third shortly
+    before rewards / lost lives, the rest from the archive); 0 = auto: total_frames/10000 clipped to [10, 30]"""
     values_per_base: int = 2
     """other observed values each byte is set to at each base state"""
     horizon: int = 48
@@ -126,12 +133,12 @@ def parse_args():
 
 
 def rom_name(env_id: str) -> str:
-    """FORMATS.md rule: strip ALE/, NoFrameskip, Deterministic, -vN; CamelCase -> snake_case; must be a ROM."""
-    name = env_id[4:] if env_id.startswith("ALE/") else env_id
-    name = re.sub(r"-v[045]$", "", name).replace("NoFrameskip", "").replace("Deterministic", "")
-    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-    if not name or game not in ale_py.roms.get_all_rom_ids():
-        raise CliError(f"unknown env id '{env_id}' (no ALE ROM named '{game}'; try e.g. BreakoutNoFrameskip-v4)")
+    """ALE ROM name of a gymnasium ALE id, from ale_py's own registration ('BreakoutNoFrameskip-v4' -> 'breakout')."""
+    gym.register_envs(ale_py)
+    spec = gym.registry.get(env_id)
+    game = spec.kwargs.get("game") if spec is not None and "ale_py" in str(spec.entry_point) else None
+    if game is None:
+        raise CliError(f"unknown env id '{env_id}' (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game
 
 
@@ -295,17 +302,49 @@ def load_checkpoint(path: str, game: str, n_actions: int):
 
 
 # ---------------------------------------------------------------- exploration
+def sticky_random_actions(rng, actions, n):
+    """n random actions, each one held for 1-31 frames (log-uniform), so the agent actually gets somewhere."""
+    out, hold, a = [], 0, actions[0]
+    for _ in range(n):
+        if hold == 0:
+            a, hold = actions[rng.integers(len(actions))], int(2 ** rng.uniform(0, 5))
+        hold -= 1
+        out.append(a)
+    return out
+
+
+class Reservoir:
+    """Uniform random sample of k items from a stream; an item is built (cloned) only if it is kept."""
+
+    def __init__(self, k, rng):
+        self.k, self.rng, self.seen, self.items = k, rng, 0, []
+
+    def offer(self, make):
+        self.seen += 1
+        j = len(self.items) if len(self.items) < self.k else int(self.rng.integers(self.seen))
+        if j < self.k:
+            if j == len(self.items):
+                self.items.append(make())
+            else:
+                self.items[j] = make()
+
+
 class Explorer:
-    """Emulates frames one at a time, records every frame's RAM, and keeps a Go-Explore archive."""
+    """Emulates frames one at a time, records every frame's RAM, keeps a Go-Explore archive, and samples
+    base states for the interventions: uniformly over all visited frames, and shortly before events."""
 
     CELL_SIZE = 16        # states kept per (score, lives) cell, the most RAM-novel ones
     INSERT_EVERY = 32     # frames between archive insertion attempts (also after every reward)
+    RECENT_EVERY = 8      # a state is cloned into the recent ring every 8 frames ...
+    EVENT_LEAD = 16       # ... and one >= 16 frames before a reward or a lost life becomes an event candidate
 
-    def __init__(self, ale, rng, total_frames, n_uniform):
+    def __init__(self, ale, rng, total_frames, n_sampled):
         self.ale, self.rng, self.total = ale, rng, total_frames
-        self.reservoir_rng = np.random.default_rng(rng.integers(2**63))
-        self.n_uniform = n_uniform
-        self.uniform = []                                 # reservoir sample of visited (non-terminal) states
+        sample_rng = np.random.default_rng(rng.integers(2**63))
+        self.uniform = Reservoir(n_sampled, sample_rng)   # visited (non-terminal) states, uniformly
+        self.events = Reservoir(n_sampled, sample_rng)    # states 16-56 frames before a reward / lost life
+        self.recent = collections.deque(maxlen=6)         # (frame, entry) along the current trajectory
+        self.lives_now = 0
         self.reset_entry = None                           # the state right after the first reset
         self.actions = list(ale.getMinimalActionSet())
         self.counts = np.zeros((128, 256), np.int64)      # value histogram per byte
@@ -329,23 +368,29 @@ class Explorer:
         self.frames += 1
         self.progress.update(self.frames, f"archive {len(self.cells)} cells, best score {self.best_score:g}")
 
+    def entry(self):
+        return {"state": self.ale.cloneState(include_rng=True), "ram": self.ram.copy()}
+
     def frame(self, action) -> float:
         reward = self.ale.act(action)
         self.record()
-        self.offer_uniform()
+        if self.ale.game_over():
+            return reward
+        self.uniform.offer(self.entry)
+        lives = self.ale.lives()
+        if reward != 0 or lives < self.lives_now:          # an event: offer a state from shortly before it
+            before = [e for f, e in self.recent if f <= self.frames - self.EVENT_LEAD]
+            if before and not before[-1].get("offered"):
+                before[-1]["offered"] = True
+                self.events.offer(lambda: before[-1])
+        self.lives_now = lives
+        if self.frames % self.RECENT_EVERY == 0:
+            self.recent.append((self.frames, self.entry()))
         return reward
 
-    def offer_uniform(self):
-        """Reservoir sampling: every non-terminal recorded frame is equally likely to end up as a base state."""
-        if self.n_uniform == 0 or self.ale.game_over():
-            return
-        j = len(self.uniform) if len(self.uniform) < self.n_uniform else int(self.reservoir_rng.integers(self.frames))
-        if j < self.n_uniform:
-            entry = {"state": self.ale.cloneState(include_rng=True), "ram": self.ram.copy()}
-            if j == len(self.uniform):
-                self.uniform.append(entry)
-            else:
-                self.uniform[j] = entry
+    def restart_trajectory(self):
+        self.recent.clear()
+        self.lives_now = self.ale.lives()
 
     def novelty(self, ram):
         return float((1.0 / np.sqrt(1.0 + self.counts[self._idx, ram])).sum())
@@ -369,9 +414,10 @@ class Explorer:
         self.ale.reset_game()
         self.prev = None
         self.record()
+        self.restart_trajectory()
         if self.reset_entry is None:
-            self.reset_entry = {"state": self.ale.cloneState(include_rng=True), "ram": self.ram.copy()}
-        self.offer_uniform()
+            self.reset_entry = self.entry()
+        self.uniform.offer(self.entry)
         return 0.0, self.ale.lives()
 
     def choose(self):
@@ -401,16 +447,12 @@ class Explorer:
         else:
             entry = self.choose()
             self.ale.restoreState(entry["state"])
+            self.restart_trajectory()
             self.prev = entry["ram"].copy()
             score, lives = entry["score"], entry["lives"]
-        length, hold, action = int(self.rng.integers(100, 1000)), 0, self.actions[0]
-        for step in range(length):
+        for step, action in enumerate(sticky_random_actions(self.rng, self.actions, int(self.rng.integers(100, 1000)))):
             if self.frames >= self.total:
                 return
-            if hold == 0:
-                action = self.actions[self.rng.integers(len(self.actions))]
-                hold = int(2 ** self.rng.uniform(0, 5))
-            hold -= 1
             reward = self.frame(action)
             score += reward
             if self.ale.game_over():
@@ -454,14 +496,12 @@ class CheckpointPolicy:
         self.stack = None
         self.gray = [np.zeros((210, 160), np.uint8), np.zeros((210, 160), np.uint8)]
 
-    def _frame84(self, ale):
-        ale.getScreenGrayscale(self.gray[0])
-        ale.getScreenGrayscale(self.gray[1])
-        return cv2.resize(self.gray[0], (84, 84), interpolation=cv2.INTER_AREA)
-
     def reset(self, ex):
+        """First observation: the current frame, repeated 4 times (CleanRL's frame stack on reset)."""
         if self.kind == "pixel":
-            self.stack = np.repeat(self._frame84(ex.ale)[None], 4, axis=0)
+            ex.ale.getScreenGrayscale(self.gray[0])
+            self.gray[1][:] = self.gray[0]
+            self.stack = np.repeat(cv2.resize(self.gray[0], (84, 84), interpolation=cv2.INTER_AREA)[None], 4, axis=0)
 
     @torch.no_grad()
     def step(self, ex, score) -> float:
@@ -485,8 +525,8 @@ class CheckpointPolicy:
         return reward
 
 
-def explore(ale, rng, args, policy, n_uniform):
-    ex = Explorer(ale, rng, args.total_frames, n_uniform)
+def explore(ale, rng, args, policy, n_sampled):
+    ex = Explorer(ale, rng, args.total_frames, n_sampled)
     policy_frames = 0
     while ex.frames < args.total_frames:
         if policy is not None and policy_frames < args.policy_fraction * max(ex.frames, 1):
@@ -500,24 +540,12 @@ def explore(ale, rng, args, policy, n_uniform):
 
 
 # ---------------------------------------------------------------- interventions
-def sticky_random_actions(rng, actions, n):
-    out, hold, a = [], 0, actions[0]
-    for _ in range(n):
-        if hold == 0:
-            a, hold = actions[rng.integers(len(actions))], int(2 ** rng.uniform(0, 5))
-        hold -= 1
-        out.append(a)
-    return out
-
-
-def replay(ale, state, actions, index=None, value=None):
-    """Restore `state`, optionally setRAM(index, value) once, emulate `actions`; -> (rams (T,128), screens (T,H,W))."""
+def replay(ale, state, actions):
+    """Restore `state`, emulate `actions`; -> (rams (T,128), screens (T,H,W)) after each frame."""
     h, w = ale.getScreenDims()
     rams = np.zeros((len(actions), 128), np.uint8)
     screens = np.zeros((len(actions), h, w), np.uint8)
     ale.restoreState(state)
-    if index is not None:
-        ale.setRAM(index, int(value))
     for t, a in enumerate(actions):
         ale.act(a)
         ale.getRAM(rams[t])
@@ -568,6 +596,15 @@ def intervention_trial(ale, base, index, value):
 
 
 def summarize_trials(trials, horizon):
+    """A byte's "intervention" record. Fractions are over trials (base state x value set):
+    differed_fraction: the future (screen or another RAM byte, at any of the `horizon` frames) differed from
+    the twin; screen_/ram_differed_fraction: the screen / another byte did; immediate_screen_fraction: the
+    screen differed after the first frame; mean_other_ram_changed: other bytes that differed at some frame;
+    mean_screen_pixels_changed: differing pixels per frame (mean over frames and trials); kept_fraction: the
+    byte still held the set value after 1 frame; persisted_fraction / overwritten_fraction: after 1 frame
+    the byte still differed from / was back in step with the twin; persisted_end_fraction: same at the last
+    frame; median_first_diff_frame; most_affected_bytes: the other bytes most often changed; values_tried.
+    """
     n = len(trials)
     if n == 0:
         return {"trials": 0}
@@ -695,11 +732,13 @@ def bitmap_test(ale, bases, index, observed, rng, n_contexts):
 
 def make_bases(ale, ex, args, actions, rng, n_bases):
     """Base states for the interventions, each with its sticky-random action sequence and untouched twin:
-    the state after reset (every game passes through it), states drawn uniformly from all visited frames,
-    and archive states (novel / far along). A base whose two untouched replays differ is dropped."""
+    the state after reset (every game passes through it), states shortly before events and states drawn
+    uniformly from all visited frames (interleaved), and archive states (novel / far along). A base whose
+    two untouched replays differ is dropped."""
     entries = [e for c in ex.cells.values() for e in c["entries"]]
-    picked = rng.choice(len(entries), size=min(max(n_bases - 1 - len(ex.uniform), 0), len(entries)), replace=False)
-    candidates = [ex.reset_entry] + ex.uniform + [entries[k] for k in sorted(picked.tolist())]
+    sampled = [e for pair in itertools.zip_longest(ex.events.items, ex.uniform.items) for e in pair if e is not None]
+    picked = rng.choice(len(entries), size=min(max(n_bases - 1 - len(sampled), 0), len(entries)), replace=False)
+    candidates = [ex.reset_entry] + sampled + [entries[k] for k in sorted(picked.tolist())]
     n_long = args.long_bases or (3 if args.total_frames < 50_000 else 6)
     bases, long_bases, dropped = [], [], 0
     for e in candidates:
@@ -799,7 +838,7 @@ def main(args: Args) -> int:
 
     # 1. explore and record
     n_bases = args.n_bases or int(np.clip(args.total_frames // 10_000, 10, 30))
-    ex, policy_frames = explore(ale, np_rng, args, policy, n_uniform=n_bases // 2)
+    ex, policy_frames = explore(ale, np_rng, args, policy, n_sampled=(n_bases - 1) // 3)
     counts = ex.counts
     n_distinct = (counts > 0).sum(1)
     changing = [i for i in range(128) if n_distinct[i] > 1]
@@ -859,7 +898,8 @@ def main(args: Args) -> int:
         records.append(rec)
 
     rule = ("selected = bytes that changed while playing (n_distinct > 1) and whose intervention (setRAM to other "
-            "observed values at frame boundaries of base states: the reset state, uniformly sampled visited frames and "
+            "observed values at frame boundaries of base states: the reset state, uniformly sampled visited frames, "
+            "states shortly before rewards / lost lives and "
             "Go-Explore archive states; same actions as an untouched twin) changed the "
             f"future screen or other RAM bytes in more than {args.min_effect:g} of the trials "
             f"({args.horizon} frames; {args.long_horizon} frames for bytes the game kept without effect), i.e. kind "
@@ -880,6 +920,7 @@ def main(args: Args) -> int:
             "policy_frames": int(policy_frames), "archive_cells": len(ex.cells),
             "archive_states": sum(len(c["entries"]) for c in ex.cells.values()),
             "best_score": float(ex.best_score), "bases": len(bases), "long_bases": len(long_bases),
+            "event_bases_sampled": len(ex.events.items), "events_seen": ex.events.seen,
             "nondeterministic_bases_dropped": dropped,
             "intervention_frames": int(done_frames), "bitmap_test_frames": int(bitmap_frames),
             "explore_seconds": round(t_explored - t_start, 2), "test_seconds": round(t_tested - t_explored, 2),

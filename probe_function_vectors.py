@@ -37,7 +37,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
+import ale_py
 import cv2
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -178,13 +180,13 @@ class RamAgent(nn.Module):
 
 # ---------------------------------------------------------------- inputs
 def rom_name(env_id: str) -> str:
-    """Gymnasium ALE env id -> ale_py ROM name (FORMATS.md header), validated against the installed ROMs."""
-    name = env_id.split("/", 1)[1] if env_id.startswith("ALE/") else env_id
-    name = re.sub(r"-v\d+$", "", name).replace("NoFrameskip", "").replace("Deterministic", "")
-    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-    if snake not in roms.get_all_rom_ids():
-        raise InputError(f"unknown env id {env_id!r} (no ALE ROM named {snake!r})")
-    return snake
+    """ALE ROM name of a gymnasium ALE id, from ale_py's own registration ('BreakoutNoFrameskip-v4' -> 'breakout')."""
+    gym.register_envs(ale_py)
+    spec = gym.registry.get(env_id)
+    game = spec.kwargs.get("game") if spec is not None and "ale_py" in str(spec.entry_point) else None
+    if game is None:
+        raise InputError(f"unknown env id {env_id!r} (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
+    return game
 
 
 def parse_var(text: str) -> int:

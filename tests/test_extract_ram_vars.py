@@ -86,6 +86,14 @@ def bit_boxes(ale, state, index):
     return out
 
 
+def load_script():
+    """The script as a module (for its functions and model classes); importing it runs nothing."""
+    spec = importlib.util.spec_from_file_location("extract_ram_vars", ROOT / SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def run_json(out_dir, *flags, env_id=ENV_ID):
     proc = run_script(SCRIPT, "--env-id", env_id, "--out-dir", out_dir, *flags, timeout=300)
     with open(os.path.join(out_dir, env_id.replace("/", "_") + ".json")) as f:
@@ -117,10 +125,6 @@ def emu():
             ale.reset_game()
         states.append(ale.cloneState(include_rng=True))
     return ale, states, actions
-
-
-def kinds_of(data):
-    return {r["index"]: r["kind"] for r in data["bytes"]}
 
 
 # ---------------------------------------------------------------- schema + paddle
@@ -271,9 +275,7 @@ def test_state_bytes_with_strong_effect_matter_on_emulator(result, emulator_effe
 
 def test_intervention_function_directly(emu):
     """The script's own intervention/twin functions, on cases the test decides with the emulator."""
-    spec = importlib.util.spec_from_file_location("extract_ram_vars", ROOT / SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script()
     ale, states, actions = emu
     state = states[2]
     acts = sticky_actions(np.random.default_rng(11), actions, 48)
@@ -414,9 +416,7 @@ def test_failed_runs_do_not_clobber_existing_json(tmp_path):
 # ---------------------------------------------------------------- checkpoint policy
 def test_checkpoint_policies_drive_exploration(tmp_path):
     torch = pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("extract_ram_vars", ROOT / SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script()
     n_actions = len(breakout_ale().getMinimalActionSet())
     torch.manual_seed(0)
     pixel = {"format": "memory-pixel-interp/checkpoint", "version": 1, "agent": "pixel", "env_id": ENV_ID,
