@@ -26,12 +26,14 @@ Environment semantics (FORMATS.md section 4; identical, step for step, in ppo_ra
     summed per full game (all lives) and logged as `charts/episodic_return`; `charts/episodic_length` is
     the game's length in emulator frames (as CleanRL's, whose RecordEpisodeStatistics sits below the frame
     skip). A game's end is detected by its episode frame counter starting again, which also counts
-    truncated games (108,000 frames, as the gymnasium ids);
+    truncated games (cut 108,000 frames after the end of their reset, the gymnasium ids' limit);
   * sticky actions as the gymnasium id says (`*NoFrameskip-v4`: 0.0, `ALE/*-v5`: 0.25); minimal action set.
 
-Beyond CleanRL: checkpoints (`--save-interval`, at the end, on Ctrl-C), `--resume`, an evaluation mode,
-`--runs-dir`, `--env-threads`, run.json, `perf/*` timing tags (emulation / inference / update / logging
-seconds per iteration, also printed as a split at the end). CleanRL's wandb / video flags are left out.
+Beyond CleanRL: checkpoints (`--save-interval`, at the end, on Ctrl-C), `--resume`, an evaluation mode
+(`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`, `--eval-max-frames`,
+`--eval-num-envs`), `--runs-dir`, `--env-threads`, `--torch-threads`, run.json, `perf/*` timing tags
+(emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
+CleanRL's wandb / video flags are left out.
 Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C saves and exits 130.
 """
 import contextlib
@@ -40,7 +42,6 @@ import json
 import os
 import platform
 import random
-import re
 import signal
 import sys
 import time
@@ -58,6 +59,8 @@ import tyro
 from ale_py.vector_env import AtariVectorEnv
 from torch.distributions.categorical import Categorical
 from torch.utils.tensorboard import SummaryWriter
+
+gym.register_envs(ale_py)
 
 AGENT_KIND = "pixel"
 CHECKPOINT_FORMAT = "memory-pixel-interp/checkpoint"
@@ -192,20 +195,18 @@ def write_json(path, obj):
 
 
 def game_from_env_id(env_id):
-    """ALE ROM name of an ALE gymnasium id (FORMATS.md): 'BreakoutNoFrameskip-v4' -> 'breakout'."""
-    name = env_id[len("ALE/") :] if env_id.startswith("ALE/") else env_id
-    name = re.sub(r"-v\d+$", "", name).replace("NoFrameskip", "").replace("Deterministic", "").replace("-ram", "")
-    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-    if not re.fullmatch(r"[A-Za-z0-9]+", name) or game not in ale_py.roms.get_all_rom_ids():
-        fail(f"unknown env id '{env_id}' (expected an ALE id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
+    """ALE ROM name from ale_py's gymnasium registration (FORMATS.md): 'BreakoutNoFrameskip-v4' -> 'breakout'."""
+    spec = gym.registry.get(env_id)
+    game = spec.kwargs.get("game") if spec is not None else None
+    if game is None:
+        fail(f"unknown env id '{env_id}' (expected an id ale_py registers, e.g. BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game
 
 
 def env_settings(env_id):
-    """Sticky-action probability and frame limit of the id, as gymnasium registers them."""
-    kwargs = gym.spec(env_id).kwargs if env_id in gym.registry else {}
-    default_rap = 0.25 if re.search(r"-v[05]$", env_id) else 0.0
-    return float(kwargs.get("repeat_action_probability", default_rap)), int(kwargs.get("max_num_frames_per_episode") or 108000)
+    """Sticky-action probability and frame limit of the id, as ale_py registers them (v4: 0.0, v5: 0.25)."""
+    kwargs = gym.registry[env_id].kwargs
+    return float(kwargs.get("repeat_action_probability", 0.25)), int(kwargs.get("max_num_frames_per_episode") or 108000)
 
 
 def make_envs(env_id, num_envs, num_threads, max_frames=None, noop_max=30):
@@ -379,7 +380,6 @@ def evaluate(args, ckpt, ckpt_path, device):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, request_stop)
-    gym.register_envs(ale_py)
     args = parse_args()
     ckpt, ckpt_path = None, args.resume or args.eval_checkpoint
     if args.resume and args.eval_checkpoint:
@@ -642,6 +642,8 @@ if __name__ == "__main__":
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         iteration_done = iteration
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # so that the update's kernels are timed as update
         t_log = time.perf_counter()
         iteration_perf["update"] += t_log - t_update
 

@@ -39,7 +39,8 @@ cores, where the emulator step is a fraction of a millisecond and the pipes cost
 (`--async-envs`).
 
 Beyond CleanRL: `--ram-vars`, checkpoints (`--save-interval`, at the end, on Ctrl-C), `--resume`, an
-evaluation mode, `--runs-dir`, `--async-envs`, `--torch-threads`, run.json, `perf/*` timing tags
+evaluation mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`,
+`--eval-max-frames`, `--eval-num-envs`), `--runs-dir`, `--async-envs`, `--torch-threads`, run.json, `perf/*` timing tags
 (emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
 CleanRL's wandb / video flags are left out. Bad input ends with one line `error: ...` on stderr and exit
 code 2; Ctrl-C saves and exits 130.
@@ -50,7 +51,6 @@ import json
 import os
 import platform
 import random
-import re
 import signal
 import sys
 import time
@@ -67,6 +67,8 @@ import torch.optim as optim
 import tyro
 from torch.distributions.categorical import Categorical
 from torch.utils.tensorboard import SummaryWriter
+
+gym.register_envs(ale_py)
 
 AGENT_KIND = "ram"
 CHECKPOINT_FORMAT = "memory-pixel-interp/checkpoint"
@@ -203,17 +205,16 @@ def write_json(path, obj):
 
 
 def rom_name(env_id):
-    """ALE ROM name of an ALE gymnasium id (FORMATS.md): 'BreakoutNoFrameskip-v4' -> 'breakout', else None."""
-    name = env_id[len("ALE/") :] if env_id.startswith("ALE/") else env_id
-    name = re.sub(r"-v\d+$", "", name).replace("NoFrameskip", "").replace("Deterministic", "").replace("-ram", "")
-    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-    return game if re.fullmatch(r"[A-Za-z0-9]+", name) and game in ale_py.roms.get_all_rom_ids() else None
+    """ALE ROM name of an id from ale_py's gymnasium registration (FORMATS.md), else None."""
+    spec = gym.registry.get(env_id) if isinstance(env_id, str) else None
+    return spec.kwargs["game"] if spec is not None and "game" in spec.kwargs else None
 
 
 def game_from_env_id(env_id):
-    game = rom_name(env_id) if isinstance(env_id, str) else None
+    """'BreakoutNoFrameskip-v4' -> 'breakout'; an id ale_py does not register is refused."""
+    game = rom_name(env_id)
     if game is None:
-        fail(f"unknown env id '{env_id}' (expected an ALE id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
+        fail(f"unknown env id '{env_id}' (expected an id ale_py registers, e.g. BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game
 
 
@@ -243,10 +244,9 @@ def load_ram_vars(path, env_id, game):
 
 
 def env_settings(env_id):
-    """Sticky-action probability and frame limit of the id, as gymnasium registers them."""
-    kwargs = gym.spec(env_id).kwargs if env_id in gym.registry else {}
-    default_rap = 0.25 if re.search(r"-v[05]$", env_id) else 0.0
-    return float(kwargs.get("repeat_action_probability", default_rap)), int(kwargs.get("max_num_frames_per_episode") or 108000)
+    """Sticky-action probability and frame limit of the id, as ale_py registers them (v4: 0.0, v5: 0.25)."""
+    kwargs = gym.registry[env_id].kwargs
+    return float(kwargs.get("repeat_action_probability", 0.25)), int(kwargs.get("max_num_frames_per_episode") or 108000)
 
 
 class AtariRamEnv(gym.Env):
@@ -257,10 +257,7 @@ class AtariRamEnv(gym.Env):
         # the frame limit is counted here, from the end of the reset, as AtariVectorEnv counts it
         kwargs = dict(obs_type="ram", frameskip=1, repeat_action_probability=repeat_action_probability,
                       full_action_space=False, max_num_frames_per_episode=None)
-        if env_id in gym.registry:
-            self.env = gym.make(env_id, **kwargs)
-        else:  # an ALE game without a gymnasium id of this spelling
-            self.env = ale_py.env.AtariEnv(game=game_from_env_id(env_id), **kwargs)
+        self.env = gym.make(env_id, **kwargs)
         self.ale = self.env.unwrapped.ale
         self.action_set = list(self.ale.getMinimalActionSet())
         self.has_fire = ale_py.Action.FIRE in self.action_set
@@ -471,7 +468,6 @@ def evaluate(args, ckpt, ckpt_path, device):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, request_stop)
-    gym.register_envs(ale_py)
     args = parse_args()
     ckpt, ckpt_path = None, args.resume or args.eval_checkpoint
     if args.resume and args.eval_checkpoint:
@@ -746,6 +742,8 @@ if __name__ == "__main__":
         var_y = np.var(y_true)
         explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
         iteration_done = iteration
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # so that the update's kernels are timed as update
         t_log = time.perf_counter()
         iteration_perf["update"] += t_log - t_update
 
