@@ -20,8 +20,15 @@ Steps (README §Probe has the details and the .npz keys):
    causal test: add the vector at that layer to control samples and measure how far downstream layers, the
    policy and the value move toward the samples where the variable really has the new value, against random
    directions of the same norm.
-5. Every conv channel / fc unit labelled with the address it is most associated with (within-base-state
-   correlation ratio eta, and Pearson r).
+5. Every conv channel / fc unit labelled with the address whose intervention moves it most. Effect of
+   variable v on unit u = mean over v's kept draws (changing at most `--unit-max-other-changed` other bytes)
+   of |a_u(draw) - a_u(its control)|, averaged over positions for a conv channel, divided by the unit's
+   natural spread (SD of a_u over the unperturbed screens, natural references and controls, across base
+   states; averaged over positions; floored at 10% of the layer's median spread): `effect`, in SD units.
+   Label = argmax_v effect (none below `--min-unit-effect` SD, none for a dead unit); `specificity` = that
+   effect / sum over all variables of the unit's effects (1 = only this variable moves it). The within-base
+   correlation ratio eta and Pearson r are kept as secondary figures; they are not used for the label
+   (screens are deterministic, so eta = 1 for any unit that responds at all to a two-valued byte).
 6. Per variable, the mean |screen difference| it causes and the bounding box of that region.
 """
 import json
@@ -82,6 +89,11 @@ class Args:
     """fraction of base states held out for scoring the probes and the causal test"""
     max_classes: int = 8
     """a variable is categorical (probe = classifier) if its kind is bitmap or it has <= this many distinct values"""
+    unit_max_other_changed: int = 2
+    """unit labels (step 5) use only draws that changed at most this many other RAM bytes: writing some bytes
+    (e.g. a game-mode byte) rewrites dozens of others and the whole screen, which is not that byte's own effect"""
+    min_unit_effect: float = 0.1
+    """step 5: a unit whose largest effect is below this many SDs of its natural spread is labelled none"""
     control_draws: int = 3
     """shuffled-label probe fits per variable and layer (the control)"""
     causal_pairs: int = 48
@@ -771,6 +783,42 @@ def within_base_assoc(P, y, groups, bins: int = 8):
     return r, eta
 
 
+def unit_effects(S, T, n_vars: int, max_other: int, chunk: int = 512):
+    """Step 5's effect size of every variable on every hidden unit / conv channel (README §5, "effect").
+    spread_u: the SD of a_u over the unperturbed samples (natural references and controls, all base states),
+    per position, averaged over a conv channel's positions; floored at 10% of the layer's median positive
+    spread (units silent on every unperturbed screen are measured against that floor).
+    effect[u, v]: mean over v's kept draws that changed at most `max_other` other bytes of
+    |a_u(draw) - a_u(its control)| (averaged over positions: an object that moves within a channel's map
+    counts, unlike a change of the spatial mean), divided by spread_u; 0 for a variable without such draws.
+    Returns {layer: {"effect" (units, V), "spread" (units,), "alive" (units,)}} and the draws used per variable."""
+    draws = np.nonzero(T["changed"] & (T["n_other"] <= max_other))[0]
+    ctrl, dv = T["control_of"][draws], T["var"][draws]
+    n_used = np.bincount(dv, minlength=n_vars)
+    ref = np.nonzero(T["role"] <= 1)[0]
+    res = {}
+    for k in HIDDEN:
+        A = S["acts"][k]
+        A = A.reshape(len(A), A.shape[1], -1)   # (N, units, positions); fc: one position
+        lo, hi = np.full(A.shape[1:], np.inf, np.float32), np.full(A.shape[1:], -np.inf, np.float32)
+        for i in range(0, len(A), 4 * chunk):  # alive = not constant over all samples
+            x = A[i:i + 4 * chunk]
+            lo, hi = np.minimum(lo, x.min(0)), np.maximum(hi, x.max(0))
+        mean = sum(A[ref[i:i + chunk]].astype(np.float64).sum(0) for i in range(0, len(ref), chunk)) / len(ref)
+        var = sum(((A[ref[i:i + chunk]] - mean) ** 2).sum(0) for i in range(0, len(ref), chunk)) / len(ref)
+        spread = np.sqrt(var).mean(-1)
+        pos = spread[spread > 0]
+        denom = np.maximum(spread, 0.1 * float(np.median(pos)) if pos.size else 1.0)
+        tot = np.zeros((n_vars, A.shape[1]))
+        for i in range(0, len(draws), chunk):
+            d = np.abs(A[draws[i:i + chunk]].astype(np.float32) - A[ctrl[i:i + chunk]].astype(np.float32)).mean(-1)
+            np.add.at(tot, dv[i:i + chunk], d)
+        effect = (tot / np.maximum(n_used, 1)[:, None]).T / denom[:, None]
+        res[k] = {"effect": effect.astype(np.float32), "spread": spread.astype(np.float32),
+                  "alive": ((hi - lo) > 1e-6).any(-1)}
+    return res, n_used
+
+
 def region_of(diff_map, rel: float = 0.25, floor: float = 0.5):
     """Bounding box [row0, row1, col0, col1] (inclusive) of pixels with mean |diff| >= max(rel * peak, floor)."""
     peak = float(diff_map.max())
@@ -783,7 +831,8 @@ def region_of(diff_map, rel: float = 0.25, floor: float = 0.5):
 
 def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     """Probe scores, function vectors, causal test and unit correlations of one variable. T: per-sample
-    table; S: samples; out: arrays (fv, probe_w, probe_b, fv_delta, unit_corr, unit_eta) filled in place."""
+    table; S: samples; out: arrays (fv, probe_w, probe_b, fv_delta, unit_corr, unit_eta) filled in place;
+    reads unit_effect (unit_effects) to rank the top units."""
     acts = S["acts"]
     sel = np.nonzero((T["var"] == v) & T["kept"])[0]
     y, g = T["actual"][sel].astype(np.float64), T["base_id"][sel]
@@ -848,35 +897,51 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
             x = torch.as_tensor(np.stack([S["control_stack"][c] for c in ctrl_of[use]]), device=device)
             info["causal"][k] = causal_test(hooks, x, ctrl_of[use], pairs[use], torch.as_tensor(steer.astype(np.float32), device=device),
                                             k, acts, args, rng, device)
-    # unit labels: within-base-state association of each unit / spatially pooled channel with the value
+    # units: the effect size (computed for all variables before, unit_effects) ranks them; the within-base-state
+    # association of each unit / spatially pooled channel with the value (eta, r) is a secondary figure
+    info["samples"]["unit_effect_draws"] = int(out["unit_effect_draws"][v])
     for k in HIDDEN:
-        P = torch.as_tensor(acts[k][sel], device=device).float()
-        P = P.mean((2, 3)) if P.dim() == 4 else P
         if ok:
+            P = torch.as_tensor(acts[k][sel], device=device).float()
+            P = P.mean((2, 3)) if P.dim() == 4 else P
             r, eta = within_base_assoc(P, y, g)
             out["unit_corr"][k][:, v], out["unit_eta"][k][:, v] = r.cpu().numpy(), eta.cpu().numpy()
-            info["top_units"][k] = [{"unit": int(u), "eta": float(eta[u]), "r": float(r[u])}
-                                    for u in torch.argsort(eta, descending=True)[:5].tolist()]
+        eff = out["unit_effect"][k]
+        if eff[:, v].max() > 0:
+            spec = eff[:, v] / np.maximum(eff.sum(1), 1e-12)
+            info["top_units"][k] = [{"unit": int(u), "effect": float(eff[u, v]), "specificity": float(spec[u]),
+                                     "eta": float(out["unit_eta"][k][u, v]) if ok else None,
+                                     "r": float(out["unit_corr"][k][u, v]) if ok else None}
+                                    for u in np.argsort(-eff[:, v], kind="stable")[:5]]
     return info
 
 
-def label_units(S, out, names, keep):
-    """Per hidden layer and unit (conv: channel, spatially pooled): the variable with the largest eta."""
+def label_units(S, out, names, keep, min_effect: float):
+    """Per hidden layer and unit (conv: channel): the variable with the largest effect (unit_effects), its
+    effect in SDs of the unit's natural spread and its specificity (that effect / the sum of the unit's effects
+    over all variables); eta and r of that variable as secondary figures. Dead units (constant over every
+    sample) and units whose largest effect is below `min_effect` get var -1 (none)."""
     layers = {}
-    N = len(S["obs_last"])
     for k, module_name in LAYERS:
         shape = S["shapes"][k]
         entry = {"module": module_name, "shape": list(shape)}
         if k in HIDDEN:
-            P = S["acts"][k].reshape(N, shape[0], -1).astype(np.float32).mean(-1) if len(shape) == 3 else S["acts"][k]
-            alive = P.std(0) > 1e-6
-            eta, corr = out["unit_eta"][k], out["unit_corr"][k]
-            best = eta.argmax(1)
-            entry["units"] = [{"unit": u, "var": int(best[u]), "name": names[best[u]], "index": keep[best[u]],
-                               "eta": float(eta[u, best[u]]), "r": float(corr[u, best[u]])}
-                              if alive[u] and eta[u, best[u]] > 0 else
-                              {"unit": u, "var": -1, "name": None, "index": None, "eta": 0.0, "r": 0.0} for u in range(len(best))]
+            alive = out["unit_alive"][k]
+            eff, eta, corr = out["unit_effect"][k], out["unit_eta"][k], out["unit_corr"][k]
+            best = eff.argmax(1)
+            top, total = eff[np.arange(len(best)), best], eff.sum(1)
+            units = []
+            for u, b in enumerate(best.tolist()):
+                if alive[u] and top[u] >= min_effect and top[u] > 0:
+                    units.append({"unit": u, "var": b, "name": names[b], "index": keep[b], "effect": float(top[u]),
+                                  "specificity": float(top[u] / total[u]), "eta": float(eta[u, b]), "r": float(corr[u, b])})
+                else:  # effect: the largest one, below the threshold (0 for a dead unit)
+                    units.append({"unit": u, "var": -1, "name": None, "index": None, "effect": float(top[u]) if alive[u] else 0.0,
+                                  "specificity": None, "eta": None, "r": None})
+            entry["units"] = units
             entry["dead_units"] = int((~alive).sum())
+            entry["weak_units"] = int((alive & ((top < min_effect) | (top <= 0))).sum())
+            entry["label_rule"] = {"measure": "effect", "unit": "SD of the unit's natural spread", "min_effect": min_effect}
         layers[k] = entry
     return layers
 
@@ -956,12 +1021,15 @@ def main(args: Args):
            "probe_b": {k: np.zeros(V, np.float32) for k, _ in LAYERS}, "fv_delta": np.zeros(V, np.float32),
            "unit_corr": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN},
            "unit_eta": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN}}
+    eff, out["unit_effect_draws"] = unit_effects(S, T, V, args.unit_max_other_changed)
+    for key in ("effect", "spread", "alive"):
+        out[f"unit_{key}"] = {k: eff[k][key] for k in HIDDEN}
     prog = Progress("analysis", V, "variables")
     results_vars = []
     for v, var in enumerate(variables):
         results_vars.append(analyse_variable(v, var, T, S, hooks, out, args, rng, device))
         prog.update(v + 1)
-    layers = label_units(S, out, names, keep)
+    layers = label_units(S, out, names, keep, args.min_unit_effect)
     for k, _ in LAYERS:
         layers[k]["probe_scores"] = {rv_["name"]: rv_["probe"][k].get("score") for rv_ in results_vars}
     timing["analysis_s"] = time.time() - t0
@@ -998,6 +1066,7 @@ def main(args: Args):
         arrays.update({f"act_{k}": S["acts"][k], f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
     for k in HIDDEN:
         arrays[f"unit_corr_{k}"], arrays[f"unit_eta_{k}"] = out["unit_corr"][k], out["unit_eta"][k]
+        arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     save_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))

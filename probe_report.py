@@ -5,8 +5,9 @@ Reads `<out-dir>/results.json` and `<out-dir>/activations.npz` (README §Probe) 
 - `probe_scores.png`: layer x variable heatmap of held-out probe scores, beside the shuffled-label control;
 - `causal.png`: per variable and steered layer, how far the function vector moves the policy toward the
   screens where the variable really has the new value, against random directions of the same norm;
-- `units_<layer>.png`: every fc unit / conv channel coloured and annotated by the RAM address it is most
-  associated with, with a legend of screen pictures of the region each address controls;
+- `units_<layer>.png`: every fc unit / conv channel coloured and annotated by the RAM address whose
+  intervention moves it most (effect in SDs of its natural spread), with, below, the screen region of each
+  address that labels units in that layer (most units first, with the count);
 - `var_<name>.png`: per variable, the screen with the region it controls marked, the mean |difference| map,
   and the difference-of-means maps of its top channel in each conv layer;
 - `report.html`: one file, images inlined as base64, opens from disk without a server.
@@ -42,8 +43,7 @@ class Args:
 
 HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
 NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "diff_obs", "fv_relu1", "fv_relu2", "fv_relu3",
-            "unit_corr_relu1", "unit_corr_relu2", "unit_corr_relu3", "unit_corr_relu_fc",
-            "unit_eta_relu1", "unit_eta_relu2", "unit_eta_relu3", "unit_eta_relu_fc"]
+            "unit_effect_relu1", "unit_effect_relu2", "unit_effect_relu3", "unit_effect_relu_fc"]
 
 
 class InputError(Exception):
@@ -63,7 +63,7 @@ def load_inputs(out_dir: Path):
         with np.load(out_dir / "activations.npz", allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
-                raise InputError(f"{out_dir / 'activations.npz'} lacks {missing}")
+                raise InputError(f"{out_dir / 'activations.npz'} lacks {missing} (from an older probe_function_vectors.py? run it again)")
             npz = {k: z[k] for k in NPZ_KEYS}
     except FileNotFoundError:
         raise InputError(f"{out_dir / 'activations.npz'} does not exist")
@@ -76,9 +76,10 @@ def load_inputs(out_dir: Path):
 
 
 def colours(n):
-    """Distinct colours without greys (grey marks dead / unlabelled units)."""
-    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
-    palette += [c for i, c in enumerate(plt.get_cmap("tab20b").colors)]
+    """Distinct colours without greys (grey marks dead / unlabelled units), the most distinct first."""
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
+    palette += [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i % 2 and i != 15]
+    palette += list(plt.get_cmap("tab20b").colors) + [c for i, c in enumerate(plt.get_cmap("tab20c").colors) if i < 16]
     return [palette[i % len(palette)] for i in range(n)]
 
 
@@ -162,44 +163,59 @@ def fig_causal(res):
     return fig
 
 
-def fig_units(res, npz, layer, cols, max_labels):
-    units = res["layers"][layer]["units"]
+def fig_units(res, npz, layer, max_labels):
+    """Grid of the layer's units / channels, each coloured by the address it is labelled with (alpha: its
+    effect, saturating at the layer's 95th percentile), and below it the screen region of each address that
+    labels units in this layer, most units first. Colours are given per chart in that order (the most distinct
+    ones to the addresses labelling the most units)."""
+    L = res["layers"][layer]
+    units = L["units"]
     vs = res["variables"]
     n = len(units)
     ncol = 8 if n <= 64 else 32
     nrow = -(-n // ncol)
+    labelled = [u for u in units if u["var"] >= 0]
+    counts = {}
+    for u in labelled:
+        counts[u["var"]] = counts.get(u["var"], 0) + 1
+    used = sorted(counts, key=lambda j: (-counts[j], j))
+    cols = dict(zip(used, colours(len(used))))
+    sat = float(np.percentile([u["effect"] for u in labelled], 95)) if labelled else 1.0
     per_row = 10  # legend thumbnails per row
-    leg_rows = -(-len(vs) // per_row)
-    grid_h, leg_h = nrow * (0.5 if ncol == 8 else 0.36), leg_rows * 1.9
-    fig = plt.figure(figsize=(12, grid_h + leg_h + 0.6))
-    H = grid_h + leg_h + 0.6
+    leg_rows = -(-len(used) // per_row)
+    grid_h, leg_h = nrow * (0.5 if ncol == 8 else 0.36), leg_rows * 2.0
+    H = grid_h + leg_h + 1.0
+    fig = plt.figure(figsize=(12, H))
     gw = 0.45 if ncol == 8 else 0.98
     ax = fig.add_axes([(1 - gw) / 2, (leg_h + 0.2) / H, gw, grid_h / H])
     img = np.ones((nrow, ncol, 4))
     for u in units:
         r, c = divmod(u["unit"], ncol)
-        img[r, c] = (0.85, 0.85, 0.85, 1) if u["var"] < 0 else (*cols[u["var"]][:3], 0.15 + 0.85 * min(1.0, u["eta"]))
+        img[r, c] = (0.85, 0.85, 0.85, 1) if u["var"] < 0 else (*cols[u["var"]][:3], 0.15 + 0.85 * min(1.0, u["effect"] / max(sat, 1e-9)))
     ax.imshow(img, aspect="auto", interpolation="nearest")
     for u in units[:max_labels]:
         r, c = divmod(u["unit"], ncol)
-        label = "·" if u["var"] < 0 else f"{vs[u['var']]['index']:02x}\n{u['eta']:.2f}"
+        label = "·" if u["var"] < 0 else f"{vs[u['var']]['index']:02x}\n{u['effect']:.{2 if ncol == 8 else 1}f}"
         ax.text(c, r, label, ha="center", va="center", fontsize=5 if ncol > 8 else 7)
     ax.set_xticks([])
     ax.set_yticks([])
-    kind = "unit" if layer == "relu_fc" else "channel (spatially pooled)"
-    ax.set_title(f"network.{layer}: each {kind} labelled with the RAM index (hex) it is most associated with "
-                 f"(within-base-state correlation ratio eta, below; alpha = eta; grey = dead / none)", fontsize=8)
-    # legend: the screen region each address controls, framed in its colour
+    kind = "unit" if layer == "relu_fc" else "channel"
+    rule = L.get("label_rule", {})
+    ax.set_title(f"network.{layer}: each {kind} labelled with the RAM index (hex) whose intervention moves it most;\n"
+                 f"below it: effect = mean |activation change| in SDs of the {kind}'s natural spread\n(colour alpha = effect, "
+                 f"full at {sat:.2f} = the layer's 95th percentile; grey = dead ({L.get('dead_units', 0)}) or largest effect < "
+                 f"{rule.get('min_effect', 0)} SD ({L.get('weak_units', 0)}))", fontsize=8)
+    # legend: the screen region of each address that labels units here, framed in its colour, most units first
     rgb = npz["base_rgb"][0]
     w = 0.98 / per_row
-    for j, v in enumerate(vs):
-        row, col = divmod(j, per_row)
-        lx = fig.add_axes([0.01 + col * w, (leg_h - (row + 1) * 1.9 + 0.1) / H, w * 0.9, 1.6 / H])
-        draw_region(lx, rgb, npz["diff_raw"][j], v["screen_region"]["raw_210x160"], cols[j])
+    for i, j in enumerate(used):
+        row, col = divmod(i, per_row)
+        lx = fig.add_axes([0.01 + col * w, (leg_h - (row + 1) * 2.0 + 0.1) / H, w * 0.9, 1.6 / H])
+        draw_region(lx, rgb, npz["diff_raw"][j], vs[j]["screen_region"]["raw_210x160"], cols[j])
         for sp in lx.spines.values():
             sp.set_edgecolor(cols[j])
             sp.set_linewidth(3)
-        lx.set_title(v["name"], fontsize=7, color=cols[j])
+        lx.set_title(f"{vs[j]['name']}\n{counts[j]} {kind}{'s' if counts[j] > 1 else ''}", fontsize=7, color=cols[j])
     return fig
 
 
@@ -215,14 +231,14 @@ def fig_variable(res, npz, j, v, colour):
     fig.colorbar(im, ax=axes[1], fraction=0.04)
     for ax, k in zip(axes[2:], ["relu1", "relu2", "relu3"]):
         fvk = npz[f"fv_{k}"][j]
-        eta = npz[f"unit_eta_{k}"][:, j]
-        ch = int(eta.argmax())
-        c = eta.shape[0]
+        eff = npz[f"unit_effect_{k}"][:, j]
+        ch = int(eff.argmax())
+        c = eff.shape[0]
         side = int(round(np.sqrt(fvk.size // c)))
         m = fvk.reshape(c, side, side)[ch]
         lim = max(float(np.abs(m).max()), 1e-6)
         im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_title(f"{k} top channel {ch} (eta={eta[ch]:.2f})\nmean(high) - mean(low) map", fontsize=8)
+        ax.set_title(f"{k}: channel {ch}, moved most\n({eff[ch]:.2f} SD); map of\nmean(high) - mean(low)", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.04)
     for ax in axes:
         ax.set_xticks([])
@@ -287,17 +303,18 @@ def html_report(res, imgs):
              "<h2>Variables</h2><p class='note'>Probe score: R² (ordinal) or weighted F1 (categorical) of a ridge probe on "
              "held-out base states; in brackets the shuffled-label control. Causal: cosine between the logit move caused by "
              "adding the function vector at relu_fc (resp. a random direction of the same norm) and the true logit move. "
+             "Top units: the relu_fc units the variable moves most (effect in SDs of the unit's natural spread). "
              "Click a column header to sort.</p>",
              "<table class='sortable'><thead><tr><th class='l'>variable</th><th class='l'>address</th><th class='l'>kind</th>"
              "<th>importance (TV)</th><th>rank</th><th class='l'>screen region rows, cols</th>"
              + "".join(f"<th>{e(k)}</th>" for k in layers)
-             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units (eta)</th></tr></thead><tbody>"]
+             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units (effect)</th></tr></thead><tbody>"]
     for v in vs:
         reg = v["screen_region"]["raw_210x160"]
         c = (v.get("causal") or {}).get("relu_fc") or {}
         cf = (c.get("function_vector") or {}).get("cos_actor")
         cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
-        tops = ", ".join(f"{u['unit']} ({u['eta']:.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
+        tops = ", ".join(f"{u['unit']} ({u['effect']:.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
         where = "none" if not reg else "{}-{}, {}-{}".format(*reg["bbox"])
         parts.append(f"<tr><td class='l'><a href='#{e(v['name'])}'>{e(v['name'])}</a></td><td class='l'>{e(v['address'])}</td>"
                      f"<td class='l'>{e(v['kind'])}{' (cat.)' if v['categorical'] else ''}</td>"
@@ -308,10 +325,21 @@ def html_report(res, imgs):
     parts.append("</tbody></table>")
     parts += ["<h2>Overview</h2>", img_tag(imgs["importance"], "importance"), img_tag(imgs["probe_scores"], "probe scores"),
               img_tag(imgs["causal"], "causal effect")]
-    parts.append("<h2>Layers: every unit labelled with its RAM address</h2>")
+    min_eff = res.get("args", {}).get("min_unit_effect", 0)
+    parts.append("<h2>Layers: every unit labelled with its RAM address</h2>"
+                 "<p class='note'>Each fc unit / conv channel is labelled with the variable whose intervention moves it most: "
+                 "<b>effect</b> = mean over the variable's draws (changing at most "
+                 f"{e(str(res.get('args', {}).get('unit_max_other_changed', '—')))} other bytes) of |activation − its control's "
+                 "activation| (a conv channel: averaged over its positions), in SDs of the unit's natural spread across base "
+                 "states; <b>specificity</b> = that effect / the sum of the unit's effects over all variables (1 = only this "
+                 f"variable moves it). Units whose largest effect is below {e(str(min_eff))} SD, and dead units, are unlabelled "
+                 "(grey). Below each chart: the screen region of each address that labels units in that layer.</p>")
     for k in HIDDEN:
         L = res["layers"][k]
-        parts.append(f"<h3>{e(L['module'])} {e(str(L['shape']))}, {L.get('dead_units', 0)} dead</h3>{img_tag(imgs['units_' + k], k)}")
+        lab = [u for u in L["units"] if u["var"] >= 0]
+        spec = f", median specificity {np.median([u['specificity'] for u in lab]):.2f}" if lab else ""
+        parts.append(f"<h3>{e(L['module'])} {e(str(L['shape']))}: {len(lab)} labelled, {L.get('dead_units', 0)} dead, "
+                     f"{L.get('weak_units', 0)} below {e(str(min_eff))} SD{spec}</h3>{img_tag(imgs['units_' + k], k)}")
     parts.append("<h2>Per variable</h2>")
     for j, v in enumerate(vs):
         s = v["samples"]
@@ -322,7 +350,8 @@ def html_report(res, imgs):
                      f"{fmt(s['screen_changed_fraction'])}.</p>{img_tag(imgs['var_' + str(j)], v['name'])}")
         parts.append("<table><thead><tr><th class='l'>layer</th><th>metric</th><th>score</th><th>within-base R²</th><th>control</th>"
                      "<th>n train/test</th><th>|fv|</th><th>steer cos(next layer) fv / random</th><th>cos(logits) fv / random</th>"
-                     "<th>policy gap closed fv / random / oracle</th><th class='l'>top units (eta, r)</th></tr></thead><tbody>")
+                     "<th>policy gap closed fv / random / oracle</th><th class='l'>units it moves most (effect SD, specificity; eta, r)</th>"
+                     "</tr></thead><tbody>")
         for k in layers:
             p = v["probe"][k]
             c = (v.get("causal") or {}).get(k)
@@ -336,7 +365,8 @@ def html_report(res, imgs):
                         f"<td>{fmt(f.get('gap_closed_policy_tv'))} / {fmt(rm('gap_closed_policy_tv'))} / {fmt(o.get('gap_closed_policy_tv'))}</td>")
             else:
                 row += "<td>—</td><td>—</td><td>—</td>"
-            tops = ", ".join(f"{u['unit']} ({u['eta']:.2f}, r {u['r']:+.2f})" for u in v["top_units"].get(k, [])[:5])
+            tops = ", ".join(f"{u['unit']} ({u['effect']:.2f}, {u['specificity']:.2f}; {fmt(u['eta'])}, {fmt(u['r'])})"
+                             for u in v["top_units"].get(k, [])[:5])
             parts.append(row + f"<td class='l'>{e(tops)}</td></tr>")
         parts.append("</tbody></table>")
     parts.append(f"<script>{SCRIPT}</script></body></html>")
@@ -354,7 +384,7 @@ def main(args: Args):
             "probe_scores": save_png(fig_probe_scores(res), out_dir / "probe_scores.png"),
             "causal": save_png(fig_causal(res), out_dir / "causal.png")}
     for k in HIDDEN:
-        imgs["units_" + k] = save_png(fig_units(res, npz, k, cols, args.max_unit_labels), out_dir / f"units_{k}.png")
+        imgs["units_" + k] = save_png(fig_units(res, npz, k, args.max_unit_labels), out_dir / f"units_{k}.png")
     for j, v in enumerate(vs):
         name = v["name"].replace("[", "_").replace("]", "")
         imgs[f"var_{j}"] = save_png(fig_variable(res, npz, j, v, cols[j]), out_dir / f"var_{name}.png")

@@ -63,15 +63,22 @@ def chain(tmp_path_factory):
     run_script("ppo_pixel_breakout.py", "--env-id", ENV, "--runs-dir", d / "runs", *TRAIN, cwd=d)
     pixel, ram = find_checkpoint(d / "runs", "pixel"), find_checkpoint(d / "runs", "ram")
     paddle, paddle_rows = paddle_from_emulator()
-    selected = json.loads(ram_vars.read_text())["selected"]
+    rv = json.loads(ram_vars.read_text())
+    selected = rv["selected"]
     assert paddle in selected, f"extract_ram_vars.py did not select the paddle byte ram[0x{paddle:02x}]"
+    # two brick bytes too: two-valued on deterministic screens, they saturated the old eta-based unit labels
+    bricks = [b["index"] for b in rv["bytes"] if b["selected"] and b["kind"] == "bitmap" and b["index"] != paddle][:2]
+    assert len(bricks) == 2, "extract_ram_vars.py selected fewer than 2 bitmap (brick) bytes"
+    include = [paddle] + bricks
     inputs = ["--pixel-checkpoint", pixel, "--ram-checkpoint", ram, "--ram-vars", ram_vars]
-    proc = run_script("probe_function_vectors.py", *inputs, "--out-dir", d / "out", *TINY, "--include-vars", str(paddle), cwd=d)
+    proc = run_script("probe_function_vectors.py", *inputs, "--out-dir", d / "out", *TINY, "--include-vars",
+                      *[str(i) for i in include], cwd=d)
     res = json.loads((d / "out" / "results.json").read_text())
     with np.load(d / "out" / "activations.npz") as z:
         npz = {k: z[k] for k in z.files}
     return {"dir": d, "out": d / "out", "inputs": inputs, "ram_vars": ram_vars, "pixel": pixel, "ram": ram,
-            "paddle": paddle, "paddle_rows": paddle_rows, "selected": selected, "res": res, "npz": npz, "stdout": proc.stdout}
+            "paddle": paddle, "paddle_rows": paddle_rows, "bricks": bricks, "include": include, "selected": selected,
+            "res": res, "npz": npz, "stdout": proc.stdout}
 
 
 def test_results_and_npz_contents(chain):
@@ -82,11 +89,12 @@ def test_results_and_npz_contents(chain):
     # our observation equals AtariVectorEnv's, and restoring a base state reproduces the rollout's frames
     assert res["preprocessing_check"]["compared"] and res["preprocessing_check"]["max_abs_diff"] == 0
     assert res["restore_check"]["identical_to_rollout"] == res["restore_check"]["base_states"] == 6
-    # importance: every selected byte ranked, best first; probed = top 4 + the included paddle byte
+    # importance: every selected byte ranked, best first; probed = top 4 + the included paddle and brick bytes
     rk = res["importance"]["ranking"]
     assert sorted(s["index"] for s in rk) == sorted(chain["selected"])
     assert [s["tv"] for s in rk] == sorted((s["tv"] for s in rk), reverse=True)
-    expected = [s["index"] for s in rk[:4]] + ([chain["paddle"]] if chain["paddle"] not in [s["index"] for s in rk[:4]] else [])
+    expected = [s["index"] for s in rk[:4]]
+    expected += [i for i in chain["include"] if i not in expected]
     assert [v["index"] for v in res["variables"]] == expected == z["var_index"].tolist()
     assert [str(n) for n in z["var_names"]] == [f"ram[0x{i:02x}]" for i in expected]
     # arrays: shapes and dtypes as documented
@@ -96,7 +104,8 @@ def test_results_and_npz_contents(chain):
               "act_relu_fc": (N, 512), "act_actor": (N, 4), "act_critic": (N,), "ram": (N, 128), "obs_last": (N, 84, 84),
               "diff_raw": (V, 210, 160), "diff_obs": (V, 84, 84), "base_rgb": (6, 210, 160, 3), "base_ram": (6, 128),
               "fv_relu1": (V, 12800), "fv_relu_fc": (V, 512), "probe_w_relu3": (V, 3136), "unit_corr_relu_fc": (512, V),
-              "unit_eta_relu2": (64, V), "unit_eta_relu_fc": (512, V)}
+              "unit_eta_relu2": (64, V), "unit_eta_relu_fc": (512, V), "unit_effect_relu1": (32, V),
+              "unit_effect_relu_fc": (512, V), "unit_spread_relu2": (64,)}
     for k, shape in shapes.items():
         assert z[k].shape == shape, (k, z[k].shape)
     assert z["act_relu1"].dtype == np.float16 and z["act_relu_fc"].dtype == np.float32 and z["ram"].dtype == np.uint8
@@ -109,15 +118,36 @@ def test_results_and_npz_contents(chain):
     assert (z["value_actual"][draws] != z["value_control"][draws]).all()
     assert (z["base_id"][z["control_of"][draws]] == z["base_id"][draws]).all()
     assert set(np.unique(z["base_id"][z["is_test"]])) == set(res["counts"]["test_base_states"])
-    # every hidden unit labelled with the address of its largest association (or none) and the printed speed
+    # every hidden unit labelled with the address of its largest effect (or none) and the printed speed
+    min_effect = res["args"]["min_unit_effect"]
     for layer, n in (("relu1", 32), ("relu2", 64), ("relu3", 64), ("relu_fc", 512)):
-        units = res["layers"][layer]["units"]
-        assert [u["unit"] for u in units] == list(range(n))
-        eta = z[f"unit_eta_{layer}"]
-        for u in units:
+        L = res["layers"][layer]
+        assert [u["unit"] for u in L["units"]] == list(range(n))
+        eff = z[f"unit_effect_{layer}"]
+        for u in L["units"]:
             if u["var"] >= 0:
-                assert u["index"] == expected[u["var"]] and abs(u["eta"] - eta[u["unit"]].max()) < 1e-5
+                row = eff[u["unit"]]
+                assert u["index"] == expected[u["var"]] and abs(u["effect"] - row.max()) < 1e-5 and u["effect"] >= min_effect
+                assert abs(u["specificity"] - row.max() / row.sum()) < 1e-5 and 0 < u["specificity"] <= 1
+        assert sum(u["var"] < 0 for u in L["units"]) == L["dead_units"] + L["weak_units"]
     assert re.search(r"[\d.]+ probe samples/s", chain["stdout"])
+
+
+def test_unit_labels_are_not_saturated(chain):
+    """Screens are deterministic, so for a two-valued byte (bricks) a correlation ratio is 1.00 for any unit
+    that responds at all: labelling by it gave nearly every channel the same brick byte at 1.00. The effect
+    size must instead spread the labels: the paddle, which moves across relu1's whole receptive field, labels
+    a good share of relu1's channels, and the labelled strengths are not one saturated value."""
+    res, paddle = chain["res"], chain["paddle"]
+    conv = [u for k in ("relu1", "relu2", "relu3") for u in res["layers"][k]["units"] if u["var"] >= 0]
+    assert len(conv) > 0.9 * (32 + 64 + 64)
+    top_share = max(np.unique(np.round([u["effect"] for u in conv], 2), return_counts=True)[1]) / len(conv)
+    assert top_share < 0.25, f"{top_share:.0%} of the labelled conv channels have the same strength"
+    relu1 = [u["index"] for u in res["layers"]["relu1"]["units"]]
+    assert relu1.count(paddle) >= 8, {f"0x{i:02x}" if i is not None else None: relu1.count(i) for i in set(relu1)}
+    for k in ("relu1", "relu2", "relu3"):  # no brick byte labels almost every channel
+        idx = [u["index"] for u in res["layers"][k]["units"]]
+        assert max(idx.count(b) for b in chain["bricks"]) < 0.75 * len(idx), (k, chain["bricks"])
 
 
 def test_paddle_region_is_the_paddle_rows(chain):
