@@ -83,18 +83,23 @@ def colours(n):
     return [palette[i % len(palette)] for i in range(n)]
 
 
-def save_png(fig, path: Path):
-    """Atomic PNG write; returns the PNG bytes (for inlining)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    data = buf.getvalue()
+def write_atomic(path, data: bytes):
+    """Write bytes via a temp file in the same folder + fsync + rename: a reader never sees half a file."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def save_png(fig, path: Path):
+    """Atomic PNG write; returns the PNG bytes (for inlining)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = buf.getvalue()
+    write_atomic(path, data)
     return data
 
 
@@ -390,12 +395,7 @@ def main(args: Args):
         imgs[f"var_{j}"] = save_png(fig_variable(res, npz, j, v, cols[j]), out_dir / f"var_{name}.png")
     page = html_report(res, imgs).encode()
     path = out_dir / "report.html"
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(page)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, page)
     print(f"[report] {path} ({len(page) / 1e6:.1f} MB, {len(imgs)} figures)", flush=True)
 
 
