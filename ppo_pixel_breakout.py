@@ -31,10 +31,10 @@ Environment semantics (FORMATS.md section 4; identical, step for step, in ppo_ra
 
 Beyond CleanRL: checkpoints (`--save-interval`, at the end, on Ctrl-C), `--resume`, an evaluation mode
 (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`, `--eval-max-frames`,
-`--eval-num-envs`), `--runs-dir`, `--env-threads`, `--torch-threads`, run.json, `perf/*` timing tags
+`--eval-num-envs`), `--runs-dir`, `--env-threads`, `--torch-threads`, `--compile`, run.json, `perf/*` timing tags
 (emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
 CleanRL's wandb / video flags are left out.
-Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C saves and exits 130.
+Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C (or SIGTERM) saves and exits 130.
 """
 import contextlib
 import io
@@ -86,6 +86,8 @@ class Args:
     """threads of the C++ vector env (0: min(num_envs, CPU cores))"""
     torch_threads: int = 0
     """torch CPU threads (0: half the CPU cores, at least 1; on 2 shared cores 2 threads ran 3-4x slower than 1)"""
+    compile: bool = False
+    """compile the agent's two forward calls with torch.compile (off: CPU compile takes ~40 s, see bench/README.md)"""
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
@@ -170,9 +172,9 @@ STOP = {"requested": False}
 
 
 def request_stop(signum, frame):
-    """SIGINT: finish (or abandon) the current iteration, save, exit 130."""
+    """SIGINT (Ctrl-C) or SIGTERM (`timeout`, Slurm): finish (or abandon) the current iteration, save, exit 130."""
     if not STOP["requested"]:
-        print("\nCtrl-C: stopping after this step, saving a checkpoint ...", flush=True)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step, saving a checkpoint ...", flush=True)
     STOP["requested"] = True
 
 
@@ -380,6 +382,7 @@ def evaluate(args, ckpt, ckpt_path, device):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     args = parse_args()
     ckpt, ckpt_path = None, args.resume or args.eval_checkpoint
     if args.resume and args.eval_checkpoint:
@@ -454,6 +457,9 @@ if __name__ == "__main__":
             fail(f"checkpoint '{args.resume}' has an unusable optimizer state: {str(e).splitlines()[0][:200]}")
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
+    if args.compile:  # only the two calls are compiled: the module, its state_dict and checkpoints stay as they are
+        agent.get_action_and_value = torch.compile(agent.get_action_and_value)
+        agent.get_value = torch.compile(agent.get_value)
 
     # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if ckpt is not None else None)
@@ -592,7 +598,8 @@ if __name__ == "__main__":
         clipfracs = []
         for epoch in range(args.update_epochs):
             np.random.shuffle(b_inds)
-            for mb_inds in np.array_split(b_inds, args.num_minibatches):
+            # the shuffled indices go to the device once per epoch, not once per minibatch
+            for mb_inds in torch.tensor_split(torch.from_numpy(b_inds).to(device), args.num_minibatches):
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
                 logratio = newlogprob - b_logprobs[mb_inds]
                 ratio = logratio.exp()
@@ -601,7 +608,7 @@ if __name__ == "__main__":
                     # calculate approx_kl http://joschu.net/blog/kl-approx.html
                     old_approx_kl = (-logratio).mean()
                     approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean()]  # no .item(): no sync
 
                 mb_advantages = b_advantages[mb_inds]
                 if args.norm_adv:
@@ -654,7 +661,7 @@ if __name__ == "__main__":
         writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
         writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
         writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/clipfrac", torch.stack(clipfracs).mean().item(), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
         sps = int((global_step - start_step) / (time.time() - start_time))
         writer.add_scalar("charts/SPS", sps, global_step)

@@ -1,6 +1,7 @@
 """Throughput of the two PPO agents against their raw environments, on the machine it runs on.
 
     python bench/bench_throughput.py                      # about 1-2 minutes on 2 CPU cores
+    python bench/bench_throughput.py --compile            # + (e): torch.compile against eager, ~5 more minutes
 
 Prints agent steps per second (one step = one agent decision in one env = 4 emulator frames) of
   (a) the raw AtariVectorEnv with random actions (the pixel agent's env, same settings and num_envs),
@@ -47,6 +48,10 @@ class Args:
     """RAM-variable file for the RAM run (default: a temporary one selecting all 128 bytes)"""
     torch_threads: int = 0
     """passed to both training scripts (0: their default)"""
+    compile: bool = False
+    """also train each agent with `--compile` and compare the steady-state update time per iteration"""
+    compile_iterations: int = 6
+    """iterations of each `--compile` comparison run (the first 2, where compilation happens, are not timed)"""
 
 
 def load_script(name):
@@ -83,7 +88,10 @@ def raw_sps(envs, reset_action, seconds, life_loss_key=None):
 
 
 def train_sps(script, args, budget, extra):
-    """Run a training script with a small budget; return (SPS, time split line, wall seconds)."""
+    """Run a training script with a small budget; return (SPS, time split line, wall seconds, perf) where
+    perf is {"update": [seconds of iteration 1, 2, ...], "inference": [...], ...} from its perf/* tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     with tempfile.TemporaryDirectory() as runs:
         cmd = [sys.executable, str(ROOT / script), "--env-id", args.env_id, "--num-envs", str(args.num_envs),
                "--total-timesteps", str(budget), "--save-interval", "1000000", "--runs-dir", runs,
@@ -91,11 +99,32 @@ def train_sps(script, args, budget, extra):
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"error: {script} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        if proc.returncode != 0:
+            sys.exit(f"error: {script} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        events = EventAccumulator(str(next(Path(runs).iterdir())), size_guidance={"scalars": 0})
+        events.Reload()
+        perf = {tag.split("/")[1][: -len("_seconds")]: [e.value for e in events.Scalars(tag)]
+                for tag in events.Tags()["scalars"] if tag.startswith("perf/")}
     sps = int(re.findall(r"SPS=(\d+)", proc.stdout)[-1])
     split = next(l for l in proc.stdout.splitlines() if l.startswith("time split:"))
-    return sps, split[len("time split: "):], wall
+    return sps, split[len("time split: "):], wall, perf
+
+
+def compile_comparison(script, args, extra):
+    """Train `script` eagerly and with --compile for args.compile_iterations iterations each; print the median
+    seconds per iteration of the update and of inference, iterations 3.. (compilation happens in 1-2)."""
+    budget = args.compile_iterations * args.num_envs * 128
+    medians = {}
+    for flag in ([], ["--compile"]):
+        _, _, wall, perf = train_sps(script, args, budget, extra + flag)
+        medians[bool(flag)] = {k: float(np.median(perf[k][2:])) for k in ("update", "inference")}
+        medians[bool(flag)]["wall"] = wall
+    eager, compiled = medians[False], medians[True]
+    print(f"    {script} --compile, median s/iteration over iterations 3-{args.compile_iterations}: "
+          f"update {eager['update']:.2f} -> {compiled['update']:.2f} (x{eager['update'] / compiled['update']:.2f}), "
+          f"inference {eager['inference']:.2f} -> {compiled['inference']:.2f} "
+          f"(x{eager['inference'] / compiled['inference']:.2f}); whole run with start-up {eager['wall']:.0f}s -> "
+          f"{compiled['wall']:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
@@ -112,7 +141,7 @@ if __name__ == "__main__":
     envs.close()
     print(f"(a) raw AtariVectorEnv, {args.num_envs} envs, random actions: {a:,.0f} agent steps/s", flush=True)
 
-    b, b_split, b_wall = train_sps("ppo_pixel_breakout.py", args, args.pixel_steps, [])
+    b, b_split, b_wall, _ = train_sps("ppo_pixel_breakout.py", args, args.pixel_steps, [])
     print(f"(b) ppo_pixel_breakout.py training ({args.pixel_steps} steps, {b_wall:.0f}s with start-up): {b:,} SPS"
           f" = {b / a:.1%} of raw\n      time split: {b_split}", flush=True)
 
@@ -129,7 +158,11 @@ if __name__ == "__main__":
                 json.dump({"format": "memory-pixel-interp/ram-vars", "version": 1, "env_id": args.env_id,
                            "game": ram.game_from_env_id(args.env_id), "selected": list(range(128)),
                            "excluded": {}, "selection_rule": "all 128 bytes (bench_throughput.py)"}, f)
-        d, d_split, d_wall = train_sps("ppo_ram_breakout.py", args, args.ram_steps, ["--ram-vars", ram_vars])
-    print(f"(d) ppo_ram_breakout.py training ({args.ram_steps} steps, {d_wall:.0f}s with start-up): {d:,} SPS"
-          f" = {d / c:.1%} of raw\n      time split: {d_split}", flush=True)
+        d, d_split, d_wall, _ = train_sps("ppo_ram_breakout.py", args, args.ram_steps, ["--ram-vars", ram_vars])
+        print(f"(d) ppo_ram_breakout.py training ({args.ram_steps} steps, {d_wall:.0f}s with start-up): {d:,} SPS"
+              f" = {d / c:.1%} of raw\n      time split: {d_split}", flush=True)
+        if args.compile:
+            print("(e) torch.compile against eager, same seed and budget:", flush=True)
+            compile_comparison("ppo_pixel_breakout.py", args, [])
+            compile_comparison("ppo_ram_breakout.py", args, ["--ram-vars", ram_vars])
     print(f"ratios training/raw: pixel {b / a:.3f}, RAM {d / c:.3f}; RAM/pixel training {d / b:.1f}x")

@@ -243,8 +243,8 @@ def test_pixel_greedy_eval_with_frame_cap_writes_eval_json(pixel_run, tmp_path):
     assert "±" in proc.stdout and digest(tmp_path / "checkpoint.pt") == before
 
 
-def interrupt(script, tmp_path, *args):
-    """Start a long run, Ctrl-C it once it has logged an iteration; return (proc, stdout, stderr, run_dir)."""
+def interrupt(script, tmp_path, *args, sig=signal.SIGINT):
+    """Start a long run, send `sig` once it has logged an iteration; return (proc, stdout, stderr, run_dir)."""
     runs = tmp_path / "runs"
     proc = start_script(script, "--env-id", ENV_ID, *args, "--num-envs", "2", "--num-steps", "32",
                         "--total-timesteps", "1000000", "--save-interval", "100000", "--torch-threads", "1",
@@ -255,17 +255,20 @@ def interrupt(script, tmp_path, *args):
             lines.append(line)
             if line.startswith("global_step="):
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     return proc, "".join(lines) + out, err, only_run_dir(runs)
 
 
-@pytest.mark.parametrize("script", [PIXEL, RAM])
-def test_ctrl_c_saves_a_checkpoint(script, tmp_path):
+@pytest.mark.parametrize("script, sig, async_envs", [(PIXEL, signal.SIGINT, False), (RAM, signal.SIGINT, False),
+                                                     (PIXEL, signal.SIGTERM, False), (RAM, signal.SIGTERM, True)])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint(script, sig, async_envs, tmp_path):
     extra = ["--ram-vars", write_ram_vars(tmp_path / "rv.json")] if script == RAM else []
-    proc, out, err, run_dir = interrupt(script, tmp_path, *extra)
+    extra += ["--async-envs"] if async_envs else []
+    proc, out, err, run_dir = interrupt(script, tmp_path, *extra, sig=sig)
+    assert f"{sig.name}: stopping" in out
     assert proc.returncode == 130, (out[-2000:], err[-2000:])
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     ckpt = load_ckpt(run_dir / "checkpoint.pt")
@@ -275,6 +278,28 @@ def test_ctrl_c_saves_a_checkpoint(script, tmp_path):
 
 
 # ---- memory (RAM) agent
+@pytest.mark.parametrize("script", [PIXEL, RAM])
+def test_compile_flag_compiles_and_keeps_the_checkpoint_format(script, tmp_path):
+    """--compile: torch.compile traces the agent's calls (TORCH_LOGS shows the graphs), and the checkpoint
+    is the plain module's (no `_orig_mod.` keys), so that eval, the extractor and the probe load it."""
+    extra = ["--ram-vars", write_ram_vars(tmp_path / "rv.json")] if script == RAM else []
+    runs = tmp_path / "runs"
+    proc = run_script(script, "--env-id", ENV_ID, *extra, "--num-envs", "2", "--num-steps", "32", "--total-timesteps",
+                      "128", "--torch-threads", "1", "--runs-dir", runs, "--compile", cwd=tmp_path,
+                      env_extra={"TORCH_LOGS": "graph_code", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
+    assert "TRACED GRAPH" in proc.stderr  # without --compile nothing is traced
+    assert any((tmp_path / "inductor").rglob("*.py"))  # and inductor generated kernels
+    run_dir = only_run_dir(runs)
+    ckpt = load_ckpt(run_dir / "checkpoint.pt")
+    assert ckpt["args"]["compile"] is True and ckpt["global_step"] == 128
+    model = Agent(**ckpt["model_kwargs"]) if script == PIXEL else RamAgent(**ckpt["model_kwargs"])
+    assert set(ckpt["state_dict"]) == set(model.state_dict())
+    model.load_state_dict(ckpt["state_dict"])
+    run_script(script, "--eval-checkpoint", run_dir / "checkpoint.pt", "--eval-episodes", "1", "--eval-num-envs", "1",
+               "--eval-max-frames", "400", *extra, cwd=tmp_path)
+    assert json.loads((run_dir / "eval.json").read_text())["episodes"] == 1
+
+
 def test_ram_training_writes_the_contract(ram_run, ram_vars_file):
     run, ckpt = check_run_folder(ram_run, "ram")
     assert ckpt["model_kwargs"] == {"n_actions": 4, "n_ram": len(RAM_SELECTED), "hidden": 256}
