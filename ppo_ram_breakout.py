@@ -38,10 +38,11 @@ The envs are vectorised with gymnasium's SyncVectorEnv (default; measured faster
 cores, where the emulator step is a fraction of a millisecond and the pipes cost more) or AsyncVectorEnv
 (`--async-envs`).
 
-Beyond CleanRL: `--ram-vars`, checkpoints (`--save-interval`, at the end, on Ctrl-C), `--resume`, an
-evaluation mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`,
-`--eval-max-frames`, `--eval-num-envs`), `--runs-dir`, `--async-envs`, `--torch-threads`, `--compile`, run.json, `perf/*` timing tags
-(emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
+Beyond CleanRL: `--ram-vars`, checkpoints (`--save-interval`, at the end, on Ctrl-C or SIGTERM), `--resume`,
+an evaluation mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`,
+`--eval-max-frames`, `--eval-num-envs`), `--runs-dir`, `--async-envs`, `--torch-threads`, `--compile`,
+run.json, `perf/*` timing tags (emulation / inference / update / logging seconds per iteration, also printed
+as a split at the end).
 CleanRL's wandb / video flags are left out. Bad input ends with one line `error: ...` on stderr and exit
 code 2; Ctrl-C (or SIGTERM) saves and exits 130.
 """

@@ -1,13 +1,15 @@
 """Throughput of the two PPO agents against their raw environments, on the machine it runs on.
 
     python bench/bench_throughput.py                      # about 1-2 minutes on 2 CPU cores
-    python bench/bench_throughput.py --compile            # + (e): torch.compile against eager, ~5 more minutes
+    python bench/bench_throughput.py --flags              # + (e): --channels-last and --compile, ~8 more minutes
 
 Prints agent steps per second (one step = one agent decision in one env = 4 emulator frames) of
   (a) the raw AtariVectorEnv with random actions (the pixel agent's env, same settings and num_envs),
   (b) ppo_pixel_breakout.py training (its own SPS: global steps / training seconds, updates included),
   (c) the raw gymnasium RAM vector env with random actions (the memory agent's env, all 128 bytes),
   (d) ppo_ram_breakout.py training,
+  (e) with --flags: the pixel agent's --channels-last and both agents' --compile, each against its off setting,
+      as the median update and inference seconds per iteration (from the runs' perf/* TensorBoard tags),
 the ratios training / raw, and each training script's time split (emulation, inference / action
 selection, PPO update, logging + checkpoints) as the script itself prints it at the end of a run.
 The machine (CPU model, cores, load, torch device) is printed first: on shared cores the figures move
@@ -48,10 +50,10 @@ class Args:
     """RAM-variable file for the RAM run (default: a temporary one selecting all 128 bytes)"""
     torch_threads: int = 0
     """passed to both training scripts (0: their default)"""
-    compile: bool = False
-    """also train each agent with `--compile` and compare the steady-state update time per iteration"""
-    compile_iterations: int = 6
-    """iterations of each `--compile` comparison run (the first 2, where compilation happens, are not timed)"""
+    flags: bool = False
+    """(e): also compare `--channels-last` (pixel) and `--compile` (both agents) with their off setting"""
+    flag_iterations: int = 6
+    """iterations of each (e) run; the first 2 (where torch.compile compiles) are not timed"""
 
 
 def load_script(name):
@@ -110,21 +112,20 @@ def train_sps(script, args, budget, extra):
     return sps, split[len("time split: "):], wall, perf
 
 
-def compile_comparison(script, args, extra):
-    """Train `script` eagerly and with --compile for args.compile_iterations iterations each; print the median
-    seconds per iteration of the update and of inference, iterations 3.. (compilation happens in 1-2)."""
-    budget = args.compile_iterations * args.num_envs * 128
-    medians = {}
-    for flag in ([], ["--compile"]):
-        _, _, wall, perf = train_sps(script, args, budget, extra + flag)
-        medians[bool(flag)] = {k: float(np.median(perf[k][2:])) for k in ("update", "inference")}
-        medians[bool(flag)]["wall"] = wall
-    eager, compiled = medians[False], medians[True]
-    print(f"    {script} --compile, median s/iteration over iterations 3-{args.compile_iterations}: "
-          f"update {eager['update']:.2f} -> {compiled['update']:.2f} (x{eager['update'] / compiled['update']:.2f}), "
-          f"inference {eager['inference']:.2f} -> {compiled['inference']:.2f} "
-          f"(x{eager['inference'] / compiled['inference']:.2f}); whole run with start-up {eager['wall']:.0f}s -> "
-          f"{compiled['wall']:.0f}s", flush=True)
+def flag_comparison(script, args, extra, off, on):
+    """Train `script` with the flags `off`, then `on` (same seed and budget, args.flag_iterations iterations each);
+    print the median seconds per iteration of the update and of inference over iterations 3.. (the first two
+    hold torch.compile's compilation), and each whole run's wall time."""
+    budget = args.flag_iterations * args.num_envs * 128
+    runs = []
+    for flags in (off, on):
+        _, _, wall, perf = train_sps(script, args, budget, extra + flags)
+        runs.append({k: float(np.median(perf[k][2:])) for k in ("update", "inference")} | {"wall": wall})
+    a, b = runs
+    print(f"    {script} {' '.join(off) or '(default)'} -> {' '.join(on)}, median s/iteration over iterations "
+          f"3-{args.flag_iterations}: update {a['update']:.2f} -> {b['update']:.2f} (x{a['update'] / b['update']:.2f} "
+          f"faster), inference {a['inference']:.2f} -> {b['inference']:.2f} (x{a['inference'] / b['inference']:.2f}); "
+          f"whole run with start-up {a['wall']:.0f}s -> {b['wall']:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
@@ -161,8 +162,9 @@ if __name__ == "__main__":
         d, d_split, d_wall, _ = train_sps("ppo_ram_breakout.py", args, args.ram_steps, ["--ram-vars", ram_vars])
         print(f"(d) ppo_ram_breakout.py training ({args.ram_steps} steps, {d_wall:.0f}s with start-up): {d:,} SPS"
               f" = {d / c:.1%} of raw\n      time split: {d_split}", flush=True)
-        if args.compile:
-            print("(e) torch.compile against eager, same seed and budget:", flush=True)
-            compile_comparison("ppo_pixel_breakout.py", args, [])
-            compile_comparison("ppo_ram_breakout.py", args, ["--ram-vars", ram_vars])
+        if args.flags:
+            print("(e) speed flags, each against its off setting (same seed and budget):", flush=True)
+            flag_comparison("ppo_pixel_breakout.py", args, [], ["--no-channels-last"], ["--channels-last"])
+            flag_comparison("ppo_pixel_breakout.py", args, [], [], ["--compile"])
+            flag_comparison("ppo_ram_breakout.py", args, ["--ram-vars", ram_vars], [], ["--compile"])
     print(f"ratios training/raw: pixel {b / a:.3f}, RAM {d / c:.3f}; RAM/pixel training {d / b:.1f}x")

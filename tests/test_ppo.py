@@ -226,6 +226,22 @@ def test_pixel_resume_continues_the_run(pixel_run, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [pixel_run.name]  # no new run folder
 
 
+def test_pixel_channels_last_is_the_same_network(pixel_run, tmp_path):
+    """--channels-last (the default) only changes the weights' memory layout: a --no-channels-last run with the
+    same seed and budget ends with the same weights (up to float rounding) and the same checkpoint keys."""
+    runs = tmp_path / "runs"
+    run_script(PIXEL, "--env-id", ENV_ID, *TINY, "--save-interval", "2", "--runs-dir", runs, "--no-channels-last",
+               cwd=tmp_path)
+    plain, default = load_ckpt(only_run_dir(runs) / "checkpoint.pt"), load_ckpt(pixel_run / "checkpoint.pt")
+    assert (plain["args"]["channels_last"], default["args"]["channels_last"]) == (False, True)
+    assert default["state_dict"]["network.conv1.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert set(plain["state_dict"]) == set(default["state_dict"])
+    for key, weight in plain["state_dict"].items():
+        torch.testing.assert_close(default["state_dict"][key], weight, rtol=1e-3, atol=1e-4)
+    model = Agent(**default["model_kwargs"])
+    model.load_state_dict(default["state_dict"])  # a channels-last checkpoint loads into the plain model
+
+
 def test_pixel_greedy_eval_with_frame_cap_writes_eval_json(pixel_run, tmp_path):
     """3 games on 2 envs (a fixed quota per env), greedy, cut at 400 frames (a stuck policy terminates)."""
     shutil.copy(pixel_run / "checkpoint.pt", tmp_path / "checkpoint.pt")
