@@ -89,7 +89,7 @@ class Args:
     compile: bool = False
     """compile the agent's two forward calls with torch.compile (off: CPU compile takes ~40 s, see bench/README.md)"""
     channels_last: bool = True
-    """keep the CNN's weights channels-last (NHWC): the same network, a ~1.3x faster PPO update on CPU (bench/README.md)"""
+    """keep the CNN's weights channels-last (NHWC): the same network, a 13-17% faster PPO update on CPU (bench/README.md)"""
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
