@@ -15,7 +15,9 @@ selection, PPO update, logging + checkpoints) as the script itself prints it at 
 The machine (CPU model, cores, load, torch device) is printed first: on shared cores the figures move
 with the load. Not a timed test; the environments are built by the training scripts' own `make_envs`.
 """
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -54,6 +56,23 @@ class Args:
     """(e): also compare `--channels-last` (pixel) and `--compile` (both agents) with their off setting"""
     flag_iterations: int = 6
     """iterations of each (e) run; the first 2 (where torch.compile compiles) are not timed"""
+
+
+def parse_args():
+    """tyro.cli, with tyro's boxed error message squeezed into one `error:` line (as the training scripts do)."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            args = tyro.cli(Args)
+    except SystemExit as e:
+        if e.code in (0, None):
+            raise
+        lines = [l.strip(" │╭╮╰╯─┃━") for l in captured.getvalue().splitlines()]
+        lines = [l for l in lines if l and not l.startswith(("For full helptext", "Argument helptext"))]
+        sys.exit("error: bad command line: " + (lines[1] if len(lines) > 1 else " ".join(lines) or "see --help"))
+    if args.flags and args.flag_iterations < 3:
+        sys.exit("error: --flag-iterations must be >= 3 (iterations 1-2 are not timed)")
+    return args
 
 
 def load_script(name):
@@ -129,7 +148,7 @@ def flag_comparison(script, args, extra, off, on):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = parse_args()
     import ale_py
     import gymnasium as gym
 
