@@ -47,7 +47,7 @@ import sys
 import time
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Optional
+from typing import Literal, Optional
 
 import ale_py
 import gymnasium as gym
@@ -83,9 +83,12 @@ class Args:
     resume: Optional[str] = None
     """continue the run of this checkpoint.pt in its own folder; its saved args are the defaults"""
     env_threads: int = 0
-    """threads of the C++ vector env (0: min(num_envs, CPU cores))"""
+    """threads of the C++ vector env (0: min(num_envs, usable CPU cores))"""
     torch_threads: int = 0
-    """torch CPU threads (0: half the CPU cores, at least 1; on 2 shared cores 2 threads ran 3-4x slower than 1)"""
+    """torch CPU threads (0: all usable CPU cores; on a quiet 2-core EPYC 2 threads trained faster than 1, see bench/README.md)"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """CNN trunk precision: bf16 autocast (heads, log-probs, ratio, losses and Adam stay fp32); auto: bf16 where the
+    CUDA GPU or the CPU (AVX512-BF16 / AMX) supports it, else fp32. Checkpoints are fp32 either way"""
     compile: bool = False
     """compile the agent's two forward calls with torch.compile (off: CPU compile takes ~40 s, see bench/README.md)"""
     channels_last: bool = True
@@ -219,7 +222,7 @@ def make_envs(env_id, num_envs, num_threads, max_frames=None, noop_max=30):
     envs = AtariVectorEnv(
         game=game_from_env_id(env_id),
         num_envs=num_envs,
-        num_threads=num_threads if num_threads > 0 else min(num_envs, os.cpu_count() or 1),
+        num_threads=num_threads if num_threads > 0 else min(num_envs, usable_cores()),
         repeat_action_probability=repeat_action_probability,
         max_num_frames_per_episode=max_frames or default_max_frames,
         full_action_space=False,
@@ -260,12 +263,19 @@ class Agent(nn.Module):
         ]))
         self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1)
+        self.trunk_dtype = None  # torch.bfloat16: `network` runs under autocast (--precision); not saved
+
+    def hidden(self, x):
+        """(B, 4, 84, 84) uint8 frames -> (B, 512) float32 features of `network` (in trunk_dtype when set)."""
+        with torch.autocast(x.device.type, dtype=self.trunk_dtype or torch.bfloat16, enabled=self.trunk_dtype is not None):
+            # uint8 -> bf16 directly: the same values as (x.float() / 255) cast to bf16, half the memory traffic
+            return self.network(x.to(self.trunk_dtype or torch.float32) / 255.0).float()
 
     def get_value(self, x):
-        return self.critic(self.network(x.float() / 255.0))
+        return self.critic(self.hidden(x))
 
     def get_action_and_value(self, x, action=None):
-        hidden = self.network(x.float() / 255.0)
+        hidden = self.hidden(x)
         logits = self.actor(hidden)
         probs = Categorical(logits=logits)
         if action is None:
@@ -321,6 +331,28 @@ def machine_description(device):
             cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
     text = f"{platform.node()}: {cpu}, {os.cpu_count()} cores"
     return text + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ", no GPU used")
+
+
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_precision(precision, device):
+    """--precision -> the trunk's autocast dtype (None: fp32). bf16 only where the hardware does it natively:
+    emulated bf16 (a CPU without AVX512-BF16 or AMX) is slower than fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        flags = ""
+        with contextlib.suppress(OSError):
+            with open("/proc/cpuinfo") as f:
+                flags = next((l for l in f if l.startswith("flags")), "")
+        native = " avx512_bf16" in flags or " amx_bf16" in flags
+    if precision == "bf16" and not native:
+        fail(f"--precision bf16: this {device.type.upper()} has no native bf16 (use --precision auto or fp32)")
+    return torch.bfloat16 if native else None
 
 
 def format_seconds(s):
@@ -393,6 +425,7 @@ if __name__ == "__main__":
         ckpt = load_checkpoint(ckpt_path)
         saved = {f.name: ckpt["args"][f.name] for f in fields(Args) if f.name in ckpt["args"]}
         saved.update(resume=None, eval_checkpoint=None)
+        saved.setdefault("precision", "fp32")  # runs saved before --precision existed trained in fp32
         args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
         if args.env_id != ckpt["env_id"]:
             fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
@@ -410,9 +443,10 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.torch_threads if args.torch_threads > 0 else max(1, (os.cpu_count() or 1) // 2))
+    torch.set_num_threads(args.torch_threads if args.torch_threads > 0 else usable_cores())
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    trunk_dtype = resolve_precision(args.precision, device)
 
     if args.eval_checkpoint:
         evaluate(args, ckpt, args.eval_checkpoint, device)
@@ -442,15 +476,23 @@ if __name__ == "__main__":
         fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     machine = machine_description(device)
+    repeat_action_probability, max_frames = env_settings(args.env_id)
+    env_config = {"repeat_action_probability": repeat_action_probability, "frameskip": 4,
+                  "max_num_frames_per_episode": max_frames, "noop_max": 30, "full_action_space": False}
+    runtime = {"precision": "bf16" if trunk_dtype is not None else "fp32", "torch_threads": torch.get_num_threads(),
+               "env_threads": args.env_threads or min(args.num_envs, usable_cores()), "torch": torch.__version__,
+               "ale_py": ale_py.__version__}
 
     # env setup
     envs, reset_action = make_envs(args.env_id, args.num_envs, args.env_threads)
     n_actions = int(envs.single_action_space.n)
 
     agent = Agent(n_actions=n_actions, in_channels=4).to(device)
+    agent.trunk_dtype = trunk_dtype
     if args.channels_last:  # before the optimizer takes the parameters; checkpoints load into either layout
         agent = agent.to(memory_format=torch.channels_last)
-    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # fused Adam: one kernel for all parameters, the same update rule (~2 ms of ~60 ms per CPU minibatch step)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=device.type in ("cpu", "cuda"))
     if ckpt is not None:
         if ckpt["model_kwargs"] != {"n_actions": n_actions, "in_channels": 4}:
             fail(f"checkpoint '{args.resume}' has model_kwargs {ckpt['model_kwargs']}, this env needs n_actions={n_actions}")
@@ -479,7 +521,7 @@ if __name__ == "__main__":
             "format": "memory-pixel-interp/run", "version": 1, "agent": AGENT_KIND, "env_id": args.env_id,
             "seed": args.seed, "run_name": run_name, "args": asdict(args), "device": device.type, "machine": machine,
             "status": status, "global_step": int(global_step), "wall_seconds": wall_before + time.time() - run_start,
-            "ram_vars": None})
+            "ram_vars": None, "env_settings": env_config, "runtime": runtime})
 
     def save_checkpoint(status):
         checkpoint = {
@@ -488,7 +530,7 @@ if __name__ == "__main__":
             "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
             "optimizer": optimizer.state_dict(), "global_step": int(global_step), "iteration": int(iteration_done),
             "args": asdict(args), "run_name": run_name, "wall_seconds": wall_before + time.time() - run_start,
-            "ram_indices": None, "ram_vars": None, "rng": rng_state()}
+            "ram_indices": None, "ram_vars": None, "rng": rng_state(), "env_settings": env_config}
         write_atomic(checkpoint_path, lambda f: torch.save(checkpoint, f))
         write_run_json(status)
 

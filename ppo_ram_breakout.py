@@ -47,6 +47,7 @@ CleanRL's wandb / video flags are left out. Bad input ends with one line `error:
 code 2; Ctrl-C (or SIGTERM) saves and exits 130.
 """
 import contextlib
+import functools
 import io
 import json
 import os
@@ -93,10 +94,13 @@ class Args:
     """continue the run of this checkpoint.pt in its own folder; its saved args are the defaults"""
     ram_vars: Optional[str] = None
     """the RAM-variable file (FORMATS.md section 1); default `ram_vars/<env-id>.json`"""
+    env_processes: int = 0
+    """processes that step the envs at once, each a slice of them (this one included; 0: min(num_envs, usable CPU
+    cores); 1: all in this process). The same games step for step whatever the number (bench/README.md: the gain)"""
     async_envs: bool = False
-    """step the envs in subprocesses (gymnasium AsyncVectorEnv) instead of in this process"""
+    """step the envs with gymnasium's AsyncVectorEnv (a process per env) instead; slower than --env-processes here"""
     torch_threads: int = 0
-    """torch CPU threads (0: half the CPU cores, at least 1; on 2 shared cores 2 threads ran 3-4x slower than 1)"""
+    """torch CPU threads (0: the usable CPU cores left by the env processes, at least 1; bench/README.md)"""
     compile: bool = False
     """compile the agent's two forward calls with torch.compile (off: CPU compile takes ~40 s, see bench/README.md)"""
 
@@ -309,10 +313,86 @@ class AtariRamEnv(gym.Env):
         self.env.close()
 
 
-def make_envs(env_id, num_envs, ram_indices, async_envs, max_frames=None, noop_max=30):
-    """gymnasium vector env of AtariRamEnv, NEXT_STEP autoreset (as the pixel agent's AtariVectorEnv)."""
-    env_fns = [lambda: AtariRamEnv(env_id, ram_indices, max_frames, noop_max=noop_max) for _ in range(num_envs)]
-    if async_envs:
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _slice_worker(conn, make_slice):
+    """Body of a SplitVectorEnv worker process: serve reset / step / close calls on its own slice of envs."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the parent process handles Ctrl-C / SIGTERM, then closes us
+        signal.signal(sig, signal.SIG_IGN)
+    envs = make_slice()
+    while True:
+        command, data = conn.recv()
+        if command == "close":
+            envs.close()
+            conn.close()
+            return
+        conn.send(envs.reset(seed=data) if command == "reset" else envs.step(data))
+
+
+class SplitVectorEnv:
+    """`num_envs` envs in `processes` contiguous slices, stepped at the same time: this process steps the first
+    slice and each spawned worker process one other, every slice a gymnasium SyncVectorEnv (NEXT_STEP autoreset).
+    Slice k is seeded with seed + (its first env index), so observations, rewards and infos are exactly those of
+    one SyncVectorEnv over all envs, seeded with seed: only the wall time differs. One pipe message per slice and
+    step, where gymnasium's AsyncVectorEnv sends one per env (its pipes cost more than the emulation on 2 cores)."""
+
+    def __init__(self, env_fns, processes):
+        import multiprocessing
+        bounds = np.linspace(0, len(env_fns), processes + 1).astype(int)
+        self.starts = bounds[:-1]
+        self.local = gym.vector.SyncVectorEnv(env_fns[: bounds[1]], autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        self.num_envs = len(env_fns)
+        self.single_observation_space, self.single_action_space = self.local.single_observation_space, self.local.single_action_space
+        self.conns, self.workers = [], []
+        context = multiprocessing.get_context("spawn")  # no fork of a process that has torch threads running
+        for k in range(1, processes):
+            fns = env_fns[bounds[k]: bounds[k + 1]]
+            parent, child = context.Pipe()
+            worker = context.Process(target=_slice_worker, daemon=True, args=(
+                child, functools.partial(gym.vector.SyncVectorEnv, fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)))
+            worker.start()
+            child.close()
+            self.conns.append(parent)
+            self.workers.append(worker)
+
+    @staticmethod
+    def merge(parts):
+        """Concatenate the slices' (obs, reward, terminated, truncated, infos), or (obs, infos) of a reset."""
+        *arrays, infos = zip(*parts)
+        merged = {key: np.concatenate([info[key] for info in infos]) for key in infos[0]}
+        return (*[np.concatenate(a) for a in arrays], merged)
+
+    def reset(self, seed=None):
+        for conn, start in zip(self.conns, self.starts[1:]):
+            conn.send(("reset", None if seed is None else seed + int(start)))
+        return self.merge([self.local.reset(seed=seed)] + [conn.recv() for conn in self.conns])
+
+    def step(self, actions):
+        for conn, start, end in zip(self.conns, self.starts[1:], [*self.starts[2:], self.num_envs]):
+            conn.send(("step", actions[start:end]))
+        return self.merge([self.local.step(actions[: self.starts[1] if self.conns else None])] + [conn.recv() for conn in self.conns])
+
+    def get_attr(self, name):
+        return self.local.get_attr(name)
+
+    def close(self):
+        for conn in self.conns:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                conn.send(("close", None))
+        for worker in self.workers:
+            worker.join(timeout=5)
+        self.local.close()
+
+
+def make_envs(env_id, num_envs, ram_indices, async_envs, max_frames=None, noop_max=30, processes=1):
+    """Vector env of AtariRamEnv, NEXT_STEP autoreset (as the pixel agent's AtariVectorEnv): a SplitVectorEnv over
+    `processes` processes (1: gymnasium's SyncVectorEnv), or gymnasium's AsyncVectorEnv with `async_envs`."""
+    env_fns = [functools.partial(AtariRamEnv, env_id, ram_indices, max_frames, noop_max=noop_max) for _ in range(num_envs)]
+    if processes > 1 and not async_envs:
+        envs = SplitVectorEnv(env_fns, min(processes, num_envs))
+    elif async_envs:
         # the workers ignore Ctrl-C and SIGTERM (sent to the whole process group); this process saves
         handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         envs = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
@@ -422,7 +502,8 @@ def evaluate(args, ckpt, ckpt_path, device):
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
     n_envs = max(1, min(args.eval_episodes, args.eval_num_envs))
-    envs, reset_action = make_envs(args.env_id, n_envs, ckpt["ram_indices"], args.async_envs, max_frames=args.eval_max_frames)
+    envs, reset_action = make_envs(args.env_id, n_envs, ckpt["ram_indices"], args.async_envs, max_frames=args.eval_max_frames,
+                                   processes=args.env_processes or min(n_envs, usable_cores()))
     # a fixed number of games per env (not the first N to end, which would favour short games)
     quota = np.array([args.eval_episodes // n_envs + (i < args.eval_episodes % n_envs) for i in range(n_envs)])
     played = np.zeros(n_envs, dtype=int)
@@ -507,7 +588,9 @@ if __name__ == "__main__":
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(args.torch_threads if args.torch_threads > 0 else max(1, (os.cpu_count() or 1) // 2))
+    env_processes = args.env_processes or min(args.num_envs if not args.eval_checkpoint else args.eval_num_envs, usable_cores())
+    # the MLP is small: torch threads beyond the cores the env processes leave free only compete with emulation
+    torch.set_num_threads(args.torch_threads if args.torch_threads > 0 else max(1, usable_cores() - env_processes + 1))
 
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
@@ -539,9 +622,15 @@ if __name__ == "__main__":
         fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     machine = machine_description(device)
+    repeat_action_probability, max_frames = env_settings(args.env_id)
+    env_config = {"repeat_action_probability": repeat_action_probability, "frameskip": 4,
+                  "max_num_frames_per_episode": max_frames, "noop_max": 30, "full_action_space": False}
+    runtime = {"precision": "fp32", "torch_threads": torch.get_num_threads(),
+               "env_processes": 1 if args.async_envs else min(env_processes, args.num_envs),
+               "async_envs": args.async_envs, "torch": torch.__version__, "ale_py": ale_py.__version__}
 
     # env setup
-    envs, reset_action = make_envs(args.env_id, args.num_envs, ram_indices, args.async_envs)
+    envs, reset_action = make_envs(args.env_id, args.num_envs, ram_indices, args.async_envs, processes=env_processes)
     n_actions = int(envs.single_action_space.n)
     model_kwargs = {"n_actions": n_actions, "n_ram": len(ram_indices), "hidden": 256}
 
@@ -575,7 +664,7 @@ if __name__ == "__main__":
             "format": "memory-pixel-interp/run", "version": 1, "agent": AGENT_KIND, "env_id": args.env_id,
             "seed": args.seed, "run_name": run_name, "args": asdict(args), "device": device.type, "machine": machine,
             "status": status, "global_step": int(global_step), "wall_seconds": wall_before + time.time() - run_start,
-            "ram_vars": args.ram_vars})
+            "ram_vars": args.ram_vars, "env_settings": env_config, "runtime": runtime})
 
     def save_checkpoint(status):
         checkpoint = {
@@ -584,7 +673,7 @@ if __name__ == "__main__":
             "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
             "optimizer": optimizer.state_dict(), "global_step": int(global_step), "iteration": int(iteration_done),
             "args": asdict(args), "run_name": run_name, "wall_seconds": wall_before + time.time() - run_start,
-            "ram_indices": list(ram_indices), "ram_vars": ram_vars, "rng": rng_state()}
+            "ram_indices": list(ram_indices), "ram_vars": ram_vars, "rng": rng_state(), "env_settings": env_config}
         write_atomic(checkpoint_path, lambda f: torch.save(checkpoint, f))
         write_run_json(status)
 

@@ -1,22 +1,25 @@
-"""Throughput of the two PPO agents against their raw environments, on the machine it runs on.
+"""Throughput of the two PPO agents against their raw environments, and the measured gain of each speed flag.
 
-    python bench/bench_throughput.py                      # about 1-2 minutes on 2 CPU cores
-    python bench/bench_throughput.py --flags              # + (e): --channels-last and --compile, ~8 more minutes
+    python bench/bench_throughput.py                      # about 5 minutes on 2 CPU cores (2 rounds)
+    python bench/bench_throughput.py --rounds 1 --compile # + --compile, one round
 
 Prints agent steps per second (one step = one agent decision in one env = 4 emulator frames) of
   (a) the raw AtariVectorEnv with random actions (the pixel agent's env, same settings and num_envs),
-  (b) ppo_pixel_breakout.py training (its own SPS: global steps / training seconds, updates included),
-  (c) the raw gymnasium RAM vector env with random actions (the memory agent's env, all 128 bytes),
-  (d) ppo_ram_breakout.py training,
-  (e) with --flags: the pixel agent's --channels-last and both agents' --compile, each against its off setting,
-      as the median update and inference seconds per iteration (from the runs' perf/* TensorBoard tags),
-the ratios training / raw, and each training script's time split (emulation, inference / action
-selection, PPO update, logging + checkpoints) as the script itself prints it at the end of a run.
-The machine (CPU model, cores, load, torch device) is printed first: on shared cores the figures move
-with the load. Not a timed test; the environments are built by the training scripts' own `make_envs`.
+  (b) ppo_pixel_breakout.py training at its defaults, and with each speed setting turned off
+      (--precision fp32, --no-channels-last, --torch-threads 1): default / off is that setting's gain,
+  (c) the raw RAM vector env with random actions (the memory agent's env, all 128 bytes), with the envs
+      in one process and split over --env-processes,
+  (d) ppo_ram_breakout.py training at its defaults, and with --env-processes 1 (its speed setting) turned off,
+the ratios training / raw, and each default run's time split (emulation, inference / action selection,
+PPO update, logging + checkpoints) as the script itself prints it at the end of a run.
+Runs are interleaved (A B C ... A B C ...) over --rounds rounds and medians are printed, so a load change
+hits every setting alike. The SPS of a training run is its last iteration's (global steps / seconds since
+start, the first iteration included, as CleanRL's `charts/SPS`). The machine (CPU model, cores, load, torch
+device) is printed first: measure on a quiet machine (load average < 0.3); the bench warns otherwise.
+Not a timed test; the environments are built by the training scripts' own `make_envs`.
 """
 import contextlib
-import importlib.util
+import importlib
 import io
 import json
 import os
@@ -42,20 +45,19 @@ class Args:
     """the ALE id to measure"""
     num_envs: int = 8
     """parallel envs, raw and in training (the scripts' default)"""
-    raw_seconds: float = 10.0
-    """how long to step each raw env with random actions"""
-    pixel_steps: int = 2048
-    """training budget of the pixel run (global steps; 2 iterations of 8 x 128)"""
-    ram_steps: int = 4096
-    """training budget of the RAM run (global steps; 4 iterations of 8 x 128)"""
+    raw_seconds: float = 8.0
+    """how long to step each raw env with random actions, per round"""
+    pixel_steps: int = 8192
+    """training budget of each pixel run (global steps; 8 iterations of 8 x 128)"""
+    ram_steps: int = 16384
+    """training budget of each RAM run (global steps; 16 iterations of 8 x 128)"""
     ram_vars: str = ""
-    """RAM-variable file for the RAM run (default: a temporary one selecting all 128 bytes)"""
-    torch_threads: int = 0
-    """passed to both training scripts (0: their default)"""
-    flags: bool = False
-    """(e): also compare `--channels-last` (pixel) and `--compile` (both agents) with their off setting"""
-    flag_iterations: int = 6
-    """iterations of each (e) run; the first 2 (where torch.compile compiles) are not timed"""
+    """RAM-variable file for the RAM runs (default: a temporary one selecting all 128 bytes)"""
+    rounds: int = 2
+    """interleaved rounds; each figure is the median over rounds"""
+    compile: bool = False
+    """also time --compile (both agents) against the default, as the median update and inference seconds per
+    iteration over iterations 3.. (torch.compile compiles in iterations 1-2)"""
 
 
 def parse_args():
@@ -70,16 +72,18 @@ def parse_args():
         lines = [l.strip(" │╭╮╰╯─┃━") for l in captured.getvalue().splitlines()]
         lines = [l for l in lines if l and not l.startswith(("For full helptext", "Argument helptext"))]
         sys.exit("error: bad command line: " + (lines[1] if len(lines) > 1 else " ".join(lines) or "see --help"))
-    if args.flags and args.flag_iterations < 3:
-        sys.exit("error: --flag-iterations must be >= 3 (iterations 1-2 are not timed)")
+    if args.rounds < 1 or args.raw_seconds <= 0 or args.num_envs < 1:
+        sys.exit("error: --rounds and --num-envs must be >= 1, --raw-seconds > 0")
+    if args.pixel_steps < 4 * 128 * args.num_envs or args.ram_steps < 4 * 128 * args.num_envs:
+        sys.exit("error: --pixel-steps and --ram-steps must cover at least 4 iterations (4 x 128 x num_envs)")
     return args
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name[:-3], ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # imported by its own name from the project folder, so that processes it spawns can import it too
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(name[:-3])
 
 
 def machine():
@@ -88,8 +92,15 @@ def machine():
         with open("/proc/cpuinfo") as f:
             cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
     device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return f"{cpu}, {os.cpu_count()} cores, load average {load}; torch {torch.__version__} on {device}"
+
+
+def check_quiet():
+    """Warn when the machine is busy: figures taken beside other work have misled before."""
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] >= 0.3:
+        print(f"warning: load average {os.getloadavg()[0]:.2f} >= 0.3: other work shares the cores; figures are low "
+              f"and noisy", flush=True)
 
 
 def raw_sps(envs, reset_action, seconds, life_loss_key=None):
@@ -115,8 +126,7 @@ def train_sps(script, args, budget, extra):
 
     with tempfile.TemporaryDirectory() as runs:
         cmd = [sys.executable, str(ROOT / script), "--env-id", args.env_id, "--num-envs", str(args.num_envs),
-               "--total-timesteps", str(budget), "--save-interval", "1000000", "--runs-dir", runs,
-               "--torch-threads", str(args.torch_threads), *extra]
+               "--total-timesteps", str(budget), "--save-interval", "1000000", "--runs-dir", runs, *extra]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         wall = time.perf_counter() - start
@@ -131,20 +141,40 @@ def train_sps(script, args, budget, extra):
     return sps, split[len("time split: "):], wall, perf
 
 
-def flag_comparison(script, args, extra, off, on):
-    """Train `script` with the flags `off`, then `on` (same seed and budget, args.flag_iterations iterations each);
-    print the median seconds per iteration of the update and of inference over iterations 3.. (the first two
-    hold torch.compile's compilation), and each whole run's wall time."""
-    budget = args.flag_iterations * args.num_envs * 128
+def interleaved(settings, rounds, measure):
+    """{name: [result of round 1, 2, ...]}: every setting once per round, in order, round after round."""
+    results = {name: [] for name in settings}
+    for _ in range(rounds):
+        for name, extra in settings.items():
+            results[name].append(measure(extra))
+    return results
+
+
+def median(values):
+    return float(np.median(values))
+
+
+def print_settings(label, results, default, raw):
+    base = median([r[0] for r in results[default]])
+    for name, runs in results.items():
+        sps = median([r[0] for r in runs])
+        gain = "" if name == default else f"; the setting's gain {base / sps:.2f}x"
+        print(f"    {label} {name:<28} {sps:7,.0f} SPS (runs: {', '.join(f'{r[0]:,}' for r in runs)}) = {sps / raw:.1%} of raw{gain}",
+              flush=True)
+    print(f"      time split of the default ({default}), last round: {results[default][-1][1]}", flush=True)
+    return base
+
+
+def compile_comparison(script, args, extra):
+    """Median update and inference seconds per iteration over iterations 3.., eager vs --compile."""
     runs = []
-    for flags in (off, on):
-        _, _, wall, perf = train_sps(script, args, budget, extra + flags)
+    for flags in ([], ["--compile"]):
+        _, _, wall, perf = train_sps(script, args, 6 * args.num_envs * 128, extra + flags)
         runs.append({k: float(np.median(perf[k][2:])) for k in ("update", "inference")} | {"wall": wall})
     a, b = runs
-    print(f"    {script} {' '.join(off) or '(default)'} -> {' '.join(on)}, median s/iteration over iterations "
-          f"3-{args.flag_iterations}: update {a['update']:.2f} -> {b['update']:.2f} (x{a['update'] / b['update']:.2f} "
-          f"faster), inference {a['inference']:.2f} -> {b['inference']:.2f} (x{a['inference'] / b['inference']:.2f}); "
-          f"whole run with start-up {a['wall']:.0f}s -> {b['wall']:.0f}s", flush=True)
+    print(f"    {script} --compile: update {a['update']:.2f} -> {b['update']:.2f} s/iteration (x{a['update'] / b['update']:.2f}),"
+          f" inference {a['inference']:.2f} -> {b['inference']:.2f} (x{a['inference'] / b['inference']:.2f}); whole run with "
+          f"start-up {a['wall']:.0f}s -> {b['wall']:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
@@ -154,21 +184,26 @@ if __name__ == "__main__":
 
     gym.register_envs(ale_py)
     print(f"machine: {machine()}", flush=True)
+    check_quiet()
     pixel, ram = load_script("ppo_pixel_breakout.py"), load_script("ppo_ram_breakout.py")
+    cores = pixel.usable_cores()
 
-    envs, reset_action = pixel.make_envs(args.env_id, args.num_envs, 0)
-    a = raw_sps(envs, reset_action, args.raw_seconds)
-    envs.close()
-    print(f"(a) raw AtariVectorEnv, {args.num_envs} envs, random actions: {a:,.0f} agent steps/s", flush=True)
+    def raw_pixel(_):
+        envs, reset_action = pixel.make_envs(args.env_id, args.num_envs, 0)
+        try:
+            return raw_sps(envs, reset_action, args.raw_seconds)
+        finally:
+            envs.close()
 
-    b, b_split, b_wall, _ = train_sps("ppo_pixel_breakout.py", args, args.pixel_steps, [])
-    print(f"(b) ppo_pixel_breakout.py training ({args.pixel_steps} steps, {b_wall:.0f}s with start-up): {b:,} SPS"
-          f" = {b / a:.1%} of raw\n      time split: {b_split}", flush=True)
+    a = median(interleaved({"": None}, args.rounds, raw_pixel)[""])
+    print(f"(a) raw AtariVectorEnv, {args.num_envs} envs, {min(args.num_envs, cores)} threads, random actions: "
+          f"{a:,.0f} agent steps/s", flush=True)
 
-    envs, reset_action = ram.make_envs(args.env_id, args.num_envs, list(range(128)), False)
-    c = raw_sps(envs, reset_action, args.raw_seconds, life_loss_key="life_loss")
-    envs.close()
-    print(f"(c) raw RAM SyncVectorEnv, {args.num_envs} envs, random actions: {c:,.0f} agent steps/s", flush=True)
+    pixel_settings = {"defaults": [], "--precision fp32": ["--precision", "fp32"],
+                      "--no-channels-last": ["--no-channels-last"], "--torch-threads 1": ["--torch-threads", "1"]}
+    results = interleaved(pixel_settings, args.rounds, lambda extra: train_sps("ppo_pixel_breakout.py", args, args.pixel_steps, extra)[:2])
+    print(f"(b) ppo_pixel_breakout.py training, {args.pixel_steps} steps per run, median of {args.rounds}:", flush=True)
+    b = print_settings("pixel", results, "defaults", a)
 
     with tempfile.TemporaryDirectory() as tmp:
         ram_vars = args.ram_vars
@@ -178,12 +213,28 @@ if __name__ == "__main__":
                 json.dump({"format": "memory-pixel-interp/ram-vars", "version": 1, "env_id": args.env_id,
                            "game": ram.game_from_env_id(args.env_id), "selected": list(range(128)),
                            "excluded": {}, "selection_rule": "all 128 bytes (bench_throughput.py)"}, f)
-        d, d_split, d_wall, _ = train_sps("ppo_ram_breakout.py", args, args.ram_steps, ["--ram-vars", ram_vars])
-        print(f"(d) ppo_ram_breakout.py training ({args.ram_steps} steps, {d_wall:.0f}s with start-up): {d:,} SPS"
-              f" = {d / c:.1%} of raw\n      time split: {d_split}", flush=True)
-        if args.flags:
-            print("(e) speed flags, each against its off setting (same seed and budget):", flush=True)
-            flag_comparison("ppo_pixel_breakout.py", args, [], ["--no-channels-last"], ["--channels-last"])
-            flag_comparison("ppo_pixel_breakout.py", args, [], [], ["--compile"])
-            flag_comparison("ppo_ram_breakout.py", args, ["--ram-vars", ram_vars], [], ["--compile"])
-    print(f"ratios training/raw: pixel {b / a:.3f}, RAM {d / c:.3f}; RAM/pixel training {d / b:.1f}x")
+
+        def raw_ram(processes):
+            envs, reset_action = ram.make_envs(args.env_id, args.num_envs, list(range(128)), False, processes=processes)
+            try:
+                return raw_sps(envs, reset_action, args.raw_seconds, life_loss_key="life_loss")
+            finally:
+                envs.close()
+
+        split = min(args.num_envs, cores)
+        raws = interleaved({1: 1, split: split}, args.rounds, raw_ram)
+        c1, c = median(raws[1]), median(raws[split])
+        print(f"(c) raw RAM vector env, {args.num_envs} envs, random actions: {c1:,.0f} agent steps/s in one process, "
+              f"{c:,.0f} split over {split} processes (x{c / c1:.2f})", flush=True)
+
+        ram_settings = {"defaults": [], "--env-processes 1": ["--env-processes", "1"]}
+        results = interleaved(ram_settings, args.rounds,
+                              lambda extra: train_sps("ppo_ram_breakout.py", args, args.ram_steps, ["--ram-vars", ram_vars, *extra])[:2])
+        print(f"(d) ppo_ram_breakout.py training, {args.ram_steps} steps per run, median of {args.rounds}:", flush=True)
+        d = print_settings("RAM", results, "defaults", c)
+        if args.compile:
+            print("(e) --compile against eager (same seed and budget):", flush=True)
+            compile_comparison("ppo_pixel_breakout.py", args, [])
+            compile_comparison("ppo_ram_breakout.py", args, ["--ram-vars", ram_vars])
+    check_quiet()
+    print(f"ratios training/raw at the defaults: pixel {b / a:.3f}, RAM {d / c:.3f}; RAM/pixel training {d / b:.1f}x")

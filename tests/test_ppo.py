@@ -5,7 +5,7 @@ docs/FORMATS.md: TensorBoard tags, checkpoint.pt (rebuilt with the contract's mo
 run.json, eval.json; resume, Ctrl-C, and bad input (one `error:` line, nothing on disk changed).
 """
 import hashlib
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -81,10 +81,10 @@ class RamAgent(nn.Module):
 # ---- helpers
 def load_script(name):
     """Import a training script as a module (its main part is under `if __name__ == "__main__"`)."""
-    spec = importlib.util.spec_from_file_location(name[:-3], ROOT / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # imported by its own name from the project folder, so that processes it spawns can import it too
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module(name[:-3])
 
 
 def digest(path):
