@@ -29,11 +29,21 @@ Environment semantics (FORMATS.md section 4; identical, step for step, in ppo_ra
     truncated games (cut 108,000 frames after the end of their reset, the gymnasium ids' limit);
   * sticky actions as the gymnasium id says (`*NoFrameskip-v4`: 0.0, `ALE/*-v5`: 0.25); minimal action set.
 
+Speed (none of it changes the algorithm; gains measured by bench/bench_throughput.py, figures in bench/README.md):
+  * `--precision auto` (default): the CNN trunk (`network`) runs under bf16 autocast where the hardware has
+    native bf16 (CUDA, or a CPU with AVX512-BF16 / AMX); the heads, log-probs, ratio, losses, gradients and Adam
+    stay fp32, and checkpoints are fp32. `--precision fp32` turns it off;
+  * torch uses all usable cores (`--torch-threads`); on cores shared with other busy processes use
+    `--torch-threads 1`: threads of one parallel region then wait for each other's time slices (measured 11 SPS
+    with 2 threads against 81 with 1 beside a training run on 2 cores);
+  * channels-last CNN weights (`--channels-last`, default), fused Adam, uint8 frames until the network.
+
 Beyond CleanRL: checkpoints (`--save-interval`, at the end, on Ctrl-C or SIGTERM), `--resume`, an evaluation
 mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`, `--eval-max-frames`,
-`--eval-num-envs`), `--runs-dir`, `--env-threads`, `--torch-threads`, `--compile`, `--channels-last`,
-run.json, `perf/*` timing tags (emulation / inference / update / logging seconds per iteration, also printed
-as a split at the end). CleanRL's wandb / video flags are left out.
+`--eval-num-envs`), `--runs-dir`, `--env-threads`, `--torch-threads`, `--precision`, `--compile`,
+`--channels-last`, run.json (with the env settings and the precision / threads used), `perf/*` timing tags
+(emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
+CleanRL's wandb / video flags are left out.
 Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C (or SIGTERM) saves and exits 130.
 """
 import contextlib

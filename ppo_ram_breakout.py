@@ -34,15 +34,18 @@ those of the pixel agent's `AtariVectorEnv(life_loss_info=True, reward_clipping=
     its length in emulator frames `charts/episodic_length`; games are cut (truncated) 108,000 frames after
     the reset (counted from the end of the reset, as AtariVectorEnv counts).
 
-The envs are vectorised with gymnasium's SyncVectorEnv (default; measured faster than AsyncVectorEnv on 2
-cores, where the emulator step is a fraction of a millisecond and the pipes cost more) or AsyncVectorEnv
-(`--async-envs`).
+The envs are vectorised by `SplitVectorEnv` (below): `--env-processes` slices of gymnasium SyncVectorEnvs
+stepped at the same time, this process stepping the first slice (default: as many slices as usable cores;
+1: one SyncVectorEnv). The games are the same step for step whatever the number; emulation, which bounds this
+agent on a CPU, runs on every core (raw env x1.51 on 2 cores, training x1.09: bench/README.md). Torch then uses
+the cores the env processes leave (`--torch-threads`, at least 1). `--async-envs` uses gymnasium's
+AsyncVectorEnv instead (a process and a pipe message per env: no faster than one process on 2 cores).
 
 Beyond CleanRL: `--ram-vars`, checkpoints (`--save-interval`, at the end, on Ctrl-C or SIGTERM), `--resume`,
 an evaluation mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`,
-`--eval-max-frames`, `--eval-num-envs`), `--runs-dir`, `--async-envs`, `--torch-threads`, `--compile`,
-run.json, `perf/*` timing tags (emulation / inference / update / logging seconds per iteration, also printed
-as a split at the end).
+`--eval-max-frames`, `--eval-num-envs`), `--runs-dir`, `--env-processes`, `--async-envs`, `--torch-threads`,
+`--compile`, run.json (with the env settings and the processes / threads used), `perf/*` timing tags
+(emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
 CleanRL's wandb / video flags are left out. Bad input ends with one line `error: ...` on stderr and exit
 code 2; Ctrl-C (or SIGTERM) saves and exits 130.
 """
