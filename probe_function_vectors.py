@@ -14,7 +14,9 @@ Steps (README §Probe has the details and the .npz keys):
    `setRAM` before every emulated frame), emulating the 4 agent steps (16 frames) the pixel agent's 4-frame
    stack needs with the actions the agent took there. The value actually present at the end is recorded;
    samples whose variable did not change are dropped.
-3. Activations of every hooked layer for every sample (batched forward passes) -> activations.npz.
+3. Activations of every hooked layer for every sample (batched forward passes), all kept in memory for steps
+   4-5; activations.npz gets every sample's fc / head outputs and conv channel means, and the conv maps of the
+   unperturbed samples (`--save-maps all`: of every sample).
 4. Per variable and layer: difference-of-means direction (function vector), ridge probe scored on held-out
    base states (R^2, or accuracy / weighted F1 for categorical variables) against shuffled labels, and a
    causal test: add the vector at that layer to control samples and measure how far downstream layers, the
@@ -106,6 +108,10 @@ class Args:
     """emulator processes for the samples (1 = in this process; ale_py holds the GIL, so threads do not help)"""
     conv_dtype: Literal["float16", "float32"] = "float16"
     """dtype of the conv feature maps in activations.npz"""
+    save_maps: Literal["reference", "all"] = "reference"
+    """conv maps (act_relu1..3) and obs_last written to activations.npz: "reference" = only the unperturbed samples
+    (natural references and controls, rows map_rows), every sample's per-channel spatial mean in act_<layer>_mean
+    (Breakout, default budget: 229 MB); "all" = every sample's maps (897 MB). The analysis uses all of them either way"""
     seed: int = 1
     """seed of numpy, torch and the emulators"""
     cuda: bool = True
@@ -1093,6 +1099,11 @@ def main(args: Args):
                    "drawn": int((T["role"] == 2).sum()), "kept_draws": int(T["changed"].sum())},
         "timing": timing, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    # what is written (the analysis above used every sample's maps): conv maps and agent frames of every sample
+    # with --save-maps all, else of the unperturbed ones (the screens the units' natural spread comes from)
+    map_rows = np.arange(N) if args.save_maps == "all" else np.nonzero(T["role"] <= 1)[0]
+    map_rows = map_rows.astype(np.int32)
+    results["saved"] = {"maps": args.save_maps, "map_rows": int(len(map_rows)), "samples": N}
     arrays = {
         "layer_names": np.array([k for k, _ in LAYERS]), "layer_modules": np.array([m for _, m in LAYERS]),
         "var_index": np.array(keep, np.int16), "var_names": np.array(names),
@@ -1104,12 +1115,17 @@ def main(args: Args):
         "value_intended": T["intended"].astype(np.int16), "value_actual": T["actual"].astype(np.int16),
         "value_control": T["control_value"].astype(np.int16), "control_of": T["control_of"].astype(np.int32),
         "n_other_changed": T["n_other"].astype(np.int16), "screen_changed": S["screen_changed"],
-        "ram": S["ram"], "obs_last": S["obs_last"],
+        "ram": S["ram"], "obs_last": S["obs_last"][map_rows], "map_rows": map_rows,
         "base_ram": bases["ram"], "base_step": bases["step"].astype(np.int32), "base_actions": np.stack(bases["actions"]).astype(np.int8),
         "base_rgb": S["base_rgb"], "diff_raw": S["diff_raw"], "diff_obs": S["diff_obs"], "fv_delta": out["fv_delta"],
     }
     for k, _ in LAYERS:
-        arrays.update({f"act_{k}": S["acts"][k], f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
+        arrays.update({f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
+        if S["acts"][k].ndim == 4:  # conv: the maps of map_rows, the spatial mean of every sample
+            arrays[f"act_{k}"] = S["acts"][k][map_rows]
+            arrays[f"act_{k}_mean"] = S["acts"][k].mean((2, 3), dtype=np.float32)
+        else:
+            arrays[f"act_{k}"] = S["acts"][k]
     for k in HIDDEN:
         arrays[f"unit_corr_{k}"], arrays[f"unit_eta_{k}"] = out["unit_corr"][k], out["unit_eta"][k]
         arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]

@@ -110,8 +110,13 @@ def test_results_and_npz_contents(chain):
     N, V = len(z["sample_var"]), len(expected)
     H, W = screen_dims("breakout")
     assert N == res["counts"]["samples"]
-    shapes = {"act_relu1": (N, 32, 20, 20), "act_relu2": (N, 64, 9, 9), "act_relu3": (N, 64, 7, 7),
-              "act_relu_fc": (N, 512), "act_actor": (N, 4), "act_critic": (N,), "ram": (N, 128), "obs_last": (N, 84, 84),
+    # conv maps and agent frames of the unperturbed samples only (default --save-maps reference)
+    ref = np.nonzero(z["sample_role"] <= 1)[0]
+    M = len(ref)
+    assert z["map_rows"].tolist() == ref.tolist() and res["saved"] == {"maps": "reference", "map_rows": M, "samples": N}
+    shapes = {"act_relu1": (M, 32, 20, 20), "act_relu2": (M, 64, 9, 9), "act_relu3": (M, 64, 7, 7),
+              "act_relu1_mean": (N, 32), "act_relu2_mean": (N, 64), "act_relu3_mean": (N, 64),
+              "act_relu_fc": (N, 512), "act_actor": (N, 4), "act_critic": (N,), "ram": (N, 128), "obs_last": (M, 84, 84),
               "diff_raw": (V, H, W), "diff_obs": (V, 84, 84), "base_rgb": (6, H, W, 3), "base_ram": (6, 128),
               "fv_relu1": (V, 12800), "fv_relu_fc": (V, 512), "probe_w_relu3": (V, 3136), "unit_corr_relu_fc": (512, V),
               "unit_eta_relu2": (64, V), "unit_eta_relu_fc": (512, V), "unit_effect_relu1": (32, V),
@@ -119,6 +124,8 @@ def test_results_and_npz_contents(chain):
     for k, shape in shapes.items():
         assert z[k].shape == shape, (k, z[k].shape)
     assert z["act_relu1"].dtype == np.float16 and z["act_relu_fc"].dtype == np.float32 and z["ram"].dtype == np.uint8
+    for k in ("relu1", "relu2", "relu3"):  # the saved means are the means of the maps
+        assert np.allclose(z[f"act_{k}_mean"][ref], z[f"act_{k}"].astype(np.float32).mean((2, 3)), atol=1e-3)
     # every value is the one really present in RAM; kept draws changed the byte against their control
     var = z["sample_var"]
     rows = np.nonzero(var >= 0)[0]
@@ -193,6 +200,23 @@ def test_causal_test_machinery(chain):
                 assert gap > 0.95, (v["name"], k, c["oracle"])
                 seen += 1
     assert seen > 0
+
+
+def test_save_maps_all(chain, tmp_path):
+    """--save-maps all writes every sample's conv maps; same seed -> the same analysis and the same maps on
+    the rows the default file keeps."""
+    run_script("probe_function_vectors.py", *chain["inputs"], "--out-dir", tmp_path / "all", *TINY, "--include-vars",
+               *[str(i) for i in chain["include"]], "--save-maps", "all", "--no-report", cwd=chain["dir"])
+    z, ref = chain["npz"], chain["npz"]["map_rows"]
+    with np.load(tmp_path / "all" / "activations.npz") as full:
+        N = len(full["sample_var"])
+        assert full["map_rows"].tolist() == list(range(N)) and full["obs_last"].shape == (N, 84, 84)
+        for k in ("relu1", "relu2", "relu3"):
+            assert full[f"act_{k}"].shape[0] == N and np.array_equal(full[f"act_{k}"][ref], z[f"act_{k}"])
+            assert np.array_equal(full[f"act_{k}_mean"], z[f"act_{k}_mean"])
+        for k in ("fv_relu1", "unit_effect_relu2", "probe_w_relu_fc"):
+            assert np.array_equal(full[k], z[k]), k
+    assert (tmp_path / "all" / "activations.npz").stat().st_size > (chain["out"] / "activations.npz").stat().st_size
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
