@@ -851,7 +851,7 @@ def unscored_reason(drawn: int, kept: int, kept_train: int, kept_test: int, valu
     if kept == 0:
         return (f"not scored: 0 of {drawn} draws kept. The value was held (written before each of the 16 frames), "
                 "yet the byte ended at the control's value every time: the game recomputes it within each frame "
-                "(from another byte or the controller), so writing it cannot move it. Probing its source byte "
+                "(e.g. from another byte or the controller), so writing it cannot move it. Probing its source byte "
                 "instead is not done (the ram vars file names no source)")
     if kept_train < 2 or kept_test == 0:
         return (f"not scored: only {kept} of {drawn} draws kept ({kept_train} on train, {kept_test} on held-out base "
