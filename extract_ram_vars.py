@@ -487,14 +487,15 @@ class Explorer:
 
 
 class CheckpointPolicy:
-    """A pixel agent (84x84 gray, 4-stack, max over the last 2 of 4 skipped frames) or RAM agent (ram[indices])."""
+    """A pixel agent (84x84 gray, 4-stack, max over the last 2 of 4 skipped frames) or RAM agent (ram[indices]).
+    screen_dims: (H, W) of the game's screen, ale.getScreenDims() (210x160 on most games, not all)."""
 
-    def __init__(self, model, kind, ram_indices, actions):
+    def __init__(self, model, kind, ram_indices, actions, screen_dims):
         self.model, self.kind, self.ram_indices = model, kind, ram_indices
         self.actions = actions
         self.needs_fire = len(actions) >= 3 and actions[1] == ale_py.Action.FIRE
         self.stack = None
-        self.gray = [np.zeros((210, 160), np.uint8), np.zeros((210, 160), np.uint8)]
+        self.gray = [np.zeros(tuple(screen_dims), np.uint8), np.zeros(tuple(screen_dims), np.uint8)]
 
     def reset(self, ex):
         """First observation: the current frame, repeated 4 times (CleanRL's frame stack on reset)."""
@@ -831,7 +832,7 @@ def main(args: Args) -> int:
     policy, policy_desc = None, "go-explore: archive of cloned states by (score, lives), RAM-novelty, sticky random actions"
     if args.checkpoint:
         model, kind, ram_indices = load_checkpoint(args.checkpoint, game, len(actions))
-        policy = CheckpointPolicy(model, kind, ram_indices, actions)
+        policy = CheckpointPolicy(model, kind, ram_indices, actions, ale.getScreenDims())
         policy_desc = (f"checkpoint {args.checkpoint} ({kind} agent, sampled actions) for "
                        f"{args.policy_fraction:.0%} of frames + {policy_desc}")
     print(f"extract_ram_vars: {args.env_id} (ROM {game}), {args.total_frames} frames, seed {args.seed}", flush=True)

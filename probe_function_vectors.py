@@ -14,7 +14,9 @@ Steps (README §Probe has the details and the .npz keys):
    `setRAM` before every emulated frame), emulating the 4 agent steps (16 frames) the pixel agent's 4-frame
    stack needs with the actions the agent took there. The value actually present at the end is recorded;
    samples whose variable did not change are dropped.
-3. Activations of every hooked layer for every sample (batched forward passes) -> activations.npz.
+3. Activations of every hooked layer for every sample (batched forward passes), all kept in memory for steps
+   4-5; activations.npz gets every sample's fc / head outputs and conv channel means, and the conv maps of the
+   unperturbed samples (`--save-maps all`: of every sample).
 4. Per variable and layer: difference-of-means direction (function vector), ridge probe scored on held-out
    base states (R^2, or accuracy / weighted F1 for categorical variables) against shuffled labels, and a
    causal test: add the vector at that layer to control samples and measure how far downstream layers, the
@@ -106,6 +108,10 @@ class Args:
     """emulator processes for the samples (1 = in this process; ale_py holds the GIL, so threads do not help)"""
     conv_dtype: Literal["float16", "float32"] = "float16"
     """dtype of the conv feature maps in activations.npz"""
+    save_maps: Literal["reference", "all"] = "reference"
+    """conv maps (act_relu1..3) and obs_last written to activations.npz: "reference" = only the unperturbed samples
+    (natural references and controls, rows map_rows), every sample's per-channel spatial mean in act_<layer>_mean
+    (Breakout, default budget: 229 MB); "all" = every sample's maps (897 MB). The analysis uses all of them either way"""
     seed: int = 1
     """seed of numpy, torch and the emulators"""
     cuda: bool = True
@@ -324,7 +330,8 @@ class Emulator:
 
     def step(self, action: int, pin=None):
         """One agent step (4 frames); `pin` = (ram index, value) is written before every frame.
-        Returns (maxed raw gray 210x160, reward); the 84x84 frame is pushed onto self.stack."""
+        Returns (maxed raw gray frame (H, W) uint8, H, W = ale.getScreenDims(): 210x160 on most games, 250x160
+        on KingKong), reward); the 84x84 frame is pushed onto self.stack."""
         reward, last = 0, []
         for k in range(4):
             if pin is not None:
@@ -521,7 +528,8 @@ def describe_variables(keep, rv, ranking, max_classes):
 def collect_base_states(agent, game, args, rng, device):
     """Play the pixel agent and draw base states uniformly from the steps that have 4 more steps in the
     same episode. Each base keeps its cloned state, the 4 actions the agent took next, its RAM, and the
-    observation the rollout saw after those 4 steps (to check that restore + replay reproduces it)."""
+    observation the rollout saw after those 4 steps (to check that restore + replay reproduces it); also the
+    game's screen size (H, W) from the emulator."""
     emus = [Emulator(game, args.seed + i) for i in range(args.num_envs)]
 
     def policy(stacks, rams):
@@ -540,6 +548,7 @@ def collect_base_states(agent, game, args, rng, device):
             "rollout_obs": [np.stack([r["frame"] for r in records[e][t:t + 4]]) for e, t in chosen],
             "step": np.array([t for e, t in chosen]), "episode": np.array([records[e][t]["episode"] for e, t in chosen]),
             "seen_rams": np.stack([r["ram"] for recs in records for r in recs]),
+            "screen_dims": tuple(int(x) for x in emus[0].ale.getScreenDims()),  # (H, W): not 210x160 on every game
             "steps_played": sum(map(len, records)), "eligible": len(eligible)}
 
 
@@ -580,7 +589,7 @@ def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
     S = {"shapes": shapes, "obs_last": np.zeros((N, 84, 84), np.uint8), "ram": np.zeros((N, 128), np.uint8),
          "acts": {k: np.zeros((N,) + shapes[k], conv_dt if len(shapes[k]) == 3 else np.float32) for k, _ in LAYERS},
          "screen_changed": np.zeros(N, bool), "control_of": np.full(N, -1),
-         "diff_raw": np.zeros((n_vars, 210, 160)), "diff_obs": np.zeros((n_vars, 84, 84)), "n_diff": np.zeros(n_vars, int),
+         "diff_raw": np.zeros((n_vars,) + bases["screen_dims"]), "diff_obs": np.zeros((n_vars, 84, 84)), "n_diff": np.zeros(n_vars, int),
          "control_stack": {}, "natural_obs": {}}
     controls = {}
     pool = None
@@ -631,7 +640,7 @@ def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
     S["diff_raw"] = (S["diff_raw"] / nz[:, None, None]).astype(np.float32)
     S["diff_obs"] = (S["diff_obs"] / nz[:, None, None]).astype(np.float32)
     emu = _WORKER.get("emu") or Emulator(game, args.seed)
-    S["base_rgb"] = np.zeros((len(bases["states"]), 210, 160, 3), np.uint8)
+    S["base_rgb"] = np.zeros((len(bases["states"]),) + bases["screen_dims"] + (3,), np.uint8)
     for b, (state, actions) in enumerate(zip(bases["states"], bases["actions"])):  # colour picture of each base
         emu.replay(state, actions)
         S["base_rgb"][b] = emu.ale.getScreenRGB()
@@ -829,6 +838,39 @@ def region_of(diff_map, rel: float = 0.25, floor: float = 0.5):
             "centroid": [float(rows.mean()), float(cols.mean())], "peak": peak, "pixels": int(len(rows))}
 
 
+# How every sample sets its variable (results.json "status.intervention"): the value is held, not set once.
+HOLD = "held: written with setRAM before every one of the sample's 16 emulated frames"
+
+
+def unscored_reason(drawn: int, kept: int, kept_train: int, kept_test: int, values_train: int, values_test: int):
+    """Why a variable gets no probe score (None if it gets one). Counts are draws (samples with a value other
+    than the base state's own); values_* = distinct values present on the train / held-out base states
+    (controls included). Returns one sentence for results.json and the report."""
+    if drawn == 0:
+        return "not scored: no value to draw (the byte took one value in the ram vars record and the rollouts)"
+    if kept == 0:
+        return (f"not scored: 0 of {drawn} draws kept. The value was held (written before each of the 16 frames), "
+                "yet the byte ended at the control's value every time: the game recomputes it within each frame "
+                "(e.g. from another byte or the controller), so writing it cannot move it. Probing its source byte "
+                "instead is not done (the ram vars file names no source)")
+    if kept_train < 2 or kept_test == 0:
+        return (f"not scored: only {kept} of {drawn} draws kept ({kept_train} on train, {kept_test} on held-out base "
+                "states; need >= 2 and >= 1): the game overwrote most held values")
+    if values_train < 2 or values_test < 2:
+        return (f"not scored: the values present take {values_train} distinct value(s) on the train and {values_test} "
+                "on the held-out base states (need 2 each)")
+    return None
+
+
+def region_reason(kept: int, screen_changed: float | None, peak: float, floor: float = 0.5):
+    """Why a variable has no screen region (region_of returned None)."""
+    if kept == 0:
+        return "no kept draw: nothing to compare with its control"
+    if not screen_changed:
+        return f"the screen did not change in any of the {kept} kept draws"
+    return f"the mean |screen difference| peaks at {peak:.2f} gray levels, below the {floor} floor"
+
+
 def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     """Probe scores, function vectors, causal test and unit correlations of one variable. T: per-sample
     table; S: samples; out: arrays (fv, probe_w, probe_b, fv_delta, unit_corr, unit_eta) filled in place;
@@ -846,10 +888,17 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
         "other_bytes_changed_mean": float(T["n_other"][good].mean()) if good.any() else None,
         "screen_changed_fraction": float(S["screen_changed"][good].mean()) if good.any() else None,
         "values": sorted(set(int(a) for a in y))}
-    info["screen_region"] = {"raw_210x160": region_of(S["diff_raw"][v]), "obs_84x84": region_of(S["diff_obs"][v]),
+    info["screen_region"] = {"raw": region_of(S["diff_raw"][v]), "obs_84x84": region_of(S["diff_obs"][v]),
                              "mean_abs_diff": float(S["diff_raw"][v].mean())}
-    ok = (len(np.unique(y[tr])) >= 2 and len(np.unique(y[te])) >= 2 and (good & ~T["is_test"]).sum() >= 2
-          and (good & T["is_test"]).any())  # probes need real interventions on train and test base states
+    if info["screen_region"]["raw"] is None:
+        info["screen_region"]["reason"] = region_reason(int(good.sum()), info["samples"]["screen_changed_fraction"],
+                                                        float(S["diff_raw"][v].max()))
+    # probes need real interventions on train and test base states
+    reason = unscored_reason(int(draws.sum()), int(good.sum()), int((good & ~T["is_test"]).sum()), int((good & T["is_test"]).sum()),
+                             len(np.unique(y[tr])), len(np.unique(y[te])))
+    ok = reason is None
+    info["status"] = {"scored": ok, "reason": reason, "intervention": HOLD}
+    info["causal_reasons"] = {}
     if ok:  # function vector = mean activation of the high values - of the low values (train samples)
         hi = tr & (y > np.median(y[tr]))
         hi = hi if hi.any() else tr & (y >= np.median(y[tr]))
@@ -858,9 +907,7 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     metric = "weighted_f1" if var["categorical"] else "r2"
     for k, _ in LAYERS:
         if not ok:
-            info["probe"][k] = {"metric": metric, "score": None, "control": None,
-                                "reason": "too few samples whose value really changed (the game overwrote the value set) "
-                                          "or fewer than 2 values on the train or the test base states"}
+            info["probe"][k] = {"metric": metric, "score": None, "control": None, "reason": reason}
             continue
         X = flat(acts, k, sel, device)
         out["fv"][k][v] = (X[torch.as_tensor(hi, device=device)].mean(0) - X[torch.as_tensor(lo, device=device)].mean(0)).cpu().numpy()
@@ -878,6 +925,8 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
         info["probe"][k] = res
     # causal test: (control, target) pairs of held-out base states
     pairs = np.nonzero(good & T["is_test"])[0]
+    if not ok:
+        info["causal_reasons"] = {k: "no causal test: the variable is not scored (status.reason)" for k in HIDDEN}
     if ok and len(pairs):
         pairs = np.sort(rng.choice(pairs, min(len(pairs), args.causal_pairs), replace=False))
         ctrl_of = T["control_of"][pairs]
@@ -893,6 +942,8 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
                 steer = ((x_new - a) / out["fv_delta"][v])[:, None] * out["fv"][k][v][None]
             if steer is None:
                 info["causal"][k] = None
+                info["causal_reasons"][k] = ("no held-out (control, draw) pair whose two values both occur among the "
+                                             "train samples (a class steer needs both class means)")
                 continue
             x = torch.as_tensor(np.stack([S["control_stack"][c] for c in ctrl_of[use]]), device=device)
             info["causal"][k] = causal_test(hooks, x, ctrl_of[use], pairs[use], torch.as_tensor(steer.astype(np.float32), device=device),
@@ -1036,10 +1087,11 @@ def main(args: Args):
 
     # outputs
     results = {
-        "format": "memory-pixel-interp/probe", "version": 1, "env_id": env_id, "game": game,
+        "format": "memory-pixel-interp/probe", "version": 2, "env_id": env_id, "game": game,
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
                    "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step")},
         "args": asdict(args), "device": str(device),
+        "screen": {"height": bases["screen_dims"][0], "width": bases["screen_dims"][1], "source": "ale.getScreenDims()"},
         "preprocessing_check": prep, "restore_check": {"base_states": B, "identical_to_rollout": restore_ok},
         "importance": {"metric": "tv", "states": int(len(ram_rollout)), "repeats": args.importance_repeats, "ranking": ranking},
         "variables": results_vars, "layers": layers,
@@ -1047,6 +1099,11 @@ def main(args: Args):
                    "drawn": int((T["role"] == 2).sum()), "kept_draws": int(T["changed"].sum())},
         "timing": timing, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    # what is written (the analysis above used every sample's maps): conv maps and agent frames of every sample
+    # with --save-maps all, else of the unperturbed ones (the screens the units' natural spread comes from)
+    map_rows = np.arange(N) if args.save_maps == "all" else np.nonzero(T["role"] <= 1)[0]
+    map_rows = map_rows.astype(np.int32)
+    results["saved"] = {"maps": args.save_maps, "map_rows": int(len(map_rows)), "samples": N}
     arrays = {
         "layer_names": np.array([k for k, _ in LAYERS]), "layer_modules": np.array([m for _, m in LAYERS]),
         "var_index": np.array(keep, np.int16), "var_names": np.array(names),
@@ -1058,12 +1115,17 @@ def main(args: Args):
         "value_intended": T["intended"].astype(np.int16), "value_actual": T["actual"].astype(np.int16),
         "value_control": T["control_value"].astype(np.int16), "control_of": T["control_of"].astype(np.int32),
         "n_other_changed": T["n_other"].astype(np.int16), "screen_changed": S["screen_changed"],
-        "ram": S["ram"], "obs_last": S["obs_last"],
+        "ram": S["ram"], "obs_last": S["obs_last"][map_rows], "map_rows": map_rows,
         "base_ram": bases["ram"], "base_step": bases["step"].astype(np.int32), "base_actions": np.stack(bases["actions"]).astype(np.int8),
         "base_rgb": S["base_rgb"], "diff_raw": S["diff_raw"], "diff_obs": S["diff_obs"], "fv_delta": out["fv_delta"],
     }
     for k, _ in LAYERS:
-        arrays.update({f"act_{k}": S["acts"][k], f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
+        arrays.update({f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
+        if S["acts"][k].ndim == 4:  # conv: the maps of map_rows, the spatial mean of every sample
+            arrays[f"act_{k}"] = S["acts"][k][map_rows]
+            arrays[f"act_{k}_mean"] = S["acts"][k].mean((2, 3), dtype=np.float32)
+        else:
+            arrays[f"act_{k}"] = S["acts"][k]
     for k in HIDDEN:
         arrays[f"unit_corr_{k}"], arrays[f"unit_eta_{k}"] = out["unit_corr"][k], out["unit_eta"][k]
         arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]

@@ -59,6 +59,8 @@ def load_inputs(out_dir: Path):
         raise InputError(f"cannot read {out_dir / 'results.json'}: {e}")
     if not isinstance(res, dict) or res.get("format") != "memory-pixel-interp/probe":
         raise InputError(f"{out_dir / 'results.json'} is not a probe results file")
+    if res.get("version") not in (1, 2):
+        raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 and 2")
     try:
         with np.load(out_dir / "activations.npz", allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -103,6 +105,13 @@ def save_png(fig, path: Path):
     return data
 
 
+def raw_region(v):
+    """A variable's screen region on the raw screen (rows x cols of the game's own size); results version 1
+    named it raw_210x160 even on games whose screen is not 210 rows high."""
+    sr = v["screen_region"]
+    return sr["raw"] if "raw" in sr else sr.get("raw_210x160")
+
+
 def draw_region(ax, rgb, diff, region, colour):
     """The screen with the mean |difference| a variable causes overlaid in red and its bounding box."""
     ax.imshow(rgb)
@@ -139,7 +148,7 @@ def fig_probe_scores(res):
         im = ax.imshow(np.clip(mat, -1, 1), vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
         ax.set_xticks(range(len(vs)), [f"{v['name']}\n{'F1' if v['categorical'] else 'R²'}" for v in vs], fontsize=7, rotation=60)
         ax.set_yticks(range(len(layers)), layers, fontsize=8)
-        ax.set_title(title + " (clipped to [-1, 1])", fontsize=9)
+        ax.set_title(title + " (clipped to [-1, 1]; — = not scored, reason in the table)", fontsize=9)
         for (i, j), val in np.ndenumerate(mat):
             ax.text(j, i, "—" if np.isnan(val) else f"{val:.2f}", ha="center", va="center", fontsize=6)
         fig.colorbar(im, ax=ax, fraction=0.03)
@@ -161,7 +170,7 @@ def fig_causal(res):
         im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
         ax.set_xticks(range(len(vs)), [v["name"] for v in vs], fontsize=7, rotation=60)
         ax.set_yticks(range(len(HIDDEN)), [f"steer {k}" for k in HIDDEN], fontsize=8)
-        ax.set_title(f"{title}: cos(logit move, true logit move)", fontsize=9)
+        ax.set_title(f"{title}: cos(logit move, true logit move)\n(— = no causal test, reason in the table)", fontsize=9)
         for (i, j), val in np.ndenumerate(mat):
             ax.text(j, i, "—" if np.isnan(val) else f"{val:.2f}", ha="center", va="center", fontsize=6)
         fig.colorbar(im, ax=ax, fraction=0.03)
@@ -216,7 +225,7 @@ def fig_units(res, npz, layer, max_labels):
     for i, j in enumerate(used):
         row, col = divmod(i, per_row)
         lx = fig.add_axes([0.01 + col * w, (leg_h - (row + 1) * 2.0 + 0.1) / H, w * 0.9, 1.6 / H])
-        draw_region(lx, rgb, npz["diff_raw"][j], vs[j]["screen_region"]["raw_210x160"], cols[j])
+        draw_region(lx, rgb, npz["diff_raw"][j], raw_region(vs[j]), cols[j])
         for sp in lx.spines.values():
             sp.set_edgecolor(cols[j])
             sp.set_linewidth(3)
@@ -228,11 +237,11 @@ def fig_variable(res, npz, j, v, colour):
     rgb = npz["base_rgb"][0]
     diff = npz["diff_raw"][j]
     fig, axes = plt.subplots(1, 5, figsize=(13, 3.6))
-    reg = v["screen_region"]["raw_210x160"]
+    reg = raw_region(v)
     draw_region(axes[0], rgb, diff, reg, colour)
     axes[0].set_title(f"{v['name']} ({v['address']}, {v['kind']})\nregion it controls" + ("" if reg else ": none found"), fontsize=8)
     im = axes[1].imshow(diff, cmap="magma")
-    axes[1].set_title("mean |screen - control|\n(gray levels, 210x160)", fontsize=8)
+    axes[1].set_title(f"mean |screen - control|\n(gray levels, {diff.shape[0]}x{diff.shape[1]})", fontsize=8)
     fig.colorbar(im, ax=axes[1], fraction=0.04)
     for ax, k in zip(axes[2:], ["relu1", "relu2", "relu3"]):
         fvk = npz[f"fv_{k}"][j]
@@ -254,6 +263,22 @@ def fig_variable(res, npz, j, v, colour):
 # ---------------------------------------------------------------- HTML
 def img_tag(data: bytes, alt: str):
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def empty_reason(v):
+    """Why some of a variable's table cells are empty ("" if none is): the probe's reason when it got no score
+    (results version >= 2; a version 1 file gives its per-layer reason), else why the causal test at relu_fc is
+    missing."""
+    status = v.get("status") or {}
+    if status.get("reason"):
+        return status["reason"]
+    missing = [p.get("reason") for p in v["probe"].values() if p.get("score") is None]
+    if missing:
+        return "not scored: " + (missing[0] or "no reason recorded (results.json from an older probe)")
+    c = (v.get("causal") or {}).get("relu_fc")
+    if not c or c["function_vector"].get("cos_actor") is None:
+        return "causal test at relu_fc: " + ((v.get("causal_reasons") or {}).get("relu_fc") or "no result (no reason recorded)")
+    return ""
 
 
 def fmt(x, nd=2):
@@ -287,6 +312,7 @@ th { background: #eee; cursor: pointer; }
 td.l, th.l { text-align: left; }
 img { max-width: 100%; }
 .note { color: #555; font-size: 12px; }
+.why { color: #8a3b00; font-size: 12px; max-width: 40em; }
 """
 
 
@@ -313,20 +339,22 @@ def html_report(res, imgs):
              "<table class='sortable'><thead><tr><th class='l'>variable</th><th class='l'>address</th><th class='l'>kind</th>"
              "<th>importance (TV)</th><th>rank</th><th class='l'>screen region rows, cols</th>"
              + "".join(f"<th>{e(k)}</th>" for k in layers)
-             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units (effect)</th></tr></thead><tbody>"]
+             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units (effect)</th>"
+             "<th class='l'>why a cell is empty</th></tr></thead><tbody>"]
     for v in vs:
-        reg = v["screen_region"]["raw_210x160"]
+        reg = raw_region(v)
         c = (v.get("causal") or {}).get("relu_fc") or {}
         cf = (c.get("function_vector") or {}).get("cos_actor")
         cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
         tops = ", ".join(f"{u['unit']} ({u['effect']:.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
-        where = "none" if not reg else "{}-{}, {}-{}".format(*reg["bbox"])
+        where = "{}-{}, {}-{}".format(*reg["bbox"]) if reg else "none" + (f": {v['screen_region']['reason']}" if v["screen_region"].get("reason") else "")
+        why = empty_reason(v)
         parts.append(f"<tr><td class='l'><a href='#{e(v['name'])}'>{e(v['name'])}</a></td><td class='l'>{e(v['address'])}</td>"
                      f"<td class='l'>{e(v['kind'])}{' (cat.)' if v['categorical'] else ''}</td>"
                      f"<td>{fmt(v['importance']['tv'], 4)}</td><td>{v['importance']['rank']}</td>"
                      f"<td class='l'>{where}</td>"
                      + "".join(f"<td>{fmt(v['probe'][k].get('score'))} ({fmt(v['probe'][k].get('control'))})</td>" for k in layers)
-                     + f"<td>{fmt(cf)}</td><td>{fmt(cr)}</td><td class='l'>{e(tops)}</td></tr>")
+                     + f"<td>{fmt(cf)}</td><td>{fmt(cr)}</td><td class='l'>{e(tops)}</td><td class='l why'>{e(why)}</td></tr>")
     parts.append("</tbody></table>")
     parts += ["<h2>Overview</h2>", img_tag(imgs["importance"], "importance"), img_tag(imgs["probe_scores"], "probe scores"),
               img_tag(imgs["causal"], "causal effect")]
@@ -352,7 +380,9 @@ def html_report(res, imgs):
                      f"importance rank {v['importance']['rank']} (TV {fmt(v['importance']['tv'], 4)}, KL {fmt(v['importance']['kl'], 4)})</h3>"
                      f"<p class='note'>{s['kept']}/{s['drawn']} drawn values changed the byte ({s['reached_intended']} reached the intended value); "
                      f"other bytes changed in {fmt(s['other_bytes_changed_fraction'])} of them; the screen changed in "
-                     f"{fmt(s['screen_changed_fraction'])}.</p>{img_tag(imgs['var_' + str(j)], v['name'])}")
+                     f"{fmt(s['screen_changed_fraction'])}. Intervention: {e((v.get('status') or {}).get('intervention', 'held'))}.</p>"
+                     + (f"<p class='why'>{e(empty_reason(v))}</p>" if empty_reason(v) else "")
+                     + img_tag(imgs['var_' + str(j)], v['name']))
         parts.append("<table><thead><tr><th class='l'>layer</th><th>metric</th><th>score</th><th>within-base R²</th><th>control</th>"
                      "<th>n train/test</th><th>|fv|</th><th>steer cos(next layer) fv / random</th><th>cos(logits) fv / random</th>"
                      "<th>policy gap closed fv / random / oracle</th><th class='l'>units it moves most (effect SD, specificity; eta, r)</th>"
@@ -368,8 +398,9 @@ def html_report(res, imgs):
                 rm = lambda key: (r.get(key) or {}).get("mean")  # noqa: E731
                 row += (f"<td>{fmt(f.get('cos_' + nxt))} / {fmt(rm('cos_' + nxt))}</td><td>{fmt(f.get('cos_actor'))} / {fmt(rm('cos_actor'))}</td>"
                         f"<td>{fmt(f.get('gap_closed_policy_tv'))} / {fmt(rm('gap_closed_policy_tv'))} / {fmt(o.get('gap_closed_policy_tv'))}</td>")
-            else:
-                row += "<td>—</td><td>—</td><td>—</td>"
+            else:  # no causal test at this layer (heads are never steered)
+                why = (v.get("causal_reasons") or {}).get(k) or ("not steered (a head)" if k not in HIDDEN else "no reason recorded")
+                row += f"<td colspan='3' class='l why'>{e(why)}</td>"
             tops = ", ".join(f"{u['unit']} ({u['effect']:.2f}, {u['specificity']:.2f}; {fmt(u['eta'])}, {fmt(u['r'])})"
                              for u in v["top_units"].get(k, [])[:5])
             parts.append(row + f"<td class='l'>{e(tops)}</td></tr>")

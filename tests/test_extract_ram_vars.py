@@ -46,7 +46,7 @@ def sticky_actions(rng, actions, n, hold=(1, 20)):
 
 
 def play(ale, actions):
-    """Emulate `actions` -> (rams (T,128), screens (T,210,160))."""
+    """Emulate `actions` -> (rams (T,128), screens (T,H,W)), (H, W) = ale.getScreenDims()."""
     rams, screens = [], []
     for a in actions:
         ale.act(a)
@@ -437,3 +437,22 @@ def test_checkpoint_policies_drive_exploration(tmp_path):
     proc = run_script(SCRIPT, "--env-id", "PongNoFrameskip-v4", "--total-frames", 1000, "--out-dir", tmp_path / "p",
                       "--checkpoint", tmp_path / "ram.pt", check=False)
     assert_clean_error(proc, "checkpoint")
+
+
+def test_pixel_checkpoint_on_a_screen_not_210_rows_high(tmp_path):
+    """The pixel policy's frame buffers take the screen size from the emulator (Pooyan: 220 rows)."""
+    torch = pytest.importorskip("torch")
+    mod = load_script()
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.loadROM(roms.get_rom_path("pooyan"))
+    assert ale.getScreenDims()[0] != 210, "pick a game whose screen is not 210 rows high"
+    n_actions = len(ale.getMinimalActionSet())
+    torch.manual_seed(0)
+    path = tmp_path / "pixel.pt"
+    torch.save({"format": "memory-pixel-interp/checkpoint", "version": 1, "agent": "pixel", "env_id": "PooyanNoFrameskip-v4",
+                "game": "pooyan", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+                "state_dict": mod.Agent(n_actions).state_dict(), "ram_indices": None}, path)
+    d, _ = run_json(tmp_path / "out", "--total-frames", 800, "--checkpoint", path, "--n-bases", 2, "--horizon", 8,
+                    "--values-per-base", 1, "--long-horizon", 0, "--bitmap-contexts", 1, env_id="PooyanNoFrameskip-v4")
+    assert 300 <= d["produced_by"]["policy_frames"] <= 800 and d["produced_by"]["frames"] == 800

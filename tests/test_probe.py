@@ -5,6 +5,7 @@ The chain is the real one: extract_ram_vars.py (tiny budget) -> ppo_ram_breakout
 Which RAM byte is the paddle is found here from the emulator (no address tables).
 """
 import hashlib
+import html
 import json
 import re
 import shutil
@@ -23,6 +24,14 @@ TRAIN = ["--num-envs", "2", "--num-steps", "32", "--total-timesteps", "256", "--
 TINY = ["--num-base-states", "6", "--samples-per-var", "8", "--top-k", "4", "--rollout-steps", "60",
         "--importance-steps", "64", "--causal-pairs", "16", "--random-directions", "3"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def screen_dims(game):
+    """(rows, cols) of the game's screen, from the emulator."""
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.loadROM(roms.get_rom_path(game))
+    return tuple(int(x) for x in ale.getScreenDims())
 
 
 def paddle_from_emulator():
@@ -99,16 +108,24 @@ def test_results_and_npz_contents(chain):
     assert [str(n) for n in z["var_names"]] == [f"ram[0x{i:02x}]" for i in expected]
     # arrays: shapes and dtypes as documented
     N, V = len(z["sample_var"]), len(expected)
+    H, W = screen_dims("breakout")
     assert N == res["counts"]["samples"]
-    shapes = {"act_relu1": (N, 32, 20, 20), "act_relu2": (N, 64, 9, 9), "act_relu3": (N, 64, 7, 7),
-              "act_relu_fc": (N, 512), "act_actor": (N, 4), "act_critic": (N,), "ram": (N, 128), "obs_last": (N, 84, 84),
-              "diff_raw": (V, 210, 160), "diff_obs": (V, 84, 84), "base_rgb": (6, 210, 160, 3), "base_ram": (6, 128),
+    # conv maps and agent frames of the unperturbed samples only (default --save-maps reference)
+    ref = np.nonzero(z["sample_role"] <= 1)[0]
+    M = len(ref)
+    assert z["map_rows"].tolist() == ref.tolist() and res["saved"] == {"maps": "reference", "map_rows": M, "samples": N}
+    shapes = {"act_relu1": (M, 32, 20, 20), "act_relu2": (M, 64, 9, 9), "act_relu3": (M, 64, 7, 7),
+              "act_relu1_mean": (N, 32), "act_relu2_mean": (N, 64), "act_relu3_mean": (N, 64),
+              "act_relu_fc": (N, 512), "act_actor": (N, 4), "act_critic": (N,), "ram": (N, 128), "obs_last": (M, 84, 84),
+              "diff_raw": (V, H, W), "diff_obs": (V, 84, 84), "base_rgb": (6, H, W, 3), "base_ram": (6, 128),
               "fv_relu1": (V, 12800), "fv_relu_fc": (V, 512), "probe_w_relu3": (V, 3136), "unit_corr_relu_fc": (512, V),
               "unit_eta_relu2": (64, V), "unit_eta_relu_fc": (512, V), "unit_effect_relu1": (32, V),
               "unit_effect_relu_fc": (512, V), "unit_spread_relu2": (64,)}
     for k, shape in shapes.items():
         assert z[k].shape == shape, (k, z[k].shape)
     assert z["act_relu1"].dtype == np.float16 and z["act_relu_fc"].dtype == np.float32 and z["ram"].dtype == np.uint8
+    for k in ("relu1", "relu2", "relu3"):  # the saved means are the means of the maps
+        assert np.allclose(z[f"act_{k}_mean"][ref], z[f"act_{k}"].astype(np.float32).mean((2, 3)), atol=1e-3)
     # every value is the one really present in RAM; kept draws changed the byte against their control
     var = z["sample_var"]
     rows = np.nonzero(var >= 0)[0]
@@ -152,12 +169,12 @@ def test_unit_labels_are_not_saturated(chain):
 
 def test_paddle_region_is_the_paddle_rows(chain):
     v = next(v for v in chain["res"]["variables"] if v["index"] == chain["paddle"])
-    region = v["screen_region"]["raw_210x160"]
+    region = v["screen_region"]["raw"]
     assert region is not None, "changing the paddle byte changed nothing on the screen"
     r0, r1, _, _ = region["bbox"]
     p0, p1 = chain["paddle_rows"]
     assert p0 - 2 <= r0 <= r1 <= p1 + 2, (region["bbox"], chain["paddle_rows"])
-    assert r0 > 0.75 * 210  # bottom of the screen
+    assert r0 > 0.75 * screen_dims("breakout")[0]  # bottom of the screen
     assert v["samples"]["kept"] >= 10 and v["samples"]["screen_changed_fraction"] > 0.9
 
 
@@ -183,6 +200,23 @@ def test_causal_test_machinery(chain):
                 assert gap > 0.95, (v["name"], k, c["oracle"])
                 seen += 1
     assert seen > 0
+
+
+def test_save_maps_all(chain, tmp_path):
+    """--save-maps all writes every sample's conv maps; same seed -> the same analysis and the same maps on
+    the rows the default file keeps."""
+    run_script("probe_function_vectors.py", *chain["inputs"], "--out-dir", tmp_path / "all", *TINY, "--include-vars",
+               *[str(i) for i in chain["include"]], "--save-maps", "all", "--no-report", cwd=chain["dir"])
+    z, ref = chain["npz"], chain["npz"]["map_rows"]
+    with np.load(tmp_path / "all" / "activations.npz") as full:
+        N = len(full["sample_var"])
+        assert full["map_rows"].tolist() == list(range(N)) and full["obs_last"].shape == (N, 84, 84)
+        for k in ("relu1", "relu2", "relu3"):
+            assert full[f"act_{k}"].shape[0] == N and np.array_equal(full[f"act_{k}"][ref], z[f"act_{k}"])
+            assert np.array_equal(full[f"act_{k}_mean"], z[f"act_{k}_mean"])
+        for k in ("fv_relu1", "unit_effect_relu2", "probe_w_relu_fc"):
+            assert np.array_equal(full[k], z[k]), k
+    assert (tmp_path / "all" / "activations.npz").stat().st_size > (chain["out"] / "activations.npz").stat().st_size
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
@@ -255,3 +289,100 @@ def test_bad_inputs(chain, tmp_path):
     # nothing already on disk was touched by the failed runs
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     assert after == before
+
+
+# ---------------------------------------------------------------- a game whose screen is not 210 rows high
+TALL_ENV, TALL_GAME = "PooyanNoFrameskip-v4", "pooyan"
+
+
+def unmovable_byte(game, selected, lo_hi):
+    """A selected byte that holding (setRAM before each of 16 frames) cannot move: from every one of several
+    states of random play, the byte ends at the same value whatever value was held. Found on the emulator."""
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.loadROM(roms.get_rom_path(game))
+    ale.reset_game()
+    actions, rng, states = ale.getMinimalActionSet(), np.random.default_rng(0), []
+    for t in range(600):
+        ale.act(actions[rng.integers(len(actions))])
+        if t % 100 == 50:
+            states.append(ale.cloneState())
+    for i in selected:
+        lo, hi = lo_hi[i]
+        if lo == hi:
+            continue
+        fixed = True
+        for state in states:
+            ends = set()
+            for value in (lo, hi, (lo + hi) // 2):
+                ale.restoreState(state)
+                for _ in range(16):
+                    ale.setRAM(i, value)
+                    ale.act(actions[0])
+                ends.add(int(ale.getRAM()[i]))
+            fixed &= len(ends) == 1
+        if fixed:
+            return i
+    pytest.fail(f"no selected {game} byte is unmovable by holding it (the test needs one)")
+
+
+@pytest.fixture(scope="module")
+def tall_chain(tmp_path_factory):
+    """The chain on a game whose screen is not 210 rows high, tiny budgets, plus a byte the game recomputes
+    every frame (its draws are all rejected) among the probed variables."""
+    d = tmp_path_factory.mktemp("probe_tall")
+    run_script("extract_ram_vars.py", "--env-id", TALL_ENV, "--total-frames", "5000", "--n-bases", "3", "--long-horizon", "0",
+               "--seed", "1", "--out-dir", d / "ram_vars", cwd=d)
+    ram_vars = d / "ram_vars" / f"{TALL_ENV}.json"
+    run_script("ppo_ram_breakout.py", "--env-id", TALL_ENV, "--ram-vars", ram_vars, "--runs-dir", d / "runs", *TRAIN, cwd=d)
+    run_script("ppo_pixel_breakout.py", "--env-id", TALL_ENV, "--runs-dir", d / "runs", *TRAIN, cwd=d)
+    rv = json.loads(ram_vars.read_text())
+    stuck = unmovable_byte(TALL_GAME, rv["selected"], {b["index"]: (b["min"], b["max"]) for b in rv["bytes"]})
+    run_script("probe_function_vectors.py", "--pixel-checkpoint", find_checkpoint(d / "runs", "pixel"),
+               "--ram-checkpoint", find_checkpoint(d / "runs", "ram"), "--ram-vars", ram_vars, "--out-dir", d / "out",
+               *TINY, "--include-vars", str(stuck), "--torch-threads", "1", cwd=d)
+    with np.load(d / "out" / "activations.npz") as z:
+        npz = {k: z[k] for k in z.files}
+    return {"out": d / "out", "res": json.loads((d / "out" / "results.json").read_text()), "npz": npz, "stuck": stuck}
+
+
+def test_any_screen_size(tall_chain):
+    H, W = screen_dims(TALL_GAME)
+    assert H != 210, f"{TALL_GAME}'s screen is {H} rows: pick a game whose screen is not 210 rows high"
+    res, z = tall_chain["res"], tall_chain["npz"]
+    V, B = len(res["variables"]), res["counts"]["base_states"]
+    assert (res["screen"]["height"], res["screen"]["width"]) == (H, W)
+    assert z["diff_raw"].shape == (V, H, W) and z["base_rgb"].shape == (B, H, W, 3) and z["diff_obs"].shape == (V, 84, 84)
+    regions = [v["screen_region"]["raw"] for v in res["variables"] if v["screen_region"]["raw"]]
+    assert regions, "no variable changed the screen"
+    for reg in regions:
+        r0, r1, c0, c1 = reg["bbox"]
+        assert 0 <= r0 <= r1 < H and 0 <= c0 <= c1 < W, reg
+    for v in res["variables"]:
+        if v["screen_region"]["raw"] is None:
+            assert v["screen_region"]["reason"], v["name"]
+    for name in ("report.html", "probe_scores.png", "units_relu1.png"):
+        assert (tall_chain["out"] / name).stat().st_size > 1000
+
+
+def test_every_row_explained(tall_chain):
+    """A byte the game recomputes every frame keeps none of its draws: results.json and the report say why."""
+    res = tall_chain["res"]
+    page = (tall_chain["out"] / "report.html").read_text()
+    stuck = next(v for v in res["variables"] if v["index"] == tall_chain["stuck"])
+    assert stuck["samples"]["drawn"] > 0 and stuck["samples"]["kept"] == 0
+    assert stuck["status"]["scored"] is False and "held" in stuck["status"]["reason"]
+    assert "held" in stuck["status"]["intervention"]
+    for v in res["variables"]:
+        scores = [p["score"] for p in v["probe"].values()]
+        assert v["status"]["scored"] == all(s is not None for s in scores), v["name"]
+        if not v["status"]["scored"]:
+            assert v["status"]["reason"] and all(p["reason"] == v["status"]["reason"] for p in v["probe"].values())
+            assert set(v["causal_reasons"]) == {"relu1", "relu2", "relu3", "relu_fc"}
+        # the variable's row in the overview table carries its reason in place of bare dashes
+        row = re.search(rf"<tr><td class='l'><a href='#{re.escape(html.escape(v['name']))}'>.*?</tr>", page).group(0)
+        if not v["status"]["scored"]:
+            assert html.escape(v["status"]["reason"]) in row
+        if v["screen_region"]["raw"] is None:
+            assert html.escape(v["screen_region"]["reason"]) in row
