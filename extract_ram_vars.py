@@ -40,10 +40,26 @@ No per-game address table is used anywhere: everything is measured on the emulat
    Breakout's brick rows; a position, a moving object or a score digit fails: its change moves with the
    value, the game rewrites it, or the boxes overlap).
 
-Selection rule (default): selected = kind "state" or "bitmap", i.e. bytes that changed while playing and
-whose change altered the future screen or other RAM bytes in more than `--min-effect` of the trials
-(default 0: in at least one trial). `--drop-bitmaps` also excludes bitmap bytes (reason "bitmap");
-bytes at or below `--min-effect` are excluded with reason "weak-effect".
+4. Kinds beyond state / scratch. Twins and interventions are replayed on a second emulator with sticky actions
+   off (cloneState does not keep the action a sticky repeat reuses, so on ALE/*-v5 ids two replays of one state
+   could differ); a null intervention (a byte's own value written back) is run at every base and must differ in
+   no trial (`produced_by.null_interventions`). A byte that never changed in play is written with a few other
+   values: if the future differs it is "latent" (state play did not reach, e.g. a high score digit), else
+   "constant". A changing byte with no effect is "derived" when, over every frame of the twins, it is a function
+   (copy, offset, affine, table) of one other byte on the same or the previous frame (a display copy: the
+   record names the source), else it is re-tested with each action of the minimal set held for the horizon:
+   an effect then makes it "input-driven" (the controller rewrites it under random actions), none "scratch".
+5. Roles. Every selected or derived byte gets a role with its evidence, from play and interventions alone:
+   lives (changes when ale.lives() does), score / BCD score (changes on rewarded frames), counter / timer /
+   toggle (fixed step at fixed intervals), x- / y-position (holding it at several values moves a screen
+   object's centre along one axis, |r| >= 0.9), flag (two values), bitmap, copy / function of byte N, latent,
+   or unknown. `coverage` reports how far play got (best score, lives seen, rarely changing selected bytes).
+
+Selection rule (default): selected = kinds "state", "bitmap", "latent" and "input-driven", i.e. bytes whose
+written value altered the future screen or other RAM bytes in more than `--min-effect` of the trials
+(default 0: in at least one trial); excluded: "constant", "scratch", "derived" (a label: its source is the
+state). `--drop-bitmaps` also excludes bitmap bytes (reason "bitmap"); bytes at or below `--min-effect` are
+excluded with reason "weak-effect".
 
 Output: `<out-dir>/<env-id with / -> _>.json` in the FORMATS.md section 1 schema (written atomically):
 selected indices, excluded indices with reasons, one record per byte (kind, min, max, n_distinct,
@@ -142,12 +158,20 @@ def rom_name(env_id: str) -> str:
     return game
 
 
-def make_ale(game: str, env_id: str, seed: int) -> ale_py.ALEInterface:
-    """Raw emulator, one frame per act(); sticky actions as the env id implies (v0/v5: 0.25, else 0)."""
+def env_settings(env_id: str) -> dict:
+    """What the id's registration says about play: sticky-action probability and frame skip (ale_py's kwargs)."""
+    kwargs = gym.registry[env_id].kwargs
+    frameskip = kwargs.get("frameskip", 4)
+    return {"repeat_action_probability": float(kwargs.get("repeat_action_probability", 0.25)),
+            "frameskip": frameskip if isinstance(frameskip, int) else list(frameskip)}
+
+
+def make_ale(game: str, seed: int, repeat_action_probability: float) -> ale_py.ALEInterface:
+    """Raw emulator, one frame per act(), with the given sticky-action probability."""
     ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
     ale = ale_py.ALEInterface()
     ale.setInt("random_seed", seed)
-    ale.setFloat("repeat_action_probability", 0.25 if re.search(r"-v[05]$", env_id) else 0.0)
+    ale.setFloat("repeat_action_probability", repeat_action_probability)
     ale.loadROM(ale_py.roms.get_rom_path(game))
     return ale
 
@@ -345,6 +369,7 @@ class Explorer:
         self.events = Reservoir(n_sampled, sample_rng)    # states 16-56 frames before a reward / lost life
         self.recent = collections.deque(maxlen=6)         # (frame, entry) along the current trajectory
         self.lives_now = 0
+        self.lives_seen = set()                           # ale.lives() values met in play (coverage report)
         self.reset_entry = None                           # the state right after the first reset
         self.actions = list(ale.getMinimalActionSet())
         self.counts = np.zeros((128, 256), np.int64)      # value histogram per byte
@@ -384,6 +409,7 @@ class Explorer:
                 before[-1]["offered"] = True
                 self.events.offer(lambda: before[-1])
         self.lives_now = lives
+        self.lives_seen.add(lives)
         if self.frames % self.RECENT_EVERY == 0:
             self.recent.append((self.frames, self.entry()))
         return reward
@@ -542,25 +568,28 @@ def explore(ale, rng, args, policy, n_sampled):
 
 # ---------------------------------------------------------------- interventions
 def replay(ale, state, actions):
-    """Restore `state`, emulate `actions`; -> (rams (T,128), screens (T,H,W)) after each frame."""
+    """Restore `state`, emulate `actions`; -> (rams (T,128), screens (T,H,W), rewards (T,), lives (T,)) after
+    each frame."""
     h, w = ale.getScreenDims()
     rams = np.zeros((len(actions), 128), np.uint8)
     screens = np.zeros((len(actions), h, w), np.uint8)
+    rewards, lives = np.zeros(len(actions)), np.zeros(len(actions), int)
     ale.restoreState(state)
     for t, a in enumerate(actions):
-        ale.act(a)
+        rewards[t] = ale.act(a)
+        lives[t] = ale.lives()
         ale.getRAM(rams[t])
         ale.getScreen(screens[t])
-    return rams, screens
+    return rams, screens, rewards, lives
 
 
 def make_twin(ale, state, actions):
-    """Untouched run from `state`, replayed twice: -> (rams, screens) or None if the replays differ."""
-    r1, s1 = replay(ale, state, actions)
-    r2, s2 = replay(ale, state, actions)
-    if not (np.array_equal(r1, r2) and np.array_equal(s1, s2)):
+    """Untouched run from `state`, replayed twice: -> (rams, screens, rewards, lives) or None if they differ."""
+    first = replay(ale, state, actions)
+    second = replay(ale, state, actions)
+    if not (np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])):
         return None
-    return r1, s1
+    return first
 
 
 def intervention_trial(ale, base, index, value):
@@ -748,7 +777,8 @@ def make_bases(ale, ex, args, actions, rng, n_bases):
         if twin is None:
             dropped += 1
             continue
-        bases.append({"state": e["state"], "ram": e["ram"], "actions": acts, "twin_ram": twin[0], "twin_screen": twin[1]})
+        bases.append({"state": e["state"], "ram": e["ram"], "actions": acts, "twin_ram": twin[0], "twin_screen": twin[1],
+                      "twin_reward": twin[2], "twin_lives": twin[3]})
         if args.long_horizon and len(long_bases) < n_long:
             lacts = sticky_random_actions(rng, actions, args.long_horizon)
             ltwin = make_twin(ale, e["state"], lacts)
@@ -805,7 +835,215 @@ def test_bytes(ale, changing, observed, bases, long_bases, args, rng):
     return results, done_frames, bitmap_frames
 
 
+# ---------------------------------------------------------------- what the bytes are (kinds beyond state / scratch, roles)
+def null_interventions(ale, bases, rng, n_bytes=8):
+    """Write a byte's own value back (no change at all) at every base, `n_bytes` bytes each: a differing trial
+    would mean the replays are not exact (e.g. sticky actions on); -> {"trials", "differed"}."""
+    trials = differed = 0
+    for base in bases:
+        for i in rng.choice(128, size=n_bytes, replace=False):
+            trials += 1
+            differed += int(intervention_trial(ale, base, int(i), int(base["ram"][i]))["differed"])
+    return {"trials": trials, "differed": differed}
+
+
+def latent_trials(ale, bases, index, rng, n_bases=4):
+    """A byte that never changed in play, written at the first `n_bases` bases (the reset state first) with a few
+    other values (own ^ 1, own ^ 0x80, 0 or 255, a random one); -> the intervention trials."""
+    trials = []
+    for base in bases[:n_bases]:
+        own = int(base["ram"][index])
+        for v in sorted({own ^ 1, own ^ 0x80, 0 if own else 255, int(rng.integers(256))} - {own}):
+            trials.append(intervention_trial(ale, base, index, v))
+    return trials
+
+
+def held_action_bases(ale, bases, actions, horizon, n_bases=3):
+    """Twins of the first `n_bases` bases with each action of the minimal set held for `horizon` frames."""
+    out = []
+    for base in bases[:n_bases]:
+        for a in actions:
+            held = [a] * horizon
+            twin = make_twin(ale, base["state"], held)
+            if twin is not None:
+                out.append(dict(base, actions=held, twin_ram=twin[0], twin_screen=twin[1], held_action=a.name))
+    return out
+
+
+def held_action_trials(ale, held_bases, index, observed, rng):
+    """Set the byte again in twins whose action is held the whole time, so a byte that the next input rewrites
+    under random actions (facing, direction) can show its effect; -> (trials, actions under which it showed,
+    whether the byte's value at the end of the untouched twins depended on the held action)."""
+    trials, showed, ends = [], set(), {}
+    for b in held_bases:
+        ends.setdefault(b["held_action"], set()).add(int(b["twin_ram"][-1][index]))
+        others = [v for v in observed if v != int(b["ram"][index])]
+        for v in rng.choice(others, size=min(2, len(others)), replace=False):
+            t = intervention_trial(ale, b, index, int(v))
+            trials.append(t)
+            if t["differed"]:
+                showed.add(b["held_action"])
+    varies = len({frozenset(v) for v in ends.values()}) > 1
+    return trials, sorted(showed), varies
+
+
+def find_source(index, twins):
+    """Is byte `index` a function of one other byte, on the same frame (lag 0) or the frame before (lag 1), over
+    every frame of the untouched twins? twins: list of (T, 128) uint8 RAM arrays. -> {"source", "lag",
+    "mapping": "copy" | "offset" | "affine" | "table", "offset" | "a", "b" | "table", "frames"} or None. A source
+    must take at most a quarter as many values as there are frames (else anything is a function of it)."""
+    for lag in (0, 1):
+        y = np.concatenate([t[lag:, index] for t in twins]).astype(int)
+        xs = np.concatenate([t[: len(t) - lag] for t in twins]).astype(int)
+        if len(y) < 8 or len(np.unique(y)) < 2:
+            return None
+        found = []
+        for j in range(128):
+            if j == index:
+                continue
+            x = xs[:, j]
+            n_x = len(np.unique(x))
+            if n_x < 2 or n_x > len(x) / 4:
+                continue
+            order = np.lexsort((y, x))
+            same = x[order][1:] == x[order][:-1]
+            if (y[order][1:][same] != y[order][:-1][same]).any():
+                continue  # one source value, two byte values: not a function of it
+            d = (y - x) % 256
+            if (y == x).all():
+                rec = {"mapping": "copy"}
+            elif (d == d[0]).all():
+                rec = {"mapping": "offset", "offset": int(d[0])}
+            else:
+                a, b = np.polyfit(x, y, 1)
+                a, b = round(float(a), 4), round(float(b), 4)
+                if np.allclose(a * x + b, y, atol=0.01):
+                    rec = {"mapping": "affine", "a": a, "b": b}
+                else:
+                    pairs = dict(zip(x.tolist(), y.tolist()))
+                    rec = {"mapping": "table", "table": {str(k): pairs[k] for k in sorted(pairs)[:32]}}
+            rank = ["copy", "offset", "affine", "table"].index(rec["mapping"])
+            found.append((rank, n_x, j, rec))
+        if found:
+            rank, n_x, j, rec = min(found, key=lambda f: (f[0], -f[1], f[2]))
+            return {"source": j, "lag": lag, **rec, "frames": int(len(y)),
+                    "other_sources": [f[2] for f in sorted(found, key=lambda f: (f[0], -f[1], f[2]))[1:6]]}
+    return None
+
+
+def position_test(ale, bases, index, observed, n_bases=4, n_values=7):
+    """Hold the byte at several values for 2 frames at a few bases and find what moved on the screen: per value,
+    the pixels that differ from the screen at the base's own value, less those that differ for every value
+    (where the object was); their centre against the value. -> {"axis": "x" | "y", "px_per_unit", "r",
+    "points"} when the centre moves along one axis in step with the value (|r| >= 0.9), else None."""
+    h, w = ale.getScreenDims()
+    buf = np.zeros((h, w), np.uint8)
+    vals = sorted(set(observed))
+    picks = [vals[k] for k in sorted(set(np.linspace(0, len(vals) - 1, n_values).astype(int).tolist()))]
+    vs, cx, cy = [], [], []
+    for base in bases[:n_bases]:
+        own = int(base["ram"][index])
+        ref = screen_after_hold(ale, base["state"], base["actions"], index, own, buf)[1]
+        masks = {}
+        for v in picks:
+            if v != own:
+                masks[v] = screen_after_hold(ale, base["state"], base["actions"], index, v, buf)[1] != ref
+        masks = {v: m for v, m in masks.items() if m.any()}
+        if len(masks) < 3:
+            continue
+        common = np.logical_and.reduce(list(masks.values()))
+        for v, m in masks.items():
+            rest = m & ~common
+            if rest.any():
+                yy, xx = np.nonzero(rest)
+                vs.append(v)
+                cx.append(float(xx.mean()))
+                cy.append(float(yy.mean()))
+    if len(vs) < 4 or len(set(vs)) < 3:
+        return None
+    best = None
+    for axis, c in (("x", cx), ("y", cy)):
+        if np.std(c) == 0:
+            continue
+        r = float(np.corrcoef(vs, c)[0, 1])
+        slope = float(np.polyfit(vs, c, 1)[0])
+        if abs(r) >= 0.9 and abs(slope) >= 0.05 and (best is None or abs(r) > abs(best["r"])):
+            best = {"axis": axis, "px_per_unit": round(slope, 3), "r": round(r, 3), "points": len(vs)}
+    return best
+
+
+def event_role(values, events):
+    """Fraction of a byte's changes over the twins' frames that fall on (or one frame after) an event frame
+    (a reward, a lost life); -> (fraction, number of changes)."""
+    hits = n = 0
+    for vals, ev in zip(values, events):
+        changed = np.flatnonzero(vals[1:] != vals[:-1]) + 1
+        near = ev | np.concatenate([[False], ev[:-1]])
+        hits += int(near[changed].sum())
+        n += len(changed)
+    return (hits / n if n else 0.0), n
+
+
+def counter_role(values):
+    """A counter or timer: a byte that steps by one fixed amount at fixed intervals over the twins' frames;
+    -> {"step", "every"} or None."""
+    steps, gaps = [], []
+    for vals in values:
+        v = vals.astype(int)
+        changed = np.flatnonzero(v[1:] != v[:-1]) + 1
+        steps += [((v[t] - v[t - 1] + 128) % 256) - 128 for t in changed]
+        gaps += np.diff(changed).tolist()
+    if len(steps) < 8 or not gaps:
+        return None
+    step = max(set(steps), key=steps.count)
+    gap = max(set(gaps), key=gaps.count)
+    if steps.count(step) >= 0.9 * len(steps) and gaps.count(gap) >= 0.9 * len(gaps):
+        return {"step": int(step), "every": int(gap), "toggle": len(set(np.concatenate(values).tolist())) == 2}
+    return None
+
+
+def describe_byte(rec, bases, ale, observed):
+    """A role for a selected (or derived) byte, with its evidence, from play and interventions alone."""
+    i = rec["index"]
+    twins = [b["twin_ram"][:, i] for b in bases]
+    if rec["kind"] == "derived":
+        src = rec["derived"]
+        what = {"copy": "a copy of", "offset": f"byte + {src.get('offset')} of", "affine": "an affine function of",
+                "table": "a function (table) of"}[src["mapping"]]
+        return {"role": f"copy of byte {src['source']}" if src["mapping"] == "copy" else f"function of byte {src['source']}",
+                "evidence": f"rewritten every frame as {what} byte {src['source']} (ram[0x{0x80 + src['source']:02X}])"
+                            f"{' one frame later' if src['lag'] else ''}, over {src['frames']} frames of play"}
+    if rec["kind"] == "bitmap":
+        blocks = sum(b["effect"] == "block" for b in rec["intervention"]["bitmap"]["bits"])
+        return {"role": "bitmap", "evidence": f"{blocks} bits each toggle a fixed screen block"}
+    lives_frac, lives_n = event_role(twins, [np.diff(b["twin_lives"], prepend=b["twin_lives"][0]) != 0 for b in bases])
+    if lives_n >= 2 and lives_frac >= 0.8:
+        return {"role": "lives", "evidence": f"{lives_n} changes during play, {lives_frac:.0%} of them when ale.lives() changed"}
+    score_frac, score_n = event_role(twins, [b["twin_reward"] != 0 for b in bases])
+    if score_n >= 2 and score_frac >= 0.8:
+        bcd = all(v % 16 <= 9 and v // 16 <= 9 for v in observed)
+        return {"role": "score" + (" (BCD digits)" if bcd else ""),
+                "evidence": f"{score_n} changes during play, {score_frac:.0%} of them on a rewarded frame"
+                            + ("; every value seen has both nibbles <= 9" if bcd else "")}
+    counter = counter_role(twins)
+    if counter:
+        return {"role": "toggle" if counter["toggle"] else "counter" if counter["every"] == 1 else "timer",
+                "evidence": f"steps by {counter['step']:+d} every {counter['every']} frame(s)"
+                            + (" between two values" if counter["toggle"] else "")}
+    if rec["intervention"].get("screen_differed_fraction", 0) > 0 and len(observed) >= 3:
+        pos = position_test(ale, bases, i, observed)
+        if pos:
+            return {"role": f"{pos['axis']}-position", "evidence": f"a screen object moves {pos['px_per_unit']:+.2f} px "
+                    f"along {pos['axis']} per unit (r = {pos['r']:.2f}, {pos['points']} held values)", "position": pos}
+    if len(observed) == 2:
+        return {"role": "flag", "evidence": f"two values seen: {observed}"}
+    return {"role": "unknown", "evidence": f"{len(observed)} values seen; no lives, score, counter, position or copy pattern"}
+
+
 # ---------------------------------------------------------------- main
+KINDS = ("constant", "latent", "scratch", "derived", "input-driven", "state", "bitmap")
+
+
 def main(args: Args) -> int:
     t_start = time.time()
     game = rom_name(args.env_id)
@@ -827,7 +1065,11 @@ def main(args: Args) -> int:
     np_rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    ale = make_ale(game, args.env_id, args.seed)
+    settings = env_settings(args.env_id)
+    # play with the id's sticky actions; replay twins and trials on a twin emulator without them: cloneState does
+    # not keep the action a sticky repeat would reuse, so with them two replays of one state can differ
+    ale = make_ale(game, args.seed, settings["repeat_action_probability"])
+    det = make_ale(game, args.seed, 0.0)
     actions = list(ale.getMinimalActionSet())
     policy, policy_desc = None, "go-explore: archive of cloned states by (score, lives), RAM-novelty, sticky random actions"
     if args.checkpoint:
@@ -850,10 +1092,23 @@ def main(args: Args) -> int:
     # 2-4. base states + twins, interventions, long re-test, bitmap test
     t_explored = time.time()
     with emulator_stderr_silenced():
-        bases, long_bases, dropped = make_bases(ale, ex, args, actions, np_rng, n_bases)
+        bases, long_bases, dropped = make_bases(det, ex, args, actions, np_rng, n_bases)
         if not bases:
             raise CliError(f"emulation of {game} is not deterministic under cloneState/restoreState: no usable base state")
-        results, done_frames, bitmap_frames = test_bytes(ale, changing, observed, bases, long_bases, args, np_rng)
+        results, done_frames, bitmap_frames = test_bytes(det, changing, observed, bases, long_bases, args, np_rng)
+        null = null_interventions(det, bases, np_rng)
+        # never changed in play, but does writing it change the future? (state that play did not reach)
+        latent = {i: summarize_trials(latent_trials(det, bases, i, np_rng), args.horizon) for i in range(128)
+                  if n_distinct[i] <= 1}
+        # no effect under random actions: rewritten every frame from another byte, or by the next input?
+        inert = [i for i in changing if results[i]["effect_fraction"] == 0]
+        sources = {i: find_source(i, [b["twin_ram"] for b in bases]) for i in inert}
+        held_bases = held_action_bases(det, bases, actions, args.horizon) if any(v is None for v in sources.values()) else []
+        held = {}
+        for i in inert:
+            if sources[i] is None and held_bases:
+                trials, showed, varies = held_action_trials(det, held_bases, i, observed[i], np_rng)
+                held[i] = dict(summarize_trials(trials, args.horizon), actions_that_showed=showed, varies_with_action=varies)
     t_tested = time.time()
 
     # 5. classify and select
@@ -865,32 +1120,52 @@ def main(args: Args) -> int:
                "change_rate": round(float(ex.changes[i]) / max(ex.transitions, 1), 6),
                "values": vals if len(vals) <= 16 else None}
         if n_distinct[i] <= 1:
-            rec["kind"] = "constant"
-            rec["reason"] = f"constant: value {vals[0]} in all {ex.frames} recorded frames"
-            rec["intervention"] = {"tested": False, "why": "constant"}
+            r = rec["intervention"] = latent[i]
+            if r["differed_fraction"] > 0:
+                rec["kind"] = "latent"
+                rec["reason"] = (f"latent: value {vals[0]} in all {ex.frames} recorded frames, but writing other values "
+                                 f"changed the future in {r['differed_fraction']:.0%} of {r['trials']} trials (screen "
+                                 f"{r['screen_differed_fraction']:.0%}): state that play did not reach")
+            else:
+                rec["kind"] = "constant"
+                rec["reason"] = (f"constant: value {vals[0]} in all {ex.frames} recorded frames; writing other values "
+                                 f"changed nothing in {r['trials']} trials")
         else:
             r = results[i]
             rec["intervention"] = r
             lh = r.get("long_horizon")
-            if r["effect_fraction"] == 0:
+            if r["effect_fraction"] == 0 and sources.get(i):
+                rec["kind"], rec["derived"] = "derived", sources[i]
+                rec["reason"] = (f"derived: setting it never changed the future ({r['trials']} trials); the game rewrites "
+                                 f"it every frame as a {sources[i]['mapping']} of byte {sources[i]['source']}"
+                                 f"{' one frame later' if sources[i]['lag'] else ''} (a label, not an agent input)")
+            elif r["effect_fraction"] == 0 and held.get(i, {}).get("actions_that_showed"):
+                rec["kind"], rec["held_actions"] = "input-driven", held[i]
+                rec["reason"] = (f"input-driven: no effect under random actions ({r['trials']} trials), but with an action "
+                                 f"held the future differed in {held[i]['differed_fraction']:.0%} of {held[i]['trials']} "
+                                 f"trials (actions {held[i]['actions_that_showed']}); the controller rewrites it")
+            elif r["effect_fraction"] == 0:
                 rec["kind"] = "scratch"
                 kept = (f"the game kept the value in {r['persisted_fraction']:.0%} of trials"
                         + (f", no effect over {args.long_horizon} frames either" if lh else "")
                         if r["persisted_fraction"] > 0 else "the game overwrote it within 1 frame in every trial")
                 rec["reason"] = (f"scratch: setting it to other observed values never changed the screen or other RAM "
-                                 f"within {args.horizon} frames ({r['trials']} trials; {kept})")
+                                 f"within {args.horizon} frames ({r['trials']} trials; {kept})"
+                                 + (f"; nor with an action held ({held[i]['trials']} trials)" if i in held else "")
+                                 + "; no other byte it is a function of")
             else:
                 rec["kind"] = "bitmap" if r["bitmap"].get("is_bitmap") else "state"
                 rec["reason"] = (f"{rec['kind']}: the future differed in {r['differed_fraction']:.0%} of {r['trials']} trials "
                                  f"(screen {r['screen_differed_fraction']:.0%}, other RAM {r['ram_differed_fraction']:.0%})"
                                  + (f", {lh['differed_fraction']:.0%} over {args.long_horizon} frames" if lh else "")
                                  + (f"; {r['bitmap']['why']}" if rec["kind"] == "bitmap" else ""))
-        if rec["kind"] in ("constant", "scratch"):
+        if rec["kind"] in ("constant", "scratch", "derived"):
             excluded[str(i)] = rec["kind"]
         elif rec["kind"] == "bitmap" and args.drop_bitmaps:
             excluded[str(i)] = "bitmap"
             rec["reason"] += " -- excluded by --drop-bitmaps"
-        elif results[i]["effect_fraction"] <= args.min_effect:
+        elif rec["intervention"].get("effect_fraction", rec["intervention"]["differed_fraction"]) <= args.min_effect \
+                and rec["kind"] != "input-driven":
             excluded[str(i)] = "weak-effect"
             rec["reason"] += f" -- excluded: effect fraction <= --min-effect {args.min_effect}"
         else:
@@ -898,19 +1173,41 @@ def main(args: Args) -> int:
             selected.append(i)
         records.append(rec)
 
-    rule = ("selected = bytes that changed while playing (n_distinct > 1) and whose intervention (setRAM to other "
-            "observed values at frame boundaries of base states: the reset state, uniformly sampled visited frames, "
-            "states shortly before rewards / lost lives and "
-            "Go-Explore archive states; same actions as an untouched twin) changed the "
-            f"future screen or other RAM bytes in more than {args.min_effect:g} of the trials "
-            f"({args.horizon} frames; {args.long_horizon} frames for bytes the game kept without effect), i.e. kind "
-            "'state' or 'bitmap'; excluded: 'constant' (never changed), 'scratch' (no effect)"
+    # what each kept byte is, with its evidence (from play and interventions; no per-game table)
+    with emulator_stderr_silenced():
+        for rec in records:
+            if rec["kind"] == "latent":
+                r = rec["intervention"]
+                rec["role"] = {"role": "latent screen element" if r["screen_differed_fraction"] > 0 else "latent",
+                               "evidence": f"never changed in play; written values changed the screen in "
+                                           f"{r['screen_differed_fraction']:.0%} and other RAM in {r['ram_differed_fraction']:.0%} of trials"}
+            elif rec["kind"] in ("state", "bitmap", "input-driven", "derived"):
+                rec["role"] = describe_byte(rec, bases, det, observed[rec["index"]])
+    lives_seen = sorted({int(v) for b in bases for v in b["twin_lives"]} | set(ex.lives_seen))
+    rare = [{"index": i, "n_distinct": int(n_distinct[i]), "change_rate": round(float(ex.changes[i]) / max(ex.transitions, 1), 6)}
+            for i in selected if n_distinct[i] >= 2 and ex.changes[i] / max(ex.transitions, 1) < 1e-3]
+    coverage = {"best_score": float(ex.best_score), "lives_seen": lives_seen,
+                "lives_lost": (max(lives_seen) - min(lives_seen)) if lives_seen else 0,
+                "rarely_changing_selected_bytes": rare,
+                "note": "rarely changing bytes (level, room, stage counters) took only the values listed; values play "
+                        "did not reach are not known to the agent or the probe"}
+
+    rule = ("selected = kinds 'state' (changed while playing, and setting it to other observed values at frame "
+            "boundaries of base states -- the reset state, uniformly sampled visited frames, states shortly before "
+            "rewards / lost lives, Go-Explore archive states; same actions as an untouched twin, replayed without "
+            "sticky actions -- changed the future screen or other RAM bytes in more than "
+            f"{args.min_effect:g} of the trials; {args.horizon} frames, {args.long_horizon} for bytes the game kept "
+            "without effect), 'bitmap' (state whose bits each toggle a fixed screen block), 'latent' (never changed "
+            "in play, but writing it changed the future) and 'input-driven' (no effect under random actions, an "
+            "effect with an action held: the controller rewrites it); excluded: 'constant' (never changed, writing "
+            "it changed nothing), 'scratch' (no effect, not a function of another byte), 'derived' (rewritten "
+            "every frame as a function of another byte: a label, see its 'derived' record)"
             + (", 'weak-effect' (effect at or below --min-effect)" if args.min_effect > 0 else "")
             + ("; bitmap bytes excluded by --drop-bitmaps" if args.drop_bitmaps
                else "; bitmap bytes included (--drop-bitmaps not set)"))
     seconds = time.time() - t_start
     out = {
-        "format": "memory-pixel-interp/ram-vars", "version": 1,
+        "format": "memory-pixel-interp/ram-vars", "version": 2,
         "env_id": args.env_id, "game": game,
         "selected": selected, "excluded": excluded, "bytes": records,
         "selection_rule": rule,
@@ -925,10 +1222,14 @@ def main(args: Args) -> int:
             "nondeterministic_bases_dropped": dropped,
             "intervention_frames": int(done_frames), "bitmap_test_frames": int(bitmap_frames),
             "explore_seconds": round(t_explored - t_start, 2), "test_seconds": round(t_tested - t_explored, 2),
+            "env_settings": settings, "emulation": "one frame per act(); play with the id's sticky-action "
+            "probability, twins and interventions replayed with sticky actions off",
+            "null_interventions": null,
         },
+        "coverage": coverage,
     }
     write_json_atomic(out_path, out)
-    kinds = {k: sum(r["kind"] == k for r in records) for k in ("constant", "scratch", "state", "bitmap")}
+    kinds = {k: sum(r["kind"] == k for r in records) for k in KINDS}
     print(f"wrote {out_path}: {len(selected)} selected {selected}; kinds {kinds}; {seconds:.1f}s", flush=True)
     return 0
 

@@ -21,7 +21,7 @@ SCRIPT = "extract_ram_vars.py"
 ENV_ID = "BreakoutNoFrameskip-v4"
 OUT_NAME = "BreakoutNoFrameskip-v4.json"
 FRAMES = 5000          # small budget (~10 s) that still lets Go-Explore break a few bricks
-KINDS = {"constant", "scratch", "state", "bitmap"}
+KINDS = {"constant", "latent", "scratch", "derived", "input-driven", "state", "bitmap"}
 HORIZON = 80           # frames the test emulates after its own interventions
 
 
@@ -130,7 +130,7 @@ def emu():
 # ---------------------------------------------------------------- schema + paddle
 def test_schema_complete(result):
     d = result
-    assert d["format"] == "memory-pixel-interp/ram-vars" and d["version"] == 1
+    assert d["format"] == "memory-pixel-interp/ram-vars" and d["version"] == 2
     assert d["env_id"] == ENV_ID and d["game"] == "breakout"
     recs = d["bytes"]
     assert [r["index"] for r in recs] == list(range(128))
@@ -140,27 +140,34 @@ def test_schema_complete(result):
         assert isinstance(r["selected"], bool) and r["reason"]
         assert 0 <= r["min"] <= r["max"] <= 255 and 1 <= r["n_distinct"] <= r["max"] - r["min"] + 1
         assert 0.0 <= r["change_rate"] <= 1.0
-        assert (r["kind"] == "constant") == (r["n_distinct"] == 1) == (r["change_rate"] == 0.0)
-        assert isinstance(r["intervention"], dict)
-        if r["kind"] != "constant":
-            iv = r["intervention"]
-            assert iv["trials"] > 0 and 0.0 <= iv["differed_fraction"] <= 1.0
+        assert (r["kind"] in ("constant", "latent")) == (r["n_distinct"] == 1) == (r["change_rate"] == 0.0)
+        iv = r["intervention"]
+        assert isinstance(iv, dict) and iv["trials"] > 0 and 0.0 <= iv["differed_fraction"] <= 1.0
+        assert (r["kind"] == "latent") == (r["n_distinct"] == 1 and iv["differed_fraction"] > 0)
+        if r["n_distinct"] > 1:
             for key in ("screen_differed_fraction", "ram_differed_fraction", "mean_other_ram_changed",
                         "mean_screen_pixels_changed", "persisted_fraction", "overwritten_fraction"):
                 assert key in iv
-            assert (r["kind"] == "scratch") == (iv["effect_fraction"] == 0.0)
+            assert (r["kind"] in ("scratch", "derived", "input-driven")) == (iv["effect_fraction"] == 0.0)
+        if r["selected"] or r["kind"] == "derived":   # every kept byte says what it is, with its evidence
+            assert r["role"]["role"] and r["role"]["evidence"], r
     changing = {r["index"] for r in recs if r["n_distinct"] > 1}
+    latent = {r["index"] for r in recs if r["kind"] == "latent"}
     sel = d["selected"]
-    assert sel == sorted(set(sel)) and set(sel) <= changing and sel
+    assert sel == sorted(set(sel)) and set(sel) <= changing | latent and set(sel) & changing
     assert {r["index"] for r in recs if r["selected"]} == set(sel)
     assert set(d["excluded"]) == {str(i) for i in range(128)} - {str(i) for i in sel}
     for i, why in d["excluded"].items():
-        assert why == recs[int(i)]["kind"] and why in ("constant", "scratch")   # default flags
-    assert all(recs[i]["kind"] in ("state", "bitmap") for i in sel)
-    assert "drop-bitmaps" in d["selection_rule"]
+        assert why == recs[int(i)]["kind"] and why in ("constant", "scratch", "derived")   # default flags
+    assert all(recs[i]["kind"] in ("state", "bitmap", "latent", "input-driven") for i in sel)
+    assert "drop-bitmaps" in d["selection_rule"] and "latent" in d["selection_rule"]
     pb = d["produced_by"]
     assert pb["script"] == SCRIPT and pb["frames"] == FRAMES and pb["seed"] == 1 and pb["policy"]
     assert pb["args"]["total_frames"] == FRAMES and pb["ale_py"] and pb["seconds"] > 0
+    assert pb["env_settings"] == {"repeat_action_probability": 0.0, "frameskip": 1}
+    assert pb["null_interventions"]["trials"] > 0 and pb["null_interventions"]["differed"] == 0
+    cov = d["coverage"]
+    assert cov["best_score"] >= 0 and cov["lives_seen"] and cov["lives_lost"] == max(cov["lives_seen"]) - min(cov["lives_seen"])
     datetime.fromisoformat(pb["created"])
     assert pb["nondeterministic_bases_dropped"] == 0
 
@@ -210,14 +217,15 @@ def test_constant_bytes_match_emulator(result, emu):
     often_changed = {i for i in range(128) if (np.diff(rams[:, i].astype(int)) != 0).mean() > 0.3}
     assert never_changed and often_changed
     recs = result["bytes"]
-    script_constant = {r["index"] for r in recs if r["kind"] == "constant"}
+    script_constant = {r["index"] for r in recs if r["kind"] in ("constant", "latent")}  # never changed in play
     # a byte the emulator never changes over a whole random game is dropped as constant, with its true value
     both = never_changed & script_constant
     assert both, (never_changed, script_constant)
     for i in script_constant:
         rec = recs[i]
         assert rec["min"] == rec["max"] == at_reset[i], (i, rec["min"], int(at_reset[i]))
-        assert not rec["selected"] and result["excluded"][str(i)] == "constant"
+        assert rec["selected"] == (rec["kind"] == "latent")
+        assert rec["selected"] or result["excluded"][str(i)] == "constant"
     # bytes the emulator changes on most frames are never called constant
     assert not often_changed & script_constant, often_changed & script_constant
 
@@ -456,3 +464,88 @@ def test_pixel_checkpoint_on_a_screen_not_210_rows_high(tmp_path):
     d, _ = run_json(tmp_path / "out", "--total-frames", 800, "--checkpoint", path, "--n-bases", 2, "--horizon", 8,
                     "--values-per-base", 1, "--long-horizon", 0, "--bitmap-contexts", 1, env_id="PooyanNoFrameskip-v4")
     assert 300 <= d["produced_by"]["policy_frames"] <= 800 and d["produced_by"]["frames"] == 800
+
+
+# ---------------------------------------------------------------- latent, derived, sticky ids, roles (version 2)
+def test_latent_bytes_never_change_in_play_but_draw_when_written(result, emu):
+    """A byte the script calls latent never changed in the test's own random play either, and writing other values
+    at the test's states changes the future screen or RAM (state that play did not reach)."""
+    ale, states, actions = emu
+    latent = [r for r in result["bytes"] if r["kind"] == "latent"]
+    assert latent, "no latent byte on Breakout at this budget"
+    ale.restoreState(states[0])
+    rams, _ = play(ale, sticky_actions(np.random.default_rng(7), actions, 2000))
+    acts = sticky_actions(np.random.default_rng(8), actions, 48)
+    for rec in latent[:: max(1, len(latent) // 8)]:
+        i = rec["index"]
+        assert rec["min"] == rec["max"] and (rams[:, i] == rec["min"]).all(), i
+        twins = [(s, play_from(ale, s, acts)) for s in states[:4]]
+        assert any(future_differs(ale, s, i, v, acts, twin) for s, twin in twins
+                   for v in (rec["min"] ^ 0x80, rec["min"] ^ 1, 0 if rec["min"] else 255)), i
+
+
+def play_from(ale, state, actions):
+    ale.restoreState(state)
+    return play(ale, actions)
+
+
+def test_derived_bytes_follow_their_source_on_emulator(result, emu):
+    """A derived byte is, on every frame of the test's own play, the recorded function of its source byte."""
+    ale, states, actions = emu
+    derived = [r for r in result["bytes"] if r["kind"] == "derived"]
+    assert derived, "no derived byte on Breakout at this budget"
+    ale.restoreState(states[1])
+    rams, _ = play(ale, sticky_actions(np.random.default_rng(9), actions, 1500))
+    for rec in derived:
+        src = rec["derived"]
+        x = rams[: len(rams) - src["lag"], src["source"]].astype(int)
+        y = rams[src["lag"]:, rec["index"]].astype(int)
+        if src["mapping"] == "copy":
+            assert (y == x).all()
+        elif src["mapping"] == "offset":
+            assert ((x + src["offset"]) % 256 == y).all()
+        elif src["mapping"] == "affine":
+            assert np.allclose(src["a"] * x + src["b"], y, atol=0.5)
+        else:   # a table: one value of the byte per value of the source, where the source took a recorded value
+            table = {int(k): v for k, v in src["table"].items()}
+            seen = np.isin(x, list(table))
+            assert seen.mean() > 0.5 and all(table[a] == b for a, b in zip(x[seen], y[seen])), rec["index"]
+        assert not rec["selected"] and result["excluded"][str(rec["index"])] == "derived"
+
+
+def test_sticky_action_id_replays_exactly(tmp_path):
+    """On an ALE/*-v5 id (sticky actions 0.25) a null intervention (writing a byte's own value) differs in no trial,
+    no base is dropped as non-deterministic, and produced_by records the id's sticky probability and frame skip."""
+    data, _ = run_json(tmp_path, "--total-frames", "3000", "--n-bases", "6", "--long-horizon", "0",
+                       "--bitmap-contexts", "4", env_id="ALE/Breakout-v5")
+    pb = data["produced_by"]
+    assert pb["env_settings"] == {"repeat_action_probability": 0.25, "frameskip": 4}
+    assert pb["null_interventions"]["trials"] >= 6 * 8 and pb["null_interventions"]["differed"] == 0
+    assert pb["nondeterministic_bases_dropped"] == 0
+    assert sum(r["kind"] in ("scratch", "derived") for r in data["bytes"]) >= 1  # not everything "matters"
+
+
+def test_x_position_role_moves_an_object_on_screen(result, emu):
+    """A byte with role x-position: in the test's own emulator, holding it at a higher value moves what changes on
+    the screen along x in the direction of its px_per_unit."""
+    ale, states, actions = emu
+    pos = [r for r in result["bytes"] if r.get("role", {}).get("role") == "x-position"]
+    assert pos, [(r["index"], r["role"]["role"]) for r in result["bytes"] if r.get("role")]
+    for rec in pos:
+        i, k = rec["index"], rec["role"]["position"]["px_per_unit"]
+        centres = []
+        for state in states[2:6]:
+            ale.restoreState(state)
+            own = int(ale.getRAM()[i])
+            shots = {}
+            for v in (own, (own + 12) % 256, (own + 24) % 256):
+                ale.restoreState(state)
+                for _ in range(2):
+                    ale.setRAM(i, v)
+                    ale.act(Action.NOOP)
+                shots[v] = ale.getScreen().copy()
+            m1, m2 = shots[(own + 12) % 256] != shots[own], shots[(own + 24) % 256] != shots[own]
+            n1, n2 = m1 & ~m2, m2 & ~m1    # where the object is at +12 only, at +24 only
+            if n1.any() and n2.any() and own + 24 < 256:
+                centres.append(np.nonzero(n2)[1].mean() - np.nonzero(n1)[1].mean())
+        assert centres and np.sign(np.median(centres)) == np.sign(k), (i, centres, k)
