@@ -562,7 +562,8 @@ def _run_game(job):
 def extract_summary(rv):
     """Byte counts from a ram_vars JSON: changing, selected, excluded by reason."""
     recs = rv.get("bytes", [])
-    changing = sum(1 for b in recs if b.get("n_distinct", 1) > 1 or b.get("kind", "constant") != "constant")
+    # "changing" = changed in play (a version-2 "latent" byte never did, though it is selected)
+    changing = sum(1 for b in recs if b.get("n_distinct", 1) > 1 or b.get("kind", "constant") not in ("constant", "latent"))
     return {"changing": changing, "selected": len(rv.get("selected", [])),
             "excluded_by_reason": dict(sorted(Counter(str(r) for r in (rv.get("excluded") or {}).values()).items())),
             "seconds": (rv.get("produced_by") or {}).get("seconds")}
