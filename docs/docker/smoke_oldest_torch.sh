@@ -4,7 +4,7 @@
 #
 #   python3 -m venv /tmp/venv251                                        # a venv of its own, never CI's
 #   /tmp/venv251/bin/pip install torch==2.5.1 -r requirements.txt       # PyPI's wheel brings CUDA libs (~3 GB)
-#   PYTHON=/tmp/venv251/bin/python bash docs/docker/smoke_oldest_torch.sh   # ~6 min on 2 cores
+#   PYTHON=/tmp/venv251/bin/python bash docs/docker/smoke_oldest_torch.sh   # 3-4 min on 2 cores
 #
 # The same from pytest: MPI_OLDEST_TORCH_PYTHON=/tmp/venv251/bin/python python -m pytest tests/test_oldest_torch.py
 # Settings: PYTHON (the interpreter to test, default python), WORK (scratch folder, default a new temp dir,
