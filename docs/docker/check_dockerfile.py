@@ -110,7 +110,8 @@ def emulate(steps, work, image_torch):
                 if s == ".":
                     print(f"COPY {arg}: the whole repository, not needed by a later RUN: skipped")
                     continue
-                target.mkdir(parents=True, exist_ok=True) if dest.endswith(("/", ".")) else None
+                if dest.endswith(("/", ".")):
+                    target.mkdir(parents=True, exist_ok=True)
                 shutil.copy(ROOT / s, target)
                 print(f"COPY {s} -> {target}")
         elif key == "RUN":
