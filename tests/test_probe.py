@@ -219,7 +219,8 @@ def test_save_maps_all(chain, tmp_path):
     assert (tmp_path / "all" / "activations.npz").stat().st_size > (chain["out"] / "activations.npz").stat().st_size
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium; not in "
+                    "the Docker image: on its Ubuntu chromium is a snap, and snaps do not run in a container)")
 def test_report_renders_in_chromium(chain, tmp_path):
     report = chain["out"] / "report.html"
     page = report.read_text()
