@@ -158,7 +158,7 @@ def rom_name(env_id: str) -> str:
     return game
 
 
-def env_settings(env_id: str) -> dict:
+def registered_play_settings(env_id: str) -> dict:
     """What the id's registration says about play: sticky-action probability and frame skip (ale_py's kwargs)."""
     kwargs = gym.registry[env_id].kwargs
     frameskip = kwargs.get("frameskip", 4)
@@ -1065,7 +1065,7 @@ def main(args: Args) -> int:
     np_rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    settings = env_settings(args.env_id)
+    settings = registered_play_settings(args.env_id)
     # play with the id's sticky actions; replay twins and trials on a twin emulator without them: cloneState does
     # not keep the action a sticky repeat would reuse, so with them two replays of one state can differ
     ale = make_ale(game, args.seed, settings["repeat_action_probability"])
