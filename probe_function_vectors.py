@@ -32,7 +32,12 @@ Steps (README §Probe has the details and the .npz keys):
    correlation ratio eta and Pearson r are kept as secondary figures; they are not used for the label
    (screens are deterministic, so eta = 1 for any unit that responds at all to a two-valued byte).
 6. Per variable, the mean |screen difference| it causes and the bounding box of that region.
+7. Natural frames (AtariARI's protocol): every layer on the unedited 4-frame stacks of step 2's rollouts, labelled
+   with the RAM at that step, split by episode, low-entropy variables dropped; ridge classifier (weighted F1,
+   accuracy) or ridge R^2 on held-out episodes, against shuffled labels and the same network with random weights.
+   Scores only (results.json), no activations saved.
 """
+import hashlib
 import json
 import os
 import re
@@ -120,6 +125,12 @@ class Args:
     """CPU threads for torch (0 = torch's default; 1 is fastest on a busy 2-core machine)"""
     report: bool = True
     """run probe_report.py on the outputs (PNG figures + report.html)"""
+    natural: bool = True
+    """step 7: probe every layer on the unedited frames of step 2's rollouts as well (AtariARI's protocol)"""
+    natural_min_entropy: float = 0.6
+    """step 7: variables whose value distribution on those frames has less entropy (bits) are dropped, as AtariARI"""
+    random_network_seed: int = 0
+    """step 7: torch seed of the random-weights baseline (an Agent freshly initialised by its own layer_init)"""
 
 
 # Layers hooked: (short name, module name). Hidden layers first; heads last.
@@ -356,10 +367,11 @@ class Emulator:
         return self.stack.copy(), raw, self.ale.getRAM().copy()
 
 
-def play(emus, policy, n_steps: int, rng, epsilon: float, noop_max: int):
+def play(emus, policy, n_steps: int, rng, epsilon: float, noop_max: int, keep_obs: bool = False):
     """Play `policy(stacks, rams) -> action ids` on all emulators in lockstep (noop starts, FIRE after a
     reset or a lost life, epsilon-random actions). Returns per emulator the list of step records
-    (state before the step, RAM before it, episode, action, 84x84 frame after it, game over)."""
+    (state before the step, RAM before it, episode, action, 84x84 frame after it, game over; with `keep_obs`
+    also "obs": the (4, 84, 84) uint8 stack the policy saw, taken at the same moment as the RAM)."""
     n_actions = len(emus[0].action_set)
     for e in emus:
         e.reset(rng, noop_max)
@@ -379,6 +391,8 @@ def play(emus, policy, n_steps: int, rng, epsilon: float, noop_max: int):
             over = e.ale.game_over()
             records[i].append({"state": state, "ram": rams[i], "episode": e.episode, "action": a,
                                "frame": e.stack[-1].copy(), "over": over})
+            if keep_obs:
+                records[i][-1]["obs"] = stacks[i]
             if over:
                 e.reset(rng, noop_max)
     return records
@@ -529,14 +543,15 @@ def collect_base_states(agent, game, args, rng, device):
     """Play the pixel agent and draw base states uniformly from the steps that have 4 more steps in the
     same episode. Each base keeps its cloned state, the 4 actions the agent took next, its RAM, and the
     observation the rollout saw after those 4 steps (to check that restore + replay reproduces it); also the
-    game's screen size (H, W) from the emulator."""
+    game's screen size (H, W) from the emulator, and (with --natural) every step's unedited observation with its
+    RAM for step 7: "natural" {obs (n, 4, 84, 84) uint8, ram (n, 128) uint8, emu, episode, step (n,) int}."""
     emus = [Emulator(game, args.seed + i) for i in range(args.num_envs)]
 
     def policy(stacks, rams):
         with torch.no_grad():
             a, _, _, _ = agent.get_action_and_value(torch.as_tensor(stacks, device=device))
         return a.cpu().numpy()
-    records = play(emus, policy, args.rollout_steps, rng, args.epsilon, args.noop_max)
+    records = play(emus, policy, args.rollout_steps, rng, args.epsilon, args.noop_max, keep_obs=args.natural)
     eligible = [(e, t) for e, recs in enumerate(records) for t in range(len(recs) - 3)
                 if len({r["episode"] for r in recs[t:t + 4]}) == 1 and not any(r["over"] for r in recs[t:t + 4])]
     if len(eligible) < args.num_base_states:
@@ -549,7 +564,12 @@ def collect_base_states(agent, game, args, rng, device):
             "step": np.array([t for e, t in chosen]), "episode": np.array([records[e][t]["episode"] for e, t in chosen]),
             "seen_rams": np.stack([r["ram"] for recs in records for r in recs]),
             "screen_dims": tuple(int(x) for x in emus[0].ale.getScreenDims()),  # (H, W): not 210x160 on every game
-            "steps_played": sum(map(len, records)), "eligible": len(eligible)}
+            "steps_played": sum(map(len, records)), "eligible": len(eligible),
+            "natural": {"obs": np.stack([r["obs"] for recs in records for r in recs]),
+                        "ram": np.stack([r["ram"] for recs in records for r in recs]),
+                        "emu": np.array([e for e, recs in enumerate(records) for _ in recs]),
+                        "episode": np.array([r["episode"] for recs in records for r in recs]),
+                        "step": np.array([t for recs in records for t in range(len(recs))])} if args.natural else None}
 
 
 def plan_samples(bases, variables, seen_rams, args, rng):
@@ -697,6 +717,16 @@ def fit_ridge(X, Y, groups, alphas=RIDGE_ALPHAS):
     return W, ym - mu @ W
 
 
+def weighted_f1(pred, y) -> float:
+    """F1 of each class present in y, weighted by its frequency in y (AtariARI's metric; sklearn's "weighted")."""
+    f1 = 0.0
+    for c in np.unique(y):
+        tp = ((pred == c) & (y == c)).sum()
+        prec, rec = tp / max((pred == c).sum(), 1), tp / max((y == c).sum(), 1)
+        f1 += (y == c).mean() * (2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0)
+    return float(f1)
+
+
 def score_probe(Xtr, ytr, gtr, Xte, yte, gte, categorical: bool):
     """Fit on train, score on test: R^2 (ordinal; also R^2 of the within-base-state changes, i.e. after
     removing each test base's mean of value and prediction) or weighted F1 + accuracy (categorical: ridge
@@ -706,12 +736,7 @@ def score_probe(Xtr, ytr, gtr, Xte, yte, gte, categorical: bool):
         Y = torch.as_tensor((ytr[:, None] == classes[None]).astype(np.float32), device=Xtr.device)
         W, b = fit_ridge(Xtr, Y, gtr)
         pred = classes[(Xte @ W + b).argmax(1).cpu().numpy()]
-        f1 = 0.0
-        for c in np.unique(yte):
-            tp = ((pred == c) & (yte == c)).sum()
-            prec, rec = tp / max((pred == c).sum(), 1), tp / max((yte == c).sum(), 1)
-            f1 += (yte == c).mean() * (2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0)
-        return {"metric": "weighted_f1", "score": float(f1), "accuracy": float((pred == yte).mean())}, None
+        return {"metric": "weighted_f1", "score": weighted_f1(pred, yte), "accuracy": float((pred == yte).mean())}, None
     W, b = fit_ridge(Xtr, torch.as_tensor(ytr[:, None].astype(np.float32), device=Xtr.device), gtr)
     pred = (Xte @ W + b)[:, 0].cpu().numpy()
     r2 = lambda y, p: float(1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum()) if np.ptp(y) > 0 else None
@@ -997,6 +1022,221 @@ def label_units(S, out, names, keep, min_effect: float):
     return layers
 
 
+# ---------------------------------------------------------------- step 7: natural-frame probes (AtariARI's protocol)
+NATURAL_CLASSIFIER = ("ridge classifier: ridge regression on the one-hot value (classes seen on the training episodes), "
+                      "prediction = argmax; the same read-out as the intervention probes, not AtariARI's classifier "
+                      "trained by cross-entropy with Adam")
+NATURAL_REGRESSOR = "ridge regression of the value (the intervention probes' fit_ridge, solved for all variables at once)"
+
+
+def entropy_bits(y) -> float:
+    """Entropy (bits) of the empirical distribution of the values y."""
+    _, counts = np.unique(y, return_counts=True)
+    p = counts / counts.sum()
+    return max(0.0, float(-(p * np.log2(p)).sum()))
+
+
+def natural_split(emu, episode, test_fraction: float, rng):
+    """Split natural samples by episode: group = (emulator, episode); groups are drawn at random into the
+    held-out set until it holds >= test_fraction of the samples, at least one group stays for training.
+    With a single group (one emulator playing one episode) a split by emulator cannot help (each emulator's
+    steps are already split into its episodes), so the fallback is 4 blocks of consecutive steps (frames next
+    to a block's edge are near-duplicates of the other side's). emu, episode: (n,) int in step order.
+    Returns (groups (n,) int, is_test (n,) bool, description for results.json)."""
+    n = len(emu)
+    _, groups = np.unique(np.stack([emu, episode], 1), axis=0, return_inverse=True)
+    groups = groups.reshape(-1)
+    desc = {"by": "episode", "group": "(emulator, episode)", "fallback": None}
+    if groups.max() + 1 < 2:
+        groups = (np.arange(n) * 4) // n
+        desc.update(by="time_block", group="one of 4 blocks of consecutive steps of the only episode",
+                    fallback="only 1 (emulator, episode) group in the rollouts, and splitting by emulator gives no more "
+                             "groups than that: split into 4 blocks of consecutive steps instead (raise --rollout-steps "
+                             "or --num-envs for a split by episode)")
+    n_groups = int(groups.max() + 1)
+    sizes = np.bincount(groups, minlength=n_groups)
+    test = []
+    for g in rng.permutation(n_groups)[:-1]:  # add a group while it brings the held-out share closer to test_fraction
+        held = sizes[test].sum()
+        if test and abs(held + sizes[g] - test_fraction * n) >= abs(held - test_fraction * n):
+            break
+        test.append(int(g))
+    is_test = np.isin(groups, test)
+    desc.update(groups=n_groups, test_groups=len(test), train_groups=n_groups - len(test),
+                n_train=int((~is_test).sum()), n_test=int(is_test.sum()), test_fraction=test_fraction)
+    return groups, is_test, desc
+
+
+def _ridge_path(X, K, a, b, Y):
+    """Ridge from rows a to rows b for every alpha at once, on features centred on rows a (fit_ridge's model).
+    X (n, d) float64 tensor, or K (n, n) float64 Gram matrix of the rows (dual form, for d > len(a)); a, b: row
+    index tensors; Y (n, c) float64. Returns (P, Q, s, scale, ym): the prediction for rows b at relative
+    alpha is P @ (Q / (s + alpha * scale)[:, None]) + ym."""
+    ym = Y[a].mean(0)
+    if K is not None:  # dual: eigenvectors of the centred Gram matrix of rows a
+        Kaa, Kba = K[a][:, a], K[b][:, a]
+        Kba = Kba - Kba.mean(1, keepdim=True) - Kaa.mean(0) + Kaa.mean()
+        Kaa = Kaa - Kaa.mean(0) - Kaa.mean(1, keepdim=True) + Kaa.mean()
+        s, U = torch.linalg.eigh(Kaa)
+        return Kba @ U, U.T @ (Y[a] - ym), s, torch.trace(Kaa) / len(a) + 1e-12, ym
+    mu = X[a].mean(0)  # primal: eigenvectors of the centred covariance of rows a (the same fit)
+    Za = X[a] - mu
+    s, V = torch.linalg.eigh(Za.T @ Za)
+    return (X[b] - mu) @ V, V.T @ (Za.T @ (Y[a] - ym)), s, (Za ** 2).sum() / len(a) + 1e-12, ym
+
+
+def ridge_many(X, Y, blocks, tr, te, groups, alphas=RIDGE_ALPHAS):
+    """fit_ridge for many targets at once (one eigendecomposition per fold instead of a solve per target and
+    alpha): ridge on features centred on the training rows, alpha relative to trace(K)/n, chosen per block of
+    columns (a classifier's one-hot columns form one block) by leave-groups-out CV on the training rows
+    (min(3, groups) folds, fit_ridge's fold rule). X (n, d) float tensor; Y (n, c) numpy (only rows tr are fitted);
+    blocks (c,) int; tr, te: row indices; groups (n,). Returns the predictions for rows te, (len(te), c) numpy."""
+    dev = X.device
+    Y = torch.as_tensor(np.asarray(Y, np.float64), device=dev)
+    Xc = X - X.mean(0)
+    dual = X.shape[1] > len(tr)
+    K = (Xc @ Xc.T).double() if dual else None
+    Xd = None if dual else Xc.double()
+    n_blocks = int(blocks.max()) + 1
+    best = np.full(n_blocks, len(alphas) // 2)
+    g = groups[tr]
+    uniq = np.unique(g)
+    n_folds = min(3, len(uniq))
+    if n_folds >= 2:
+        fold_of = {x: i % n_folds for i, x in enumerate(uniq)}
+        folds = np.array([fold_of[x] for x in g])
+        err = torch.zeros(len(alphas), Y.shape[1], dtype=torch.float64, device=dev)
+        for f in range(n_folds):
+            a, b = (torch.as_tensor(tr[folds != f], device=dev), torch.as_tensor(tr[folds == f], device=dev))
+            P, Q, s, scale, ym = _ridge_path(Xd, K, a, b, Y)
+            for ai, alpha in enumerate(alphas):
+                err[ai] += ((P @ (Q / (s + alpha * scale)[:, None]) + ym - Y[b]) ** 2).sum(0)
+        onehot = np.zeros((Y.shape[1], n_blocks))
+        onehot[np.arange(Y.shape[1]), blocks] = 1
+        best = (err.cpu().numpy() @ onehot).argmin(0)
+    P, Q, s, scale, ym = _ridge_path(Xd, K, torch.as_tensor(tr, device=dev), torch.as_tensor(te, device=dev), Y)
+    pred = torch.zeros(len(te), Y.shape[1], dtype=torch.float64, device=dev)
+    col_alpha = best[blocks]
+    for ai in np.unique(col_alpha):
+        cols = torch.as_tensor(np.nonzero(col_alpha == ai)[0], device=dev)
+        pred[:, cols] = P @ (Q[:, cols] / (s + alphas[ai] * scale)[:, None]) + ym[cols]
+    return pred.cpu().numpy()
+
+
+def natural_features(hooks, obs, batch_size: int, device):
+    """Every hooked layer's output on the uint8 stacks obs (n, 4, 84, 84), flattened: {layer: (n, d) float32}."""
+    feats = {k: [] for k, _ in LAYERS}
+    for i in range(0, len(obs), batch_size):
+        out = hooks.run(torch.as_tensor(obs[i:i + batch_size], device=device))
+        for k, _ in LAYERS:
+            feats[k].append(out[k].reshape(len(out[k]), -1).float())
+    return {k: torch.cat(v) for k, v in feats.items()}
+
+
+def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
+    """Step 7, AtariARI's probing protocol (Anand et al. 2019) beside the interventions: read each variable off
+    every layer's activations on unedited frames of the pixel agent's own rollouts (step 2: epsilon-random
+    actions, noop starts), labelled with the RAM value at that step; exact duplicate stacks dropped; split by
+    episode (natural_split); variables whose values have < --natural-min-entropy bits dropped. Categorical
+    variables: NATURAL_CLASSIFIER, weighted F1 (+ accuracy); ordinal: NATURAL_REGRESSOR, R^2. Baselines per
+    variable and layer: the same fit on shuffled training labels (--control-draws permutations, mean), and the
+    same architecture with random weights (Agent(**model_kwargs) initialised by its layer_init under
+    torch.manual_seed(--random-network-seed), hooked the same way).
+    nat: collect_base_states' "natural". Returns ({variable name: {layer: scores or reason}}, summary)."""
+    t0 = time.time()
+    first = {}
+    for i in range(len(nat["obs"]) - 1, -1, -1):  # first occurrence of every distinct stack
+        first[hashlib.blake2b(nat["obs"][i].tobytes(), digest_size=16).digest()] = i
+    rows = np.array(sorted(first.values()))
+    obs, ram = nat["obs"][rows], nat["ram"][rows]
+    groups, is_test, split = natural_split(nat["emu"][rows], nat["episode"][rows], args.test_fraction, rng)
+    tr, te = np.nonzero(~is_test)[0], np.nonzero(is_test)[0]
+    # targets: one column per ordinal variable, one-hot columns per categorical one, then its shuffled copies;
+    # every (variable, fit) is one block of columns with its own alpha
+    cols, blocks, plan, reasons, ent = [], [], {}, {}, {}
+    n_cols, n_rand = 0, 0
+    perms = [rng.permutation(len(tr)) for _ in range(args.control_draws)]
+    for var in variables:
+        name, y = var["public"]["name"], ram[:, var["index"]].astype(np.int64)
+        ent[name] = entropy_bits(y)
+        if ent[name] < args.natural_min_entropy:
+            reasons[name] = (f"dropped: the entropy of its values on the natural frames is {ent[name]:.2f} bits "
+                             f"< {args.natural_min_entropy} (AtariARI's threshold)")
+        elif len(np.unique(y[tr])) < 2:
+            reasons[name] = "not scored: it takes one value on the training episodes"
+        elif not var["categorical"] and np.ptp(y[te]) == 0:
+            reasons[name] = "not scored: its value is constant on the held-out episodes (R^2 undefined)"
+        if name in reasons:
+            continue
+        classes = np.unique(y[tr]) if var["categorical"] else None
+        target = (y[:, None] == classes[None]).astype(np.float64) if var["categorical"] else y[:, None].astype(np.float64)
+        width = target.shape[1]
+        plan[name] = {"y": y, "classes": classes, "cols": [], "random_cols": np.arange(n_rand, n_rand + width)}
+        n_rand += width
+        for p in [None] + perms:
+            t = target.copy()
+            if p is not None:
+                t[tr] = target[tr][p]
+            plan[name]["cols"].append(np.arange(n_cols, n_cols + width))
+            blocks += [len(cols)] * width
+            cols.append(t)
+            n_cols += width
+    Y, blocks = (np.concatenate(cols, 1), np.array(blocks)) if cols else (None, None)
+    true_cols = np.concatenate([plan[name]["cols"][0] for name in plan]) if plan else None
+
+    def score(pred_cols, name):
+        v = plan[name]
+        y = v["y"][te]
+        if v["classes"] is not None:
+            pred = v["classes"][pred_cols.argmax(1)]
+            return weighted_f1(pred, y), float((pred == y).mean())
+        return float(1 - ((y - pred_cols[:, 0]) ** 2).sum() / ((y - y.mean()) ** 2).sum()), None
+
+    with torch.random.fork_rng(devices=[]):  # the rest of the run's torch draws stay as they were without step 7
+        torch.manual_seed(args.random_network_seed)
+        random_agent = Agent(**model_kwargs).to(device).eval()
+    feats = {net: natural_features(h, obs, args.batch_size, device) for net, h in (("trained", hooks), ("random", Hooks(random_agent)))}
+    out = {var["public"]["name"]: {} for var in variables}
+    for k, _ in LAYERS:
+        if plan:
+            pred_t = ridge_many(feats["trained"][k], Y, blocks, tr, te, groups)
+            pred_r = ridge_many(feats["random"][k], Y[:, true_cols], np.unique(blocks[true_cols], return_inverse=True)[1].reshape(-1),
+                                tr, te, groups)
+        for var in variables:
+            name = var["public"]["name"]
+            entry = {"metric": "weighted_f1" if var["categorical"] else "r2", "n_train": int(len(tr)), "n_test": int(len(te))}
+            if name in reasons:
+                entry.update(score=None, control=None, random_network=None, reason=reasons[name])
+            else:
+                c = plan[name]["cols"]
+                s, acc = score(pred_t[:, c[0]], name)
+                ctrl = [score(pred_t[:, cc], name)[0] for cc in c[1:]]
+                rs, racc = score(pred_r[:, plan[name]["random_cols"]], name)
+                entry.update(score=s, control=float(np.mean(ctrl)) if ctrl else None,
+                             control_std=float(np.std(ctrl)) if ctrl else None, random_network=rs)
+                if acc is not None:
+                    entry.update(accuracy=acc, random_network_accuracy=racc)
+            out[name][k] = entry
+    del feats
+    summary = {
+        "run": True, "protocol": "AtariARI (Anand et al. 2019): a linear read-out of each RAM variable from every layer, on "
+                    "unedited frames of the agent's own play, split by episode, low-entropy variables dropped",
+        "frames": "every 4-frame stack the pixel agent saw in step 2's rollouts (--num-envs x --rollout-steps agent "
+                  "steps, noop starts, FIRE after a reset or a lost life, --epsilon random actions), labelled with the "
+                  "RAM at that step; exact duplicate stacks dropped",
+        "samples": int(len(rows)), "duplicates_dropped": int(len(nat["obs"]) - len(rows)), "split": split,
+        "classifier": NATURAL_CLASSIFIER, "regressor": NATURAL_REGRESSOR,
+        "control": f"the same fit on shuffled training labels, mean of {args.control_draws} permutations",
+        "random_network": {"seed": args.random_network_seed,
+                           "how": "the same Agent, freshly initialised by its layer_init (orthogonal weights, zero "
+                                  "biases) under torch.manual_seed(seed), hooked the same way; probed identically"},
+        "min_entropy_bits": args.natural_min_entropy, "entropy_bits": ent,
+        "dropped": [{"name": var["public"]["name"], "index": var["index"], "entropy_bits": ent[var["public"]["name"]],
+                     "reason": reasons[var["public"]["name"]]} for var in variables if var["public"]["name"] in reasons],
+        "seconds": time.time() - t0}
+    return out, summary
+
+
 def save_atomic(path: Path, write):
     """Write via `write(file)` to NAME.tmp-<pid> in the same folder, fsync, os.replace."""
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -1085,16 +1325,31 @@ def main(args: Args):
         layers[k]["probe_scores"] = {rv_["name"]: rv_["probe"][k].get("score") for rv_ in results_vars}
     timing["analysis_s"] = time.time() - t0
 
+    # 7. natural-frame probes (AtariARI's protocol): unedited frames of step 2's rollouts, split by episode
+    if bases["natural"] is not None:
+        natural, natural_summary = natural_probes(hooks, pix["model_kwargs"], bases["natural"], variables, args, rng, device)
+        timing["natural_s"] = natural_summary["seconds"]
+        sp = natural_summary["split"]
+        print(f"[natural] {natural_summary['samples']} frames ({natural_summary['duplicates_dropped']} duplicates dropped), "
+              f"split by {sp['by']}: {sp['train_groups']} train / {sp['test_groups']} held-out groups ({sp['n_train']}/{sp['n_test']} "
+              f"frames); {len(natural_summary['dropped'])} of {V} variables not scored; {timing['natural_s']:.1f}s", flush=True)
+    else:
+        why = "natural-frame probes not run (--no-natural)"
+        natural = {n: {k: {"score": None, "control": None, "random_network": None, "reason": why} for k, _ in LAYERS} for n in names}
+        natural_summary = {"run": False, "reason": why}
+    for rv_ in results_vars:
+        rv_["natural"] = natural[rv_["name"]]
+
     # outputs
     results = {
-        "format": "memory-pixel-interp/probe", "version": 2, "env_id": env_id, "game": game,
+        "format": "memory-pixel-interp/probe", "version": 3, "env_id": env_id, "game": game,
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
                    "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step")},
         "args": asdict(args), "device": str(device),
         "screen": {"height": bases["screen_dims"][0], "width": bases["screen_dims"][1], "source": "ale.getScreenDims()"},
         "preprocessing_check": prep, "restore_check": {"base_states": B, "identical_to_rollout": restore_ok},
         "importance": {"metric": "tv", "states": int(len(ram_rollout)), "repeats": args.importance_repeats, "ranking": ranking},
-        "variables": results_vars, "layers": layers,
+        "variables": results_vars, "layers": layers, "natural": natural_summary,
         "counts": {"samples": N, "base_states": B, "test_base_states": test_bases.tolist(), "variables": V,
                    "drawn": int((T["role"] == 2).sum()), "kept_draws": int(T["changed"].sum())},
         "timing": timing, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

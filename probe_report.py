@@ -10,7 +10,8 @@ Reads `<out-dir>/results.json` and `<out-dir>/activations.npz` (README §Probe) 
   address that labels units in that layer (most units first, with the count);
 - `var_<name>.png`: per variable, the screen with the region it controls marked, the mean |difference| map,
   and the difference-of-means maps of its top channel in each conv layer;
-- `report.html`: one file, images inlined as base64, opens from disk without a server.
+- `report.html`: one file, images inlined as base64, opens from disk without a server; besides the figures, a
+  table of the natural-frame probes (results version 3) beside the random-network and intervention probes.
 
 Usage: python probe_report.py --out-dir probe/BreakoutNoFrameskip-v4
 """
@@ -59,8 +60,8 @@ def load_inputs(out_dir: Path):
         raise InputError(f"cannot read {out_dir / 'results.json'}: {e}")
     if not isinstance(res, dict) or res.get("format") != "memory-pixel-interp/probe":
         raise InputError(f"{out_dir / 'results.json'} is not a probe results file")
-    if res.get("version") not in (1, 2):
-        raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 and 2")
+    if res.get("version") not in (1, 2, 3):
+        raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 to 3")
     try:
         with np.load(out_dir / "activations.npz", allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -313,7 +314,55 @@ td.l, th.l { text-align: left; }
 img { max-width: 100%; }
 .note { color: #555; font-size: 12px; }
 .why { color: #8a3b00; font-size: 12px; max-width: 40em; }
+td.win { background: #d9f2d9; font-weight: bold; }
 """
+
+
+def natural_table(res):
+    """HTML: per variable and layer, the natural-frame probe (AtariARI's protocol; in brackets its shuffled-label
+    control), the same probe on a randomly initialised network, and the intervention probe, side by side."""
+    e = html.escape
+    nat = res.get("natural") or {}
+    if not nat.get("run"):
+        why = nat.get("reason") or f"results.json version {res.get('version')} has no natural-frame probes"
+        return f"<h2>Natural frames</h2><p class='why'>{e(why)}</p>"
+    layers = list(res["layers"])
+    sp = nat["split"]
+    dropped = ", ".join(f"{d['name']} ({d['entropy_bits']:.2f} bits)" for d in nat["dropped"] if d["reason"].startswith("dropped"))
+    parts = ["<h2>Natural frames vs interventions vs a random network</h2>",
+             f"<p class='note'>{nat['samples']} unedited frames of the pixel agent's own play ({nat['duplicates_dropped']} "
+             f"duplicate stacks dropped), split by {e(sp['by'])}: {sp['train_groups']} groups ({sp['n_train']} frames) to fit, "
+             f"{sp['test_groups']} held out ({sp['n_test']} frames)" + (f"; {e(sp['fallback'])}" if sp.get("fallback") else "")
+             + f". Read-out: {e(nat['classifier'])} (categorical), {e(nat['regressor'])} (ordinal). Random network: "
+             f"{e(nat['random_network']['how'])} (seed {nat['random_network']['seed']}). Dropped for entropy &lt; "
+             f"{nat['min_entropy_bits']} bits: {e(dropped) or 'none'}.</p>",
+             "<p class='note'><b>How to read it:</b> per layer, <i>natural</i> is the held-out score (R² for ordinal, "
+             "weighted F1 for categorical variables; 1 = perfect) of a linear read-out from the trained agent on unedited "
+             "frames (in brackets the same fit on shuffled labels), <i>random</i> is that read-out from the same network "
+             "with random weights, and <i>interv.</i> is the probe on screens whose RAM value was set; a green cell marks a "
+             "layer where training, not the architecture, put the variable there (natural beats both random and the "
+             "shuffled control by &ge; 0.05).</p>",
+             "<table><thead><tr><th class='l' rowspan='2'>variable</th><th class='l' rowspan='2'>metric</th>"
+             + "".join(f"<th colspan='3'>{e(k)}</th>" for k in layers) + "<th class='l' rowspan='2'>why a cell is empty</th></tr><tr>"
+             + "<th>natural (shuffled)</th><th>random</th><th>interv.</th>" * len(layers) + "</tr></thead><tbody>"]
+    for v in res["variables"]:
+        n = v.get("natural") or {}
+        cells, why = [], set()
+        for k in layers:
+            p, q = n.get(k) or {}, v["probe"].get(k) or {}
+            s, c, r = p.get("score"), p.get("control"), p.get("random_network")
+            win = s is not None and s - max(r if r is not None else -np.inf, c if c is not None else -np.inf) >= 0.05
+            cls = " class='win'" if win else ""
+            cells.append(f"<td{cls}>{fmt(s)} ({fmt(c)})</td><td>{fmt(r)}</td><td>{fmt(q.get('score'))}</td>")
+            if p.get("reason"):
+                why.add("natural: " + p["reason"])
+            if q.get("score") is None:
+                why.add("interventions: " + ((v.get("status") or {}).get("reason") or q.get("reason") or "not scored"))
+        metric = (n.get(layers[0]) or {}).get("metric") or ("weighted_f1" if v["categorical"] else "r2")
+        parts.append(f"<tr><td class='l'>{e(v['name'])}</td><td class='l'>{e(metric)}</td>{''.join(cells)}"
+                     f"<td class='l why'>{e('; '.join(sorted(why)))}</td></tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
 
 
 def html_report(res, imgs):
@@ -356,6 +405,7 @@ def html_report(res, imgs):
                      + "".join(f"<td>{fmt(v['probe'][k].get('score'))} ({fmt(v['probe'][k].get('control'))})</td>" for k in layers)
                      + f"<td>{fmt(cf)}</td><td>{fmt(cr)}</td><td class='l'>{e(tops)}</td><td class='l why'>{e(why)}</td></tr>")
     parts.append("</tbody></table>")
+    parts.append(natural_table(res))
     parts += ["<h2>Overview</h2>", img_tag(imgs["importance"], "importance"), img_tag(imgs["probe_scores"], "probe scores"),
               img_tag(imgs["causal"], "causal effect")]
     min_eff = res.get("args", {}).get("min_unit_effect", 0)
