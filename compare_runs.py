@@ -72,6 +72,10 @@ class Args:
     """final return of a seed = mean of its last this-many episodes (all of them if it has fewer)"""
 
 
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {"threshold": "(-inf, inf)", "converge_fraction": "(0, 1]", "smooth": "[1, inf)", "final_episodes": "[1, inf)"}
+
+
 RETURN_TAG = "charts/episodic_return"
 SPS_TAG = "charts/SPS"
 LOSS_TAGS = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl",
@@ -86,6 +90,50 @@ T975 = [12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2
 
 class InputError(Exception):
     """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
+
+
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 @dataclass
@@ -791,14 +839,6 @@ def write_outputs(out_dir, files):
 def main(args):
     if not args.run_dirs:
         raise InputError("give at least one run folder (runs/<run_name>/) or a folder of runs (runs/)")
-    if args.smooth < 1:
-        raise InputError(f"--smooth must be >= 1, got {args.smooth}")
-    if args.final_episodes < 1:
-        raise InputError(f"--final-episodes must be >= 1, got {args.final_episodes}")
-    if not 0 < args.converge_fraction <= 1:
-        raise InputError(f"--converge-fraction must be in (0, 1], got {args.converge_fraction}")
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        raise InputError(f"--threshold must be a finite number, got {args.threshold}")
     existing = os.path.abspath(args.out_dir)
     while not os.path.exists(existing):  # fail before the slow part if the folder cannot be made
         existing = os.path.dirname(existing)
@@ -856,25 +896,9 @@ def main(args):
     print(f"wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}")
 
 
-def parse_args():
-    """tyro's parser, with its boxed error message folded into the one `error:` line bad input gets here."""
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            return tyro.cli(Args, description=__doc__)
-    except SystemExit as e:
-        if not e.code:
-            raise
-        lines = [l.strip(" \u2502\u256d\u256e\u2570\u256f\u2500") for l in captured.getvalue().splitlines()]
-        title, body = (lines[0], lines[1:]) if lines else ("bad command line", [])
-        first = " ".join(body[: body.index("")] if "" in body else body).strip() or one_line(captured.getvalue())
-        msg = first if first.lower().startswith(title.lower()) else f"{title.lower()}: {first}"
-        print(f"error: {msg} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
     cli_args = parse_args()
+    check_ranges(cli_args, RANGES)
     try:
         main(cli_args)
     except InputError as err:

@@ -31,6 +31,8 @@ Steps (README §Probe has the details and the .npz keys):
    (screens are deterministic, so eta = 1 for any unit that responds at all to a two-valued byte).
 6. Per variable, the mean |screen difference| it causes and the bounding box of that region.
 """
+import contextlib
+import io
 import json
 import os
 import re
@@ -111,9 +113,20 @@ class Args:
     cuda: bool = True
     """use CUDA when it is available"""
     torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default; 1 is fastest on a busy 2-core machine)"""
+    """CPU threads for torch (0 = torch's default)"""
     report: bool = True
     """run probe_report.py on the outputs (PNG figures + report.html)"""
+
+
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {
+    "top_k": "[0, inf)", "num_envs": "[1, inf)", "importance_steps": "[1, inf)", "importance_repeats": "[1, inf)",
+    "rollout_steps": "[8, inf)", "num_base_states": "[2, inf)", "samples_per_var": "[1, inf)", "epsilon": "[0, 1]",
+    "noop_max": "[0, inf)", "test_fraction": "(0, 1)", "max_classes": "[0, inf)", "unit_max_other_changed": "[0, 127]",
+    "min_unit_effect": "[0, inf)", "control_draws": "[1, inf)", "causal_pairs": "[1, inf)",
+    "random_directions": "[1, inf)", "batch_size": "[1, inf)", "num_workers": "[1, inf)", "seed": "[0, 2147483647]",
+    "torch_threads": "[0, inf)",
+}
 
 
 # Layers hooked: (short name, module name). Hidden layers first; heads last.
@@ -128,6 +141,50 @@ ALEInterface.setLoggerMode(LoggerMode.Error)  # no banner per emulator
 
 class InputError(Exception):
     """Bad input: reported as one `error:` line, exit code 2."""
+
+
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 # ---------------------------------------------------------------- models (FORMATS.md §3, verbatim)
@@ -197,7 +254,7 @@ def rom_name(env_id: str) -> str:
     spec = gym.registry.get(env_id)
     game = spec.kwargs.get("game") if spec is not None and "ale_py" in str(spec.entry_point) else None
     if game is None:
-        raise InputError(f"unknown env id {env_id!r} (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
+        raise InputError(f"unknown env id '{env_id}' (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game
 
 
@@ -284,10 +341,6 @@ def validate_inputs(args: Args):
     for i in include:
         if i not in rv["selected"]:
             raise InputError(f"--include-vars: ram[0x{i:02x}] is not among the ram vars file's selected bytes")
-    if args.num_base_states < 2 or args.samples_per_var < 1 or args.top_k < 0:
-        raise InputError("need --num-base-states >= 2, --samples-per-var >= 1, --top-k >= 0")
-    if not 0.0 < args.test_fraction < 1.0 or args.rollout_steps < 8 or args.importance_steps < 1 or args.num_envs < 1:
-        raise InputError("need 0 < --test-fraction < 1, --rollout-steps >= 8, --importance-steps >= 1, --num-envs >= 1")
     out_dir = Path(args.out_dir or Path("probe") / rv["env_id"].replace("/", "_"))
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir} exists and is not a folder")
@@ -946,9 +999,9 @@ def label_units(S, out, names, keep, min_effect: float):
     return layers
 
 
-def save_atomic(path: Path, write):
-    """Write via `write(file)` to NAME.tmp-<pid> in the same folder, fsync, os.replace."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+def write_atomic(path, write):
+    """Write `path` via a temp file in the same folder + fsync + os.replace (FORMATS.md)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -956,8 +1009,8 @@ def save_atomic(path: Path, write):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ---------------------------------------------------------------- main
@@ -1069,9 +1122,9 @@ def main(args: Args):
         arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    save_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
+    write_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
     timing.update(save_s=time.time() - t0, total_s=time.time() - t_start)
-    save_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
+    write_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
     print(f"[done] {out_dir / 'activations.npz'} ({(out_dir / 'activations.npz').stat().st_size / 1e6:.1f} MB) and "
           f"{out_dir / 'results.json'} in {timing['total_s']:.1f}s", flush=True)
     report = Path(__file__).with_name("probe_report.py")
@@ -1082,7 +1135,8 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    cli = tyro.cli(Args)
+    cli = parse_args()
+    check_ranges(cli, RANGES)
     try:
         main(cli)
     except InputError as e:
