@@ -238,10 +238,15 @@ def write_json(path, obj):
     write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def rom_name(env_id):
+    """ALE ROM name of an id from ale_py's gymnasium registration (FORMATS.md), else None."""
+    spec = gym.registry.get(env_id) if isinstance(env_id, str) else None
+    return spec.kwargs["game"] if spec is not None and "game" in spec.kwargs else None
+
+
 def game_from_env_id(env_id):
-    """ALE ROM name from ale_py's gymnasium registration (FORMATS.md): 'BreakoutNoFrameskip-v4' -> 'breakout'."""
-    spec = gym.registry.get(env_id)
-    game = spec.kwargs.get("game") if spec is not None else None
+    """'BreakoutNoFrameskip-v4' -> 'breakout'; an id ale_py does not register is refused."""
+    game = rom_name(env_id)
     if game is None:
         fail(f"unknown env id '{env_id}' (expected an id ale_py registers, e.g. BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game

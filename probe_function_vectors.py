@@ -140,7 +140,7 @@ ALEInterface.setLoggerMode(LoggerMode.Error)  # no banner per emulator
 
 
 class InputError(Exception):
-    """Bad input: reported as one `error:` line, exit code 2."""
+    """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
 
 
 def fail(message):
@@ -206,12 +206,19 @@ class Agent(nn.Module):
         ]))
         self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1)
+        self.trunk_dtype = None  # torch.bfloat16: `network` runs under autocast (--precision); not saved
+
+    def hidden(self, x):
+        """(B, 4, 84, 84) uint8 frames -> (B, 512) float32 features of `network` (in trunk_dtype when set)."""
+        with torch.autocast(x.device.type, dtype=self.trunk_dtype or torch.bfloat16, enabled=self.trunk_dtype is not None):
+            # uint8 -> bf16 directly: the same values as (x.float() / 255) cast to bf16, half the memory traffic
+            return self.network(x.to(self.trunk_dtype or torch.float32) / 255.0).float()
 
     def get_value(self, x):
-        return self.critic(self.network(x.float() / 255.0))
+        return self.critic(self.hidden(x))
 
     def get_action_and_value(self, x, action=None):
-        hidden = self.network(x.float() / 255.0)
+        hidden = self.hidden(x)
         logits = self.actor(hidden)
         probs = Categorical(logits=logits)
         if action is None:

@@ -52,7 +52,7 @@ NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "diff_obs", "fv_re
 
 
 class InputError(Exception):
-    """Bad input: reported as one `error:` line, exit code 2."""
+    """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
 
 
 def fail(message):
