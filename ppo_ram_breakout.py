@@ -34,9 +34,9 @@ those of the pixel agent's `AtariVectorEnv(life_loss_info=True, reward_clipping=
     its length in emulator frames `charts/episodic_length`; games are cut (truncated) 108,000 frames after
     the reset (counted from the end of the reset, as AtariVectorEnv counts).
 
-The envs are vectorised with gymnasium's SyncVectorEnv (default; measured faster than AsyncVectorEnv on 2
-cores, where the emulator step is a fraction of a millisecond and the pipes cost more) or AsyncVectorEnv
-(`--async-envs`).
+The envs are stepped by a SplitVectorEnv (below): contiguous slices of gymnasium SyncVectorEnvs in
+`--env-processes` processes, this one included (1: one SyncVectorEnv in this process), or by gymnasium's
+AsyncVectorEnv (`--async-envs`, one process per env).
 
 Beyond CleanRL: `--ram-vars`, checkpoints (`--save-interval`, at the end, on Ctrl-C or SIGTERM), `--resume`,
 an evaluation mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`,

@@ -1,6 +1,6 @@
 """Throughput of the two PPO agents against their raw environments, and the measured gain of each speed flag.
 
-    python bench/bench_throughput.py                      # about 5 minutes on 2 CPU cores (2 rounds)
+    python bench/bench_throughput.py                      # (a)-(d), 2 interleaved rounds
     python bench/bench_throughput.py --rounds 1 --compile # + --compile, one round
 
 Prints agent steps per second (one step = one agent decision in one env = 4 emulator frames) of
