@@ -250,13 +250,17 @@ def test_pixel_resume_continues_the_run(pixel_run, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [pixel_run.name]  # no new run folder
 
 
-def test_pixel_channels_last_is_the_same_network(pixel_run, tmp_path):
+def test_pixel_channels_last_is_the_same_network(tmp_path):
     """--channels-last (the default) only changes the weights' memory layout: a --no-channels-last run with the
-    same seed and budget ends with the same weights (up to float rounding) and the same checkpoint keys."""
-    runs = tmp_path / "runs"
-    run_script(PIXEL, "--env-id", ENV_ID, *TINY, "--save-interval", "2", "--runs-dir", runs, "--no-channels-last",
-               cwd=tmp_path)
-    plain, default = load_ckpt(only_run_dir(runs) / "checkpoint.pt"), load_ckpt(pixel_run / "checkpoint.pt")
+    same seed and budget ends with the same weights (up to float rounding) and the same checkpoint keys. Both in
+    fp32: on a CPU with native bf16, --precision auto trains the trunk in bf16, whose rounding differs per layout."""
+    ckpts = {}
+    for layout in ("--channels-last", "--no-channels-last"):
+        runs = tmp_path / layout.strip("-")
+        run_script(PIXEL, "--env-id", ENV_ID, *TINY, "--save-interval", "2", "--runs-dir", runs, layout,
+                   "--precision", "fp32", cwd=tmp_path)
+        ckpts[layout] = load_ckpt(only_run_dir(runs) / "checkpoint.pt")
+    plain, default = ckpts["--no-channels-last"], ckpts["--channels-last"]
     assert (plain["args"]["channels_last"], default["args"]["channels_last"]) == (False, True)
     assert default["state_dict"]["network.conv1.weight"].is_contiguous(memory_format=torch.channels_last)
     assert set(plain["state_dict"]) == set(default["state_dict"])
