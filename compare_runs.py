@@ -19,9 +19,16 @@ Final return: the mean of each seed's last --final-episodes episodes, then mean 
 Converge: the first env step at which the smoothed return (trailing mean of --smooth episodes, skipping the
 first episodes where fewer than that are averaged) reaches 90% (--converge-fraction) of that seed's own final
 return -- precisely final - 0.1 * |final|, which also works for negative scores -- or, with --threshold R,
-first reaches R. A seed that never gets there is "not reached"; a group's figure is the mean over the seeds
-that got there, shown with "k/n reached". Wall time to converge is counted from the run's first event (for a
-run resumed into the same folder, the pause between the sessions is left out).
+first reaches R. A seed that never gets there is "not reached"; so is a seed with fewer than --smooth episodes
+(it has no smoothed return at all: "too few episodes"), and the return plots start at each seed's --smooth-th
+episode. A final return averaged over fewer than --final-episodes episodes says so. A group's figure is the
+mean over the seeds that got there, shown with "k/n reached". Wall time to converge is counted from the run's
+first event (for a run resumed into the same folder, the pause between the sessions is left out).
+
+Env settings: seeds are pooled only when their run.json "env_settings" (sticky actions, frame skip, frame
+limit, noop starts, action set) are the same; seeds with other settings form their own group, compared only
+with groups of the same settings, and a warning says why. Run folders without env_settings (written before
+they were recorded) are read as before and pooled with each other only.
 
 The answer names a winner only where the two groups' 95% CIs do not overlap; otherwise, and always with a
 single seed, it says "inconclusive" and gives the numbers. It also warns when runs differ in length, come
@@ -72,6 +79,10 @@ class Args:
     """final return of a seed = mean of its last this-many episodes (all of them if it has fewer)"""
 
 
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {"threshold": "(-inf, inf)", "converge_fraction": "(0, 1]", "smooth": "[1, inf)", "final_episodes": "[1, inf)"}
+
+
 RETURN_TAG = "charts/episodic_return"
 SPS_TAG = "charts/SPS"
 LOSS_TAGS = ["losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/approx_kl",
@@ -88,6 +99,50 @@ class InputError(Exception):
     """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
 
 
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+
+
 @dataclass
 class Run:
     path: str
@@ -98,11 +153,15 @@ class Run:
     status: str
     hardware: str
     event_files: list
+    env_settings: Optional[dict] = None  # run.json "env_settings" (None: not recorded, an older run)
+    runtime: Optional[dict] = None  # run.json "runtime" (precision, threads, versions), reported only
     scalars: dict = field(default_factory=dict)  # tag -> (steps, elapsed_seconds, values), sorted by step
     steps: int = 0
     wall_seconds: float = 0.0
     episodes: int = 0
     final_return: Optional[float] = None
+    final_return_episodes: int = 0  # episodes averaged: fewer than --final-episodes when the run has fewer
+    too_few_episodes: bool = False  # fewer than --smooth episodes: no smoothed return, so convergence "not reached"
     target: Optional[float] = None
     converge_step: Optional[int] = None
     converge_seconds: Optional[float] = None
@@ -114,11 +173,17 @@ class Group:
     agent: str
     env_id: str
     runs: list
+    env_settings: Optional[dict] = None
+    variant: str = ""  # what sets its env settings apart from other groups of its env id ("" when none differ)
     stats: dict = field(default_factory=dict)
 
     @property
+    def name(self):
+        return self.agent + (f" [{self.variant}]" if self.variant else "")
+
+    @property
     def label(self):
-        return f"{self.agent} / {self.env_id}"
+        return f"{self.agent} / {self.env_id}" + (f" [{self.variant}]" if self.variant else "")
 
 
 # ---------------------------------------------------------------- small helpers
@@ -272,8 +337,11 @@ def read_run_meta(folder, event_files, warnings):
     if not isinstance(seed, int) or isinstance(seed, bool):
         seed = parsed[2] if parsed else None
     hardware = " on ".join(str(meta[k]) for k in ("device", "machine") if meta.get(k)) or "unknown"
+    settings, runtime = meta.get("env_settings"), meta.get("runtime")
     return Run(path=folder, name=name, agent=agent, env_id=env_id, seed=seed,
-               status=str(meta.get("status", "unknown")), hardware=hardware, event_files=event_files)
+               status=str(meta.get("status", "unknown")), hardware=hardware, event_files=event_files,
+               env_settings=settings if isinstance(settings, dict) else None,
+               runtime=runtime if isinstance(runtime, dict) else None)
 
 
 def load_scalars(run):
@@ -316,11 +384,14 @@ def analyse_run(run, args):
     if RETURN_TAG in run.scalars:
         steps, elapsed, values = run.scalars[RETURN_TAG]
         run.episodes = len(values)
+        run.final_return_episodes = min(run.episodes, args.final_episodes)
         run.final_return = float(values[-args.final_episodes:].mean())
         f = run.final_return
         run.target = args.threshold if args.threshold is not None else f - (1 - args.converge_fraction) * abs(f)
+        # a trailing mean of --smooth episodes exists from the --smooth-th episode on; before it, nothing is judged
+        run.too_few_episodes = run.episodes < args.smooth
         smoothed = moving_average(values, args.smooth)
-        first = min(args.smooth, len(values)) - 1
+        first = args.smooth - 1
         hit = np.nonzero(smoothed[first:] >= run.target - 1e-9 * max(1.0, abs(run.target)))[0]
         if len(hit):
             run.converge_step = int(steps[first + hit[0]])
@@ -331,14 +402,18 @@ def analyse_run(run, args):
         run.sps = run.steps / run.wall_seconds
 
 
-def group_stats(g):
+def group_stats(g, args):
     with_ep = [r for r in g.runs if r.episodes > 0]
     reached = [r for r in with_ep if r.converge_step is not None]
+    too_few = [r for r in with_ep if r.too_few_episodes]
     steps = [r.steps for r in g.runs]
     conv = mean_ci([r.converge_step for r in reached])
     conv_s = mean_ci([r.converge_seconds for r in reached])
     for c in (conv, conv_s):
-        c.update(n_reached=len(reached), n_with_episodes=len(with_ep))
+        c.update(n_reached=len(reached), n_with_episodes=len(with_ep), n_too_few=len(too_few), smooth=args.smooth)
+    final = mean_ci([r.final_return for r in with_ep])
+    final.update(n_short=sum(r.final_return_episodes < args.final_episodes for r in with_ep),
+                 final_episodes=args.final_episodes)
     g.stats = {
         "n_seeds": len(g.runs),
         "seeds": [r.seed for r in g.runs],
@@ -346,12 +421,13 @@ def group_stats(g):
         "env_steps": {"mean": float(np.mean(steps)), "min": int(min(steps)), "max": int(max(steps))},
         "wall_seconds": mean_ci([r.wall_seconds for r in g.runs]),
         "episodes": int(sum(r.episodes for r in g.runs)),
-        "final_return": mean_ci([r.final_return for r in with_ep]),
+        "final_return": final,
         "steps_to_converge": conv,
         "seconds_to_converge": conv_s,
         "sps": mean_ci([r.sps for r in g.runs]),
         "hardware": sorted({r.hardware for r in g.runs}),
         "not_finished": [f"seed {r.seed} ({r.status})" for r in g.runs if r.status not in ("finished", "unknown")],
+        "env_settings": g.env_settings,
     }
 
 
@@ -368,11 +444,15 @@ def compare_convergence(a, b, key, fmt, what, unit_of_run):
     full_b = sb["n_reached"] == sb["n_with_episodes"]
     desc = {}
     for g, s in ((a, sa), (b, sb)):
-        reached = f"{s['n_reached']}/{s['n_with_episodes']} seeds reached"
+        reached = f"{s['n_reached']}/{s['n_with_episodes']} seeds reached" + too_few_note(s)
         desc[g.agent] = f"{g.agent} {fmt_ci(s, fmt, reached)}" if s["n_reached"] else f"{g.agent} not reached ({reached})"
     both = f"{desc[a.agent]} vs {desc[b.agent]}"
     if sa["n_reached"] == 0 and sb["n_reached"] == 0:
-        return {"verdict": "inconclusive", "text": f"{what}: neither agent reached its target"}
+        return {"verdict": "inconclusive", "text": f"{what}: neither agent reached its target; {both}"}
+    few = [g.agent for g, s in ((a, sa), (b, sb)) if s["n_too_few"]]
+    if few:  # a seed without a smoothed return may or may not have converged: no winner can be named
+        return {"verdict": "inconclusive", "text": f"{what}: inconclusive, {' and '.join(few)} has seeds with fewer"
+                f" than --smooth {sa['smooth']} episodes, too few to tell whether they converged; {both}"}
     if full_a != full_b and (sa["n_reached"] == 0 or sb["n_reached"] == 0):
         win, lose, sw = (a, b, sa) if full_a else (b, a, sb)
         if unit_of_run(lose) < sw["mean"]:
@@ -407,7 +487,7 @@ def compare_pair(a, b, args):
         final = {"verdict": "inconclusive", "text": f"final return: cannot tell, {empty.agent} has no episodes yet"}
     else:
         final = _ci_verdict(a, b, fa, fb, lower_better=False, what="final return", better="scores higher",
-                            both=f"{a.agent} {fmt_ci(fa, fmt_num)} vs {b.agent} {fmt_ci(fb, fmt_num)}")
+                            both=f"{a.agent} {final_cell(fa)} vs {b.agent} {final_cell(fb)}")
     steps = compare_convergence(a, b, "steps_to_converge", fmt_steps, "env steps to converge",
                                 lambda g: g.stats["env_steps"]["min"])
     wall = compare_convergence(a, b, "seconds_to_converge", fmt_seconds, "wall-clock time to converge",
@@ -425,6 +505,10 @@ def compare_pair(a, b, args):
         caveats.append(f"wall-clock times come from different hardware ({a.agent}: {', '.join(a.stats['hardware'])};"
                        f" {b.agent}: {', '.join(b.stats['hardware'])})")
     for g in (a, b):
+        fs = g.stats["final_return"]
+        if fs["n_short"]:
+            caveats.append(f"{g.agent}'s final return averages fewer than --final-episodes {fs['final_episodes']}"
+                           f" episodes in {fs['n_short']}/{fs['n']} seed(s)")
         if g.stats["not_finished"]:
             caveats.append(f"{g.agent} has runs that did not finish: {', '.join(g.stats['not_finished'])}")
         if g.stats["env_steps"]["min"] != g.stats["env_steps"]["max"]:
@@ -439,23 +523,28 @@ def compare_pair(a, b, args):
     short.append((f"{final['verdict']} reaches the higher final return" if final["verdict"] != "inconclusive"
                   else "the final returns cannot be told apart") + to_what)
     n = f"{a.agent} {a.stats['n_seeds']} seed(s), {b.agent} {b.stats['n_seeds']} seed(s)"
-    return {"env_id": a.env_id, "groups": [a.agent, b.agent], "steps": steps, "wall_clock": wall,
-            "final_return": final, "caveats": caveats,
-            "short": f"{a.env_id} ({n}): " + "; ".join(short) + "."}
+    arena = a.env_id + (f" [{a.variant}]" if a.variant else "")
+    return {"env_id": a.env_id, "env_settings": a.env_settings, "arena": arena, "groups": [a.agent, b.agent],
+            "steps": steps, "wall_clock": wall, "final_return": final, "caveats": caveats,
+            "short": f"{arena} ({n}): " + "; ".join(short) + "."}
 
 
 def answer(groups, args, warnings):
+    """Compare every two groups of one env id with the same env settings (an "arena")."""
     comparisons, lines = [], []
     envs = sorted({g.env_id for g in groups})
-    for env in envs:
-        gs = [g for g in groups if g.env_id == env]
+    arenas = {}
+    for g in groups:
+        arenas.setdefault((g.env_id, settings_key(g.env_settings)), []).append(g)
+    for (env, _), gs in arenas.items():
         if len(gs) < 2:
             g = gs[0]
-            line = f"{env}: only one agent ({g.agent}, {g.stats['n_seeds']} seed(s)), nothing to compare; "
+            arena = env + (f" [{g.variant}]" if g.variant else "")
+            line = f"{arena}: only one agent ({g.agent}, {g.stats['n_seeds']} seed(s)), nothing to compare; "
             if g.stats["n_with_episodes"] == 0:
                 line += "it has no episodes yet."
             else:
-                line += (f"final return {fmt_ci(g.stats['final_return'], fmt_num)}, env steps to converge"
+                line += (f"final return {final_cell(g.stats['final_return'])}, env steps to converge"
                          f" {conv_cell(g.stats['steps_to_converge'], fmt_steps)}.")
             lines.append(line)
             continue
@@ -528,23 +617,28 @@ def plot_returns(groups, args, wall):
     fig, axes = plt.subplots(len(envs), 1, figsize=(9, 4.5 * len(envs)), squeeze=False)
     palette = {}
     for ax, env in zip(axes[:, 0], envs):
-        drawn = False
+        drawn, few = False, 0
         for g in [g for g in groups if g.env_id == env]:
             series, marks = [], []
             for r in g.runs:
-                if r.episodes == 0:
+                if r.episodes == 0 or r.too_few_episodes:
+                    few += r.too_few_episodes
                     continue
                 steps, elapsed, values = r.scalars[RETURN_TAG]
                 x = elapsed / scale if wall else steps
-                series.append((x, moving_average(values, args.smooth)))
+                first = args.smooth - 1  # from the first full trailing mean on, as convergence is judged
+                series.append((x[first:], moving_average(values, args.smooth)[first:]))
                 if r.converge_step is not None:
                     marks.append((r.converge_seconds / scale if wall else r.converge_step, r.target))
             if series:
-                draw_curves(ax, g, series, color_of(g.agent, palette), g.agent, marks)
+                draw_curves(ax, g, series, color_of(g.name, palette), g.name, marks)
                 drawn = True
         if args.threshold is not None:
             ax.axhline(args.threshold, color="gray", ls="--", lw=1, label=f"threshold {args.threshold:g}")
-        if not drawn:
+        if few:
+            ax.text(0.01, 0.99, f"{few} seed(s) with fewer than {args.smooth} episodes (--smooth): not drawn",
+                    ha="left", va="top", fontsize=8, color="#a40", transform=ax.transAxes)
+        if not drawn and not few:
             ax.text(0.5, 0.5, "no episodes yet", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(f"{env}: episodic return (trailing mean of {args.smooth}), x = seed reached its target")
         ax.set_xlabel(f"wall-clock time since start ({unit})" if wall else "env steps")
@@ -567,8 +661,8 @@ def plot_tags(groups, tags, args, title, multi_env):
             series = [(r.scalars[tag][0], moving_average(r.scalars[tag][2], args.smooth))
                       for r in g.runs if tag in r.scalars]
             if series:
-                draw_curves(ax, g, series, color_of(g.label if multi_env else g.agent, palette),
-                            g.label if multi_env else g.agent)
+                draw_curves(ax, g, series, color_of(g.label if multi_env else g.name, palette),
+                            g.label if multi_env else g.name)
                 drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
@@ -589,7 +683,7 @@ def plot_sps(groups, args, multi_env):
     palette = {}
     names, means, errs, colors = [], [], [], []
     for g in groups:
-        name = g.label if multi_env else g.agent
+        name = g.label if multi_env else g.name
         color = color_of(name, palette)
         series = [(r.scalars[SPS_TAG][0], r.scalars[SPS_TAG][2]) for r in g.runs if SPS_TAG in r.scalars]
         if series:
@@ -616,15 +710,50 @@ def plot_sps(groups, args, multi_env):
 # ---------------------------------------------------------------- tables, markdown, html
 
 
+def too_few_note(s):
+    """'; k with fewer than N episodes' when seeds had too few episodes for a smoothed return, else ''."""
+    return f"; {s['n_too_few']} with fewer than {s['smooth']} episodes" if s["n_too_few"] else ""
+
+
 def conv_cell(s, fmt):
     if s["n_with_episodes"] == 0:
         return "no episodes yet"
     if s["n_reached"] == 0:
-        return f"not reached (0/{s['n_with_episodes']})"
-    note = f"{s['n_reached']}/{s['n_with_episodes']} reached"
+        return f"not reached (0/{s['n_with_episodes']}{too_few_note(s)})"
+    note = f"{s['n_reached']}/{s['n_with_episodes']} reached{too_few_note(s)}"
     if s["n_reached"] < s["n_with_episodes"]:
         note += ", mean of those"
     return fmt_ci(s, fmt, note)
+
+
+def final_cell(s):
+    """The final return, saying when some seeds had fewer than --final-episodes episodes to average."""
+    short = f"{s['n_short']}/{s['n']} seed(s) averaged fewer than {s['final_episodes']} episodes" if s["n_short"] else ""
+    return fmt_ci(s, fmt_num, short)
+
+
+def settings_key(settings):
+    """Seeds are pooled only when this is equal: the env settings as canonical JSON, None when not recorded."""
+    return None if settings is None else json.dumps(settings, sort_keys=True)
+
+
+def mark_variants(groups, warnings):
+    """Name what sets a group's env settings apart, where an env id has groups with different settings."""
+    for env in sorted({g.env_id for g in groups}):
+        gs = [g for g in groups if g.env_id == env]
+        keys = {settings_key(g.env_settings) for g in gs}
+        if len(keys) < 2:
+            continue
+        recorded = [g.env_settings for g in gs if g.env_settings is not None]
+        differ = sorted({k for s in recorded for k in s if len({json.dumps(t.get(k)) for t in recorded}) > 1})
+        for g in gs:
+            g.variant = ("env settings not recorded" if g.env_settings is None
+                         else ", ".join(f"{k}={g.env_settings.get(k)}" for k in differ) or "env settings recorded")
+        warnings.append(f"{env}: the runs differ in env settings ({'; '.join(sorted({g.variant for g in gs}))}):"
+                        " seeds are pooled only with seeds of the same settings, and groups are compared only with"
+                        " groups of the same settings"
+                        + ("; run.json files without env_settings (older runs) are kept apart from those that record"
+                           " them" if None in keys else ""))
 
 
 def group_table(groups, args):
@@ -638,22 +767,27 @@ def group_table(groups, args):
         seeds = str(s["n_seeds"])
         if s["n_with_episodes"] < s["n_seeds"]:
             seeds += f" ({s['n_seeds'] - s['n_with_episodes']} without episodes)"
-        final = fmt_ci(s["final_return"], fmt_num) if s["n_with_episodes"] else "no episodes yet"
-        rows.append([g.agent, g.env_id, seeds, steps, str(s["episodes"]), final,
+        final = final_cell(s["final_return"]) if s["n_with_episodes"] else "no episodes yet"
+        rows.append([g.name, g.env_id, seeds, steps, str(s["episodes"]), final,
                      conv_cell(s["steps_to_converge"], fmt_steps), conv_cell(s["seconds_to_converge"], fmt_seconds),
                      fmt_ci(s["sps"], lambda v: f"{v:.0f}")])
     return head, rows
 
 
-def run_table(groups):
+def run_table(groups, args):
     head = ["run", "agent", "seed", "status", "env steps", "episodes", "final return", "target",
             "env steps to converge", "wall time to converge", "SPS", "wall time"]
     rows = []
     for g in groups:
         for r in g.runs:
-            none = "no episodes yet" if r.episodes == 0 else "not reached"
-            rows.append([r.name, r.agent, str(r.seed), r.status, fmt_steps(r.steps), str(r.episodes),
-                         fmt_num(r.final_return) if r.episodes else "no episodes yet", fmt_num(r.target),
+            none = ("no episodes yet" if r.episodes == 0 else
+                    f"not reached (too few episodes: {r.episodes} < --smooth {args.smooth})" if r.too_few_episodes
+                    else "not reached")
+            final = fmt_num(r.final_return) if r.episodes else "no episodes yet"
+            if r.episodes and r.final_return_episodes < args.final_episodes:
+                final += f" (mean of {r.final_return_episodes} < {args.final_episodes} episodes)"
+            rows.append([r.name, g.name, str(r.seed), r.status, fmt_steps(r.steps), str(r.episodes),
+                         final, fmt_num(r.target),
                          fmt_steps(r.converge_step) if r.converge_step is not None else none,
                          fmt_seconds(r.converge_seconds) if r.converge_seconds is not None else none,
                          f"{r.sps:.0f}" if r.sps is not None else "n/a", fmt_seconds(r.wall_seconds)])
@@ -679,13 +813,16 @@ def definitions(args):
             + (f"the threshold {args.threshold:g}" if args.threshold is not None else
                f"{args.converge_fraction:.0%} of the seed's own final return (final - {1 - args.converge_fraction:.2g}"
                " x |final|)")
-            + "; 'not reached' otherwise. Group value: mean ± 95% CI over the seeds that reached it.")
-    return [f"Final return: mean of each seed's last {args.final_episodes} episodes (all if fewer), then mean ± 95%"
-            " CI over seeds (t distribution; 1 seed: CI n/a).",
+            + f"; 'not reached' otherwise, and for a seed with fewer than {args.smooth} episodes (no smoothed return;"
+            " such seeds make the comparison inconclusive). Group value: mean ± 95% CI over the seeds that reached it.")
+    return [f"Final return: mean of each seed's last {args.final_episodes} episodes (all if fewer, which the tables"
+            " say), then mean ± 95% CI over seeds (t distribution; 1 seed: CI n/a).",
             "Converge: " + conv,
             "Wall time: seconds since the run's first event; for a resumed run, the pause between the sessions and"
             " the earlier session's time after its last kept event are left out.",
-            "SPS: each seed's last charts/SPS value, mean ± 95% CI over seeds."]
+            "SPS: each seed's last charts/SPS value, mean ± 95% CI over seeds.",
+            "Seeds are pooled only with seeds of the same agent, env id and env settings (run.json env_settings;"
+            " runs without them are pooled with each other)."]
 
 
 PLOTS = [("return_vs_steps.png", "Episodic return vs env steps"),
@@ -699,12 +836,12 @@ def render_markdown(groups, lines, comparisons, warnings, args, created):
            f" {len(groups)} agent group(s).", "", "## Answer", ""]
     out += [f"- {l}" for l in lines]
     for c in comparisons:
-        out += ["", f"**{c['groups'][0]} vs {c['groups'][1]} on {c['env_id']}**", ""]
+        out += ["", f"**{c['groups'][0]} vs {c['groups'][1]} on {c['arena']}**", ""]
         out += [f"- {c[k]['text']}" for k in ("steps", "wall_clock", "final_return")]
         out += [f"- caveat: {cv}" for cv in c["caveats"]]
     out += ["", "## Per agent", "", md_table(*group_table(groups, args)), ""]
     out += [f"- {d}" for d in definitions(args)]
-    out += ["", "## Per run", "", md_table(*run_table(groups)), ""]
+    out += ["", "## Per run", "", md_table(*run_table(groups, args)), ""]
     if warnings:
         out += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     out += ["## Plots", ""] + [f"![{t}]({f})" for f, t in PLOTS] + [""]
@@ -722,7 +859,7 @@ def render_html(groups, lines, comparisons, warnings, args, created, pngs):
              f" {len(groups)} agent group(s).</p><h2>Answer</h2><ul>"]
     parts += [f"<li>{e(l)}</li>" for l in lines] + ["</ul>"]
     for c in comparisons:
-        parts.append(f"<h3>{e(c['groups'][0])} vs {e(c['groups'][1])} on {e(c['env_id'])}</h3><ul>")
+        parts.append(f"<h3>{e(c['groups'][0])} vs {e(c['groups'][1])} on {e(c['arena'])}</h3><ul>")
         parts += [f"<li>{e(c[k]['text'])}</li>" for k in ("steps", "wall_clock", "final_return")]
         parts += [f"<li><i>caveat:</i> {e(cv)}</li>" for cv in c["caveats"]] + ["</ul>"]
     parts += ["<h2>Per agent</h2>", html_table(*group_table(groups, args)), "<ul>"]
@@ -730,7 +867,7 @@ def render_html(groups, lines, comparisons, warnings, args, created, pngs):
     for name, title in PLOTS:
         b64 = base64.b64encode(pngs[name]).decode("ascii")
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
-    parts += ["<h2>Per run</h2>", html_table(*run_table(groups))]
+    parts += ["<h2>Per run</h2>", html_table(*run_table(groups, args))]
     if warnings:
         parts += ["<h2>Warnings</h2><ul>"] + [f"<li class='warn'>{e(w)}</li>" for w in warnings] + ["</ul>"]
     parts.append("</body></html>")
@@ -742,11 +879,13 @@ def summary_json(groups, lines, comparisons, warnings, args, created):
              "status": r.status, "hardware": r.hardware, "event_files": len(r.event_files), "env_steps": r.steps,
              "wall_seconds": r.wall_seconds, "episodes": r.episodes, "final_return": r.final_return,
              "target": r.target, "steps_to_converge": r.converge_step, "seconds_to_converge": r.converge_seconds,
-             "sps": r.sps} for g in groups for r in g.runs]
+             "sps": r.sps, "final_return_episodes": r.final_return_episodes,
+             "too_few_episodes": r.too_few_episodes, "env_settings": r.env_settings, "runtime": r.runtime}
+            for g in groups for r in g.runs]
     return {"format": "memory-pixel-interp/compare", "version": 1, "created": created,
             "args": dataclasses.asdict(args), "definitions": definitions(args), "answer": lines,
             "comparisons": comparisons,
-            "groups": [{"agent": g.agent, "env_id": g.env_id, **g.stats} for g in groups],
+            "groups": [{"agent": g.agent, "env_id": g.env_id, "variant": g.variant, **g.stats} for g in groups],
             "runs": runs, "warnings": warnings, "plots": [f for f, _ in PLOTS]}
 
 
@@ -791,14 +930,6 @@ def write_outputs(out_dir, files):
 def main(args):
     if not args.run_dirs:
         raise InputError("give at least one run folder (runs/<run_name>/) or a folder of runs (runs/)")
-    if args.smooth < 1:
-        raise InputError(f"--smooth must be >= 1, got {args.smooth}")
-    if args.final_episodes < 1:
-        raise InputError(f"--final-episodes must be >= 1, got {args.final_episodes}")
-    if not 0 < args.converge_fraction <= 1:
-        raise InputError(f"--converge-fraction must be in (0, 1], got {args.converge_fraction}")
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        raise InputError(f"--threshold must be a finite number, got {args.threshold}")
     existing = os.path.abspath(args.out_dir)
     while not os.path.exists(existing):  # fail before the slow part if the folder cannot be made
         existing = os.path.dirname(existing)
@@ -816,16 +947,18 @@ def main(args):
         if r.episodes == 0:
             warnings.append(f"{r.path}: no episodes yet (no {RETURN_TAG} events)")
 
-    by_key = {}
+    by_key = {}  # seeds are pooled by agent, env id and env settings
     for r in runs:
-        by_key.setdefault((r.agent, r.env_id.replace("/", "_")), []).append(r)
+        by_key.setdefault((r.agent, r.env_id.replace("/", "_"), settings_key(r.env_settings)), []).append(r)
     order = {"ram": 0, "pixel": 1}  # the memory agent first, as the research question is put
     groups = [Group(agent=rs[0].agent, env_id=next((r.env_id for r in rs if "/" in r.env_id), rs[0].env_id),
-                    runs=sorted(rs, key=lambda r: (r.seed is None, r.seed or 0, r.name)))
-              for (_, _), rs in sorted(by_key.items(), key=lambda kv: (kv[0][1], order.get(kv[0][0], 2), kv[0][0]))]
+                    runs=sorted(rs, key=lambda r: (r.seed is None, r.seed or 0, r.name)), env_settings=rs[0].env_settings)
+              for _, rs in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][2] or "", order.get(kv[0][0], 2),
+                                                                  kv[0][0]))]
+    mark_variants(groups, warnings)
     print("groups:")
     for g in groups:
-        group_stats(g)
+        group_stats(g, args)
         seeds = [r.seed for r in g.runs]
         if len(set(seeds)) < len(seeds):
             warnings.append(f"{g.label}: the same seed appears more than once ({seeds})")
@@ -856,25 +989,9 @@ def main(args):
     print(f"wrote {', '.join(os.path.join(args.out_dir, f) for f in files)}")
 
 
-def parse_args():
-    """tyro's parser, with its boxed error message folded into the one `error:` line bad input gets here."""
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            return tyro.cli(Args, description=__doc__)
-    except SystemExit as e:
-        if not e.code:
-            raise
-        lines = [l.strip(" \u2502\u256d\u256e\u2570\u256f\u2500") for l in captured.getvalue().splitlines()]
-        title, body = (lines[0], lines[1:]) if lines else ("bad command line", [])
-        first = " ".join(body[: body.index("")] if "" in body else body).strip() or one_line(captured.getvalue())
-        msg = first if first.lower().startswith(title.lower()) else f"{title.lower()}: {first}"
-        print(f"error: {msg} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
     cli_args = parse_args()
+    check_ranges(cli_args, RANGES)
     try:
         main(cli_args)
     except InputError as err:

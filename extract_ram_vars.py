@@ -1,7 +1,7 @@
 """Find which of an Atari game's 128 RAM bytes are game state, from the emulator alone.
 
-    python extract_ram_vars.py --env-id BreakoutNoFrameskip-v4          # ~1-2 min, writes ram_vars/<env-id>.json
-    python extract_ram_vars.py --env-id PongNoFrameskip-v4 --total-frames 2000   # tiny budget, a few seconds
+    python extract_ram_vars.py --env-id BreakoutNoFrameskip-v4          # writes ram_vars/<env-id>.json
+    python extract_ram_vars.py --env-id PongNoFrameskip-v4 --total-frames 2000   # a tiny budget
     python extract_ram_vars.py --checkpoint runs/X/checkpoint.pt        # let a trained agent drive part of the play
 
 No per-game address table is used anywhere: everything is measured on the emulator (ale_py.ALEInterface).
@@ -100,7 +100,7 @@ class Args:
     seed: int = 1
     """seed of the emulator and of every random choice (same seed -> same JSON, timings aside)"""
     total_frames: int = 300_000
-    """emulated frames of exploration play that are recorded (2000 = tiny budget, a few seconds)"""
+    """emulated frames of exploration play that are recorded (2000: a tiny budget, as the tests use)"""
     out_dir: str = "ram_vars"
     """folder of the output JSON (`<out-dir>/<env-id>.json`, `/` in the id becomes `_`)"""
     checkpoint: Optional[str] = None
@@ -126,26 +126,61 @@ class Args:
     """a state byte is selected only if the fraction of its trials whose future differed is above this"""
 
 
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {
+    "seed": "[0, 2147483647]", "total_frames": "[100, inf)", "policy_fraction": "[0, 1]", "n_bases": "[0, inf)",
+    "values_per_base": "[1, inf)", "horizon": "[1, inf)", "long_horizon": "[0, inf)", "long_bases": "[0, inf)",
+    "bitmap_contexts": "[1, inf)", "min_effect": "[0, 1)",
+}
+
+
 # ---------------------------------------------------------------- errors, env ids, emulator
-class CliError(Exception):
+class InputError(Exception):
     """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
 
 
-def parse_args():
-    """tyro, but a parse error becomes one `error:` line instead of tyro's box."""
-    buf = io.StringIO()
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
     try:
-        with contextlib.redirect_stderr(buf):
-            return tyro.cli(Args, description=__doc__)
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
     except SystemExit as e:
-        if e.code in (0, None):
-            sys.stderr.write(buf.getvalue())
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
             raise
-        lines = [re.sub(r"^[\s│╭╰─]+|[\s│╮╯─]+$", "", line) for line in buf.getvalue().splitlines()]
-        lines = [line for line in lines if line]
-        msg = lines[1] if len(lines) > 1 else (lines[0] if lines else "could not parse the command line")
-        print(f"error: bad arguments: {msg} (see --help)", file=sys.stderr)
-        sys.exit(2)
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 def rom_name(env_id: str) -> str:
@@ -154,7 +189,7 @@ def rom_name(env_id: str) -> str:
     spec = gym.registry.get(env_id)
     game = spec.kwargs.get("game") if spec is not None and "ale_py" in str(spec.entry_point) else None
     if game is None:
-        raise CliError(f"unknown env id '{env_id}' (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
+        raise InputError(f"unknown env id '{env_id}' (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game
 
 
@@ -185,21 +220,26 @@ def check_out_dir(out_dir: str, path: str):
             f.write("")
         os.remove(probe)
     except OSError as e:
-        raise CliError(f"cannot write to output folder '{out_dir}': {e.strerror or e}")
+        raise InputError(f"cannot write to output folder '{out_dir}': {e.strerror or e}")
 
 
-def write_json_atomic(path: str, obj):
+def write_atomic(path, write):
+    """Write `path` via a temp file in the same folder + fsync + os.replace (FORMATS.md)."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_json_atomic(path: str, obj):
+    """The JSON file, one space per indentation level, written atomically."""
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 @contextlib.contextmanager
@@ -255,13 +295,21 @@ class Agent(nn.Module):
         ]))
         self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1)
+        self.trunk_dtype = None  # torch.bfloat16: `network` runs under autocast (--precision); not saved
+
+    def hidden(self, x):
+        """(B, 4, 84, 84) uint8 frames -> (B, 512) float32 features of `network` (in trunk_dtype when set)."""
+        with torch.autocast(x.device.type, dtype=self.trunk_dtype or torch.bfloat16, enabled=self.trunk_dtype is not None):
+            # uint8 -> bf16 directly: the same values as (x.float() / 255) cast to bf16, half the memory traffic
+            return self.network(x.to(self.trunk_dtype or torch.float32) / 255.0).float()
 
     def get_value(self, x):
-        return self.critic(self.network(x.float() / 255.0))
+        return self.critic(self.hidden(x))
 
     def get_action_and_value(self, x, action=None):
-        hidden = self.network(x.float() / 255.0)
-        probs = Categorical(logits=self.actor(hidden))
+        hidden = self.hidden(x)
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
         if action is None:
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
@@ -288,27 +336,28 @@ class RamAgent(nn.Module):
 
     def get_action_and_value(self, x, action=None):
         hidden = self.network(encode_ram(x))
-        probs = Categorical(logits=self.actor(hidden))
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
         if action is None:
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
 def load_checkpoint(path: str, game: str, n_actions: int):
-    """-> (model, kind, ram_indices). Any problem is a CliError naming the checkpoint."""
+    """-> (model, kind, ram_indices). Any problem is a InputError naming the checkpoint."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # missing, directory, truncated, not a torch file, ...
-        raise CliError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise InputError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != "memory-pixel-interp/checkpoint":
-        raise CliError(f"'{path}' is not a memory-pixel-interp checkpoint (no format 'memory-pixel-interp/checkpoint')")
+        raise InputError(f"'{path}' is not a memory-pixel-interp checkpoint (no format 'memory-pixel-interp/checkpoint')")
     kind, kwargs = ckpt.get("agent"), ckpt.get("model_kwargs")
     if kind not in ("pixel", "ram") or not isinstance(kwargs, dict) or "state_dict" not in ckpt:
-        raise CliError(f"checkpoint '{path}' lacks agent/model_kwargs/state_dict")
+        raise InputError(f"checkpoint '{path}' lacks agent/model_kwargs/state_dict")
     if ckpt.get("game") not in (None, game):
-        raise CliError(f"checkpoint '{path}' is for game '{ckpt.get('game')}', not '{game}'")
+        raise InputError(f"checkpoint '{path}' is for game '{ckpt.get('game')}', not '{game}'")
     if kwargs.get("n_actions") != n_actions:
-        raise CliError(f"checkpoint '{path}' has {kwargs.get('n_actions')} actions, {game} has {n_actions}")
+        raise InputError(f"checkpoint '{path}' has {kwargs.get('n_actions')} actions, {game} has {n_actions}")
     ram_indices = None
     try:
         if kind == "pixel":
@@ -320,7 +369,7 @@ def load_checkpoint(path: str, game: str, n_actions: int):
             model = RamAgent(**kwargs)
         model.load_state_dict(ckpt["state_dict"])
     except Exception as e:
-        raise CliError(f"checkpoint '{path}' does not load into the {kind} agent: {str(e).splitlines()[0]}")
+        raise InputError(f"checkpoint '{path}' does not load into the {kind} agent: {str(e).splitlines()[0]}")
     model.eval()
     return model, kind, ram_indices
 
@@ -1047,18 +1096,6 @@ KINDS = ("constant", "latent", "scratch", "derived", "input-driven", "state", "b
 def main(args: Args) -> int:
     t_start = time.time()
     game = rom_name(args.env_id)
-    if args.total_frames < 100:
-        raise CliError(f"--total-frames must be >= 100, got {args.total_frames}")
-    for name in ("n_bases", "long_bases", "long_horizon"):
-        if getattr(args, name) < 0:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    for name in ("values_per_base", "horizon", "bitmap_contexts"):
-        if getattr(args, name) < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not 0.0 <= args.policy_fraction <= 1.0:
-        raise CliError(f"--policy-fraction must be in [0, 1], got {args.policy_fraction}")
-    if not 0.0 <= args.min_effect < 1.0:
-        raise CliError(f"--min-effect must be in [0, 1), got {args.min_effect}")
     out_path = os.path.join(args.out_dir, args.env_id.replace("/", "_") + ".json")
     check_out_dir(args.out_dir, out_path)
 
@@ -1094,7 +1131,7 @@ def main(args: Args) -> int:
     with emulator_stderr_silenced():
         bases, long_bases, dropped = make_bases(det, ex, args, actions, np_rng, n_bases)
         if not bases:
-            raise CliError(f"emulation of {game} is not deterministic under cloneState/restoreState: no usable base state")
+            raise InputError(f"emulation of {game} is not deterministic under cloneState/restoreState: no usable base state")
         results, done_frames, bitmap_frames = test_bytes(det, changing, observed, bases, long_bases, args, np_rng)
         null = null_interventions(det, bases, np_rng)
         # never changed in play, but does writing it change the future? (state that play did not reach)
@@ -1236,9 +1273,10 @@ def main(args: Args) -> int:
 
 if __name__ == "__main__":
     args = parse_args()
+    check_ranges(args, RANGES)
     try:
         sys.exit(main(args))
-    except CliError as e:
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -95,14 +95,16 @@ class Args:
     env_threads: int = 0
     """threads of the C++ vector env (0: min(num_envs, usable CPU cores))"""
     torch_threads: int = 0
-    """torch CPU threads (0: all usable CPU cores; on a quiet 2-core EPYC 2 threads trained faster than 1, see bench/README.md)"""
+    """torch CPU threads (0: all usable CPU cores; bench/bench_throughput.py measures this default against 1)"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """CNN trunk precision: bf16 autocast (heads, log-probs, ratio, losses and Adam stay fp32); auto: bf16 where the
     CUDA GPU or the CPU (AVX512-BF16 / AMX) supports it, else fp32. Checkpoints are fp32 either way"""
     compile: bool = False
-    """compile the agent's two forward calls with torch.compile (off: CPU compile takes ~40 s, see bench/README.md)"""
+    """compile the agent's two forward calls with torch.compile (off by default: compiling took 20-40 s per run on 2
+    shared EPYC cores with torch 2.13 CPU, bench/bench_throughput.py --compile; bench/README.md)"""
     channels_last: bool = True
-    """keep the CNN's weights channels-last (NHWC): the same network, a 13-17% faster PPO update on CPU (bench/README.md)"""
+    """keep the CNN's weights channels-last (NHWC): the same network; the PPO update was 13-17% faster on 2 shared EPYC
+    cores with torch 2.13 CPU (bench/bench_throughput.py, its --no-channels-last setting; bench/README.md)"""
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
@@ -163,24 +165,59 @@ class Args:
     """the number of iterations (computed in runtime)"""
 
 
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {
+    "seed": "[0, 2147483647]", "save_interval": "[1, inf)", "env_threads": "[0, inf)", "torch_threads": "[0, inf)",
+    "eval_episodes": "[1, inf)", "eval_epsilon": "[0, 1]", "eval_max_frames": "[1, inf)", "eval_num_envs": "[1, inf)",
+    "total_timesteps": "[1, inf)", "learning_rate": "(0, inf)", "num_envs": "[1, inf)", "num_steps": "[1, inf)",
+    "gamma": "[0, 1]", "gae_lambda": "[0, 1]", "num_minibatches": "[1, inf)", "update_epochs": "[1, inf)",
+    "clip_coef": "[0, inf)", "ent_coef": "[0, inf)", "vf_coef": "[0, inf)", "max_grad_norm": "(0, inf)",
+    "target_kl": "[0, inf)",
+}
+
+
 def fail(message):
-    """Bad input: one line on stderr, exit code 2, nothing written."""
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
 
 
 def parse_args(default=None):
-    """tyro.cli, with tyro's boxed error message squeezed into one `error:` line."""
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return tyro.cli(Args, default=default)
+            return tyro.cli(Args, default=default, description=__doc__)
     except SystemExit as e:
-        if e.code in (0, None):
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
             raise
-        lines = [l.strip(" │╭╮╰╯─┃━") for l in captured.getvalue().splitlines()]
-        lines = [l for l in lines if l and not l.startswith(("For full helptext", "Argument helptext"))]
-        fail("bad command line: " + (lines[1] if len(lines) > 1 else " ".join(lines) or "see --help"))
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 STOP = {"requested": False}
@@ -211,10 +248,15 @@ def write_json(path, obj):
     write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def rom_name(env_id):
+    """ALE ROM name of an id from ale_py's gymnasium registration (FORMATS.md), else None."""
+    spec = gym.registry.get(env_id) if isinstance(env_id, str) else None
+    return spec.kwargs["game"] if spec is not None and "game" in spec.kwargs else None
+
+
 def game_from_env_id(env_id):
-    """ALE ROM name from ale_py's gymnasium registration (FORMATS.md): 'BreakoutNoFrameskip-v4' -> 'breakout'."""
-    spec = gym.registry.get(env_id)
-    game = spec.kwargs.get("game") if spec is not None else None
+    """'BreakoutNoFrameskip-v4' -> 'breakout'; an id ale_py does not register is refused."""
+    game = rom_name(env_id)
     if game is None:
         fail(f"unknown env id '{env_id}' (expected an id ale_py registers, e.g. BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game
@@ -439,14 +481,13 @@ if __name__ == "__main__":
         args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
         if args.env_id != ckpt["env_id"]:
             fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
+    check_ranges(args, RANGES)
     game = game_from_env_id(args.env_id)
     args.batch_size = int(args.num_envs * args.num_steps)
-    args.minibatch_size = int(args.batch_size // args.num_minibatches) if args.num_minibatches > 0 else 0
-    args.num_iterations = args.total_timesteps // args.batch_size if args.batch_size > 0 else 0
-    if min(args.num_envs, args.num_steps, args.num_minibatches, args.update_epochs, args.save_interval) < 1:
-        fail("--num-envs, --num-steps, --num-minibatches, --update-epochs and --save-interval must be >= 1")
-    if args.eval_checkpoint and (args.eval_episodes < 1 or args.eval_max_frames < 1 or args.eval_num_envs < 1):
-        fail("--eval-episodes, --eval-max-frames and --eval-num-envs must be >= 1")
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.num_minibatches > args.batch_size:
+        fail(f"--num-minibatches {args.num_minibatches} is above the batch (num_envs*num_steps = {args.batch_size})")
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)

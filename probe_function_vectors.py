@@ -37,7 +37,9 @@ Steps (README §Probe has the details and the .npz keys):
    accuracy) or ridge R^2 on held-out episodes, against shuffled labels and the same network with random weights.
    Scores only (results.json), no activations saved.
 """
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -122,7 +124,7 @@ class Args:
     cuda: bool = True
     """use CUDA when it is available"""
     torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default; 1 is fastest on a busy 2-core machine)"""
+    """CPU threads for torch (0 = torch's default)"""
     report: bool = True
     """run probe_report.py on the outputs (PNG figures + report.html)"""
     natural: bool = True
@@ -131,6 +133,17 @@ class Args:
     """step 7: variables whose value distribution on those frames has less entropy (bits) are dropped, as AtariARI"""
     random_network_seed: int = 0
     """step 7: torch seed of the random-weights baseline (an Agent freshly initialised by its own layer_init)"""
+
+
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {
+    "top_k": "[0, inf)", "num_envs": "[1, inf)", "importance_steps": "[1, inf)", "importance_repeats": "[1, inf)",
+    "rollout_steps": "[8, inf)", "num_base_states": "[2, inf)", "samples_per_var": "[1, inf)", "epsilon": "[0, 1]",
+    "noop_max": "[0, inf)", "test_fraction": "(0, 1)", "max_classes": "[0, inf)", "unit_max_other_changed": "[0, 127]",
+    "min_unit_effect": "[0, inf)", "control_draws": "[1, inf)", "causal_pairs": "[1, inf)",
+    "random_directions": "[1, inf)", "batch_size": "[1, inf)", "num_workers": "[1, inf)", "seed": "[0, 2147483647]",
+    "torch_threads": "[0, inf)",
+}
 
 
 # Layers hooked: (short name, module name). Hidden layers first; heads last.
@@ -144,7 +157,51 @@ ALEInterface.setLoggerMode(LoggerMode.Error)  # no banner per emulator
 
 
 class InputError(Exception):
-    """Bad input: reported as one `error:` line, exit code 2."""
+    """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
+
+
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 # ---------------------------------------------------------------- models (FORMATS.md §3, verbatim)
@@ -166,12 +223,19 @@ class Agent(nn.Module):
         ]))
         self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1)
+        self.trunk_dtype = None  # torch.bfloat16: `network` runs under autocast (--precision); not saved
+
+    def hidden(self, x):
+        """(B, 4, 84, 84) uint8 frames -> (B, 512) float32 features of `network` (in trunk_dtype when set)."""
+        with torch.autocast(x.device.type, dtype=self.trunk_dtype or torch.bfloat16, enabled=self.trunk_dtype is not None):
+            # uint8 -> bf16 directly: the same values as (x.float() / 255) cast to bf16, half the memory traffic
+            return self.network(x.to(self.trunk_dtype or torch.float32) / 255.0).float()
 
     def get_value(self, x):
-        return self.critic(self.network(x.float() / 255.0))
+        return self.critic(self.hidden(x))
 
     def get_action_and_value(self, x, action=None):
-        hidden = self.network(x.float() / 255.0)
+        hidden = self.hidden(x)
         logits = self.actor(hidden)
         probs = Categorical(logits=logits)
         if action is None:
@@ -214,7 +278,7 @@ def rom_name(env_id: str) -> str:
     spec = gym.registry.get(env_id)
     game = spec.kwargs.get("game") if spec is not None and "ale_py" in str(spec.entry_point) else None
     if game is None:
-        raise InputError(f"unknown env id {env_id!r} (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
+        raise InputError(f"unknown env id '{env_id}' (not an ALE gymnasium id such as BreakoutNoFrameskip-v4 or ALE/Pong-v5)")
     return game
 
 
@@ -301,10 +365,6 @@ def validate_inputs(args: Args):
     for i in include:
         if i not in rv["selected"]:
             raise InputError(f"--include-vars: ram[0x{i:02x}] is not among the ram vars file's selected bytes")
-    if args.num_base_states < 2 or args.samples_per_var < 1 or args.top_k < 0:
-        raise InputError("need --num-base-states >= 2, --samples-per-var >= 1, --top-k >= 0")
-    if not 0.0 < args.test_fraction < 1.0 or args.rollout_steps < 8 or args.importance_steps < 1 or args.num_envs < 1:
-        raise InputError("need 0 < --test-fraction < 1, --rollout-steps >= 8, --importance-steps >= 1, --num-envs >= 1")
     out_dir = Path(args.out_dir or Path("probe") / rv["env_id"].replace("/", "_"))
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir {out_dir} exists and is not a folder")
@@ -1237,9 +1297,9 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
     return out, summary
 
 
-def save_atomic(path: Path, write):
-    """Write via `write(file)` to NAME.tmp-<pid> in the same folder, fsync, os.replace."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+def write_atomic(path, write):
+    """Write `path` via a temp file in the same folder + fsync + os.replace (FORMATS.md)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -1247,8 +1307,8 @@ def save_atomic(path: Path, write):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ---------------------------------------------------------------- main
@@ -1386,9 +1446,9 @@ def main(args: Args):
         arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    save_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
+    write_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
     timing.update(save_s=time.time() - t0, total_s=time.time() - t_start)
-    save_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
+    write_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
     print(f"[done] {out_dir / 'activations.npz'} ({(out_dir / 'activations.npz').stat().st_size / 1e6:.1f} MB) and "
           f"{out_dir / 'results.json'} in {timing['total_s']:.1f}s", flush=True)
     report = Path(__file__).with_name("probe_report.py")
@@ -1399,7 +1459,8 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    cli = tyro.cli(Args)
+    cli = parse_args()
+    check_ranges(cli, RANGES)
     try:
         main(cli)
     except InputError as e:

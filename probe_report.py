@@ -16,6 +16,7 @@ Reads `<out-dir>/results.json` and `<out-dir>/activations.npz` (README §Probe) 
 Usage: python probe_report.py --out-dir probe/BreakoutNoFrameskip-v4
 """
 import base64
+import contextlib
 import html
 import io
 import json
@@ -42,13 +43,61 @@ class Args:
     """annotate at most this many units per layer chart with their address"""
 
 
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {"max_unit_labels": "[0, inf)"}
+
+
 HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
 NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "diff_obs", "fv_relu1", "fv_relu2", "fv_relu3",
             "unit_effect_relu1", "unit_effect_relu2", "unit_effect_relu3", "unit_effect_relu_fc"]
 
 
 class InputError(Exception):
-    """Bad input: reported as one `error:` line, exit code 2."""
+    """Bad input: reported as one `error: ...` line on stderr, exit code 2."""
+
+
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 def load_inputs(out_dir: Path):
@@ -86,14 +135,18 @@ def colours(n):
     return [palette[i % len(palette)] for i in range(n)]
 
 
-def write_atomic(path, data: bytes):
-    """Write bytes via a temp file in the same folder + fsync + rename: a reader never sees half a file."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_atomic(path, write):
+    """Write `path` via a temp file in the same folder + fsync + os.replace (FORMATS.md)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def save_png(fig, path: Path):
@@ -102,7 +155,7 @@ def save_png(fig, path: Path):
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     data = buf.getvalue()
-    write_atomic(path, data)
+    write_atomic(path, lambda f: f.write(data))
     return data
 
 
@@ -476,12 +529,13 @@ def main(args: Args):
         imgs[f"var_{j}"] = save_png(fig_variable(res, npz, j, v, cols[j]), out_dir / f"var_{name}.png")
     page = html_report(res, imgs).encode()
     path = out_dir / "report.html"
-    write_atomic(path, page)
+    write_atomic(path, lambda f: f.write(page))
     print(f"[report] {path} ({len(page) / 1e6:.1f} MB, {len(imgs)} figures)", flush=True)
 
 
 if __name__ == "__main__":
-    cli = tyro.cli(Args)
+    cli = parse_args()
+    check_ranges(cli, RANGES)
     try:
         main(cli)
     except InputError as e:

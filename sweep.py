@@ -35,6 +35,7 @@ Exit code: 0 every game ran without failure, 1 some game failed or timed out (al
     python sweep.py --index-only                                      # rebuild sweep/index.{json,html}
 """
 import base64
+import contextlib
 import fcntl
 import html
 import io
@@ -128,29 +129,75 @@ class Args:
     """how many last stderr lines of a failed step are kept in status.json and the index"""
 
 
-def fail(msg):
-    """Bad input: one clear line on stderr, exit code 2."""
-    print(f"error: {msg}", file=sys.stderr)
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {"total_timesteps": "[1, inf)", "workers": "[1, inf)", "only_index": "[0, inf)", "extract_timeout": "[0, inf)",
+          "step_timeout": "[0, inf)", "tail_lines": "[1, inf)"}
+
+
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 def folder_of(env_id):
     return env_id.replace("/", "_")
 
 
-def write_atomic(path, text):
-    """Write text to path via a temp file in the same folder + os.replace (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_atomic(path, write):
+    """Write `path` via a temp file in the same folder + fsync + os.replace (FORMATS.md)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_json(path, obj):
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def read_json(path):
@@ -684,7 +731,7 @@ def build_index(out_dir, listed):
              "n_games": len(entries), "counts": dict(counts), "games": entries}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "index.json", index)
-    write_atomic(out_dir / "index.html", render_html(index))
+    write_atomic(out_dir / "index.html", lambda f: f.write(render_html(index).encode()))
     return index
 
 
@@ -802,13 +849,12 @@ def _sigterm_to_interrupt(signum, frame):
 
 
 def main():
-    args = tyro.cli(Args)
-    if args.workers < 1:
-        fail(f"--workers must be >= 1, got {args.workers}")
-    if args.total_timesteps < 1:
-        fail(f"--total-timesteps must be >= 1, got {args.total_timesteps}")
-    if args.extract_timeout < 0 or args.step_timeout < 0:
-        fail("--extract-timeout and --step-timeout must be >= 0 (0: no limit)")
+    args = parse_args()
+    check_ranges(args, RANGES)
+    if not args.steps:
+        fail(f"--steps needs at least one step among: {' '.join(STEPS)}")
+    if args.games is not None and not args.games:
+        fail("--games needs at least one env id")
     bad = [s for s in args.steps if s not in STEPS]
     if bad:
         fail(f"unknown step {bad[0]!r} in --steps; choose among: {' '.join(STEPS)}")

@@ -10,6 +10,8 @@ bytes are those that changed during random play (found from the emulator), in a 
 
 Usage: python bench/bench_probe.py [--pixel-checkpoint P --ram-checkpoint R --ram-vars J] [--num-base-states 16]
 """
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import torch
 import torch.nn as nn
 import tyro
 from ale_py import ALEInterface, LoggerMode, roms
+from torch.distributions.categorical import Categorical
 
 
 @dataclass
@@ -50,6 +53,55 @@ class Args:
     """seed"""
 
 
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {"num_base_states": "[2, inf)", "samples_per_var": "[1, inf)", "top_k": "[0, inf)", "num_workers": "[1, inf)",
+          "raw_seconds": "(0, inf)", "seed": "[0, 2147483647]"}
+
+
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+
+
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
@@ -68,6 +120,30 @@ class Agent(nn.Module):
         ]))
         self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1)
+        self.trunk_dtype = None  # torch.bfloat16: `network` runs under autocast (--precision); not saved
+
+    def hidden(self, x):
+        """(B, 4, 84, 84) uint8 frames -> (B, 512) float32 features of `network` (in trunk_dtype when set)."""
+        with torch.autocast(x.device.type, dtype=self.trunk_dtype or torch.bfloat16, enabled=self.trunk_dtype is not None):
+            # uint8 -> bf16 directly: the same values as (x.float() / 255) cast to bf16, half the memory traffic
+            return self.network(x.to(self.trunk_dtype or torch.float32) / 255.0).float()
+
+    def get_value(self, x):
+        return self.critic(self.hidden(x))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.hidden(x)
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def encode_ram(x):                      # x: uint8 tensor (B, n_ram) -> float (B, n_ram * 9)
+    x = x.long()
+    bits = (x.unsqueeze(-1) >> torch.arange(8, device=x.device)) & 1
+    return torch.cat([x.unsqueeze(-1).float() / 255.0, bits.float()], dim=-1).flatten(1)
 
 
 class RamAgent(nn.Module):
@@ -79,6 +155,17 @@ class RamAgent(nn.Module):
         ]))
         self.actor = layer_init(nn.Linear(hidden, n_actions), std=0.01)
         self.critic = layer_init(nn.Linear(hidden, 1), std=1)
+
+    def get_value(self, x):
+        return self.critic(self.network(encode_ram(x)))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(encode_ram(x))
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
 def new_ale(game, seed):
@@ -168,4 +255,6 @@ def main(args: Args):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli = parse_args()
+    check_ranges(cli, RANGES)
+    main(cli)

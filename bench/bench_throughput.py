@@ -1,6 +1,6 @@
 """Throughput of the two PPO agents against their raw environments, and the measured gain of each speed flag.
 
-    python bench/bench_throughput.py                      # about 5 minutes on 2 CPU cores (2 rounds)
+    python bench/bench_throughput.py                      # (a)-(d), 2 interleaved rounds
     python bench/bench_throughput.py --rounds 1 --compile # + --compile, one round
 
 Prints agent steps per second (one step = one agent decision in one env = 4 emulator frames) of
@@ -60,23 +60,53 @@ class Args:
     iteration over iterations 3.. (torch.compile compiles in iterations 1-2)"""
 
 
-def parse_args():
-    """tyro.cli, with tyro's boxed error message squeezed into one `error:` line (as the training scripts do)."""
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {"num_envs": "[1, inf)", "raw_seconds": "(0, inf)", "pixel_steps": "[1, inf)", "ram_steps": "[1, inf)",
+          "rounds": "[1, inf)"}
+
+
+def fail(message):
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            args = tyro.cli(Args)
+            return tyro.cli(Args, default=default, description=__doc__)
     except SystemExit as e:
-        if e.code in (0, None):
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
             raise
-        lines = [l.strip(" │╭╮╰╯─┃━") for l in captured.getvalue().splitlines()]
-        lines = [l for l in lines if l and not l.startswith(("For full helptext", "Argument helptext"))]
-        sys.exit("error: bad command line: " + (lines[1] if len(lines) > 1 else " ".join(lines) or "see --help"))
-    if args.rounds < 1 or args.raw_seconds <= 0 or args.num_envs < 1:
-        sys.exit("error: --rounds and --num-envs must be >= 1, --raw-seconds > 0")
-    if args.pixel_steps < 4 * 128 * args.num_envs or args.ram_steps < 4 * 128 * args.num_envs:
-        sys.exit("error: --pixel-steps and --ram-steps must cover at least 4 iterations (4 x 128 x num_envs)")
-    return args
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 def load_script(name):
@@ -179,6 +209,9 @@ def compile_comparison(script, args, extra):
 
 if __name__ == "__main__":
     args = parse_args()
+    check_ranges(args, RANGES)
+    if min(args.pixel_steps, args.ram_steps) < 4 * 128 * args.num_envs:
+        fail("--pixel-steps and --ram-steps must cover at least 4 iterations (4 x 128 x num_envs)")
     import ale_py
     import gymnasium as gym
 

@@ -63,7 +63,9 @@ def write_events(folder, first_step, total, spp, plateau, ramp_end, episodes=Tru
     return (total - first_step) * spp
 
 
-def make_run(root, agent, env_id, seed, spec, i, run_json=True, exp_name=None, episodes=True, status="finished"):
+def make_run(root, agent, env_id, seed, spec, i, run_json=True, exp_name=None, episodes=True, status="finished",
+             env_settings=None):
+    """A synthetic run folder; env_settings (run.json's, as the agents write it since they record it) when given."""
     name = f"{env_id.replace('/', '_')}__{exp_name or f'ppo_{agent}_breakout'}__{seed}__{1700000000 + seed}"
     folder = root / name
     folder.mkdir(parents=True)
@@ -72,6 +74,8 @@ def make_run(root, agent, env_id, seed, spec, i, run_json=True, exp_name=None, e
         meta = {"format": "memory-pixel-interp/run", "version": 1, "agent": agent, "env_id": env_id, "seed": seed,
                 "run_name": name, "args": {}, "device": "cpu", "machine": "test", "status": status,
                 "global_step": spec["total"], "wall_seconds": spec["total"] * spec["spp"], "ram_vars": None}
+        if env_settings is not None:
+            meta["env_settings"] = env_settings
         (folder / "run.json").write_text(json.dumps(meta))
     return folder
 
@@ -269,6 +273,84 @@ def test_no_episodes_other_env_no_run_json_and_resumed_run(tmp_path):
     assert r["seconds_to_converge"] == pytest.approx(kept1 + (1800 - 1000) * 0.01, abs=1e-3)
     (c,) = summary["comparisons"]  # only Breakout has two groups
     assert c["env_id"] == "BreakoutNoFrameskip-v4"
+
+
+def test_fewer_episodes_than_smooth_is_not_reached(tmp_path):
+    """3 episodes at a constant return and --smooth 20: no trailing mean of 20 exists, so no convergence is
+    claimed (the old code called it reached at the 3rd episode), and every figure from too little data says so."""
+    root = tmp_path / "runs"
+    few = {"plateau": [10.0] * 3, "ramp_end": [1] * 3, "total": 3 * EP_EVERY, "spp": 0.01}  # 3 episodes, return 10
+    for i, seed in enumerate([1, 2, 3]):
+        make_run(root, "ram", "BreakoutNoFrameskip-v4", seed, few, i)
+        make_run(root, "pixel", "BreakoutNoFrameskip-v4", seed, PIXEL, i)
+    out = tmp_path / "out"
+    run_script("compare_runs.py", root, "--out-dir", out)  # defaults: --smooth 20, --final-episodes 100
+    summary = json.loads((out / "summary.json").read_text())
+    for r in summary["runs"]:
+        if r["agent"] == "ram":
+            assert r["episodes"] == 3 and r["too_few_episodes"] is True and r["final_return_episodes"] == 3
+            assert r["steps_to_converge"] is None and r["seconds_to_converge"] is None
+    ram = group(summary, "ram")
+    assert ram["steps_to_converge"]["n_reached"] == 0 and ram["steps_to_converge"]["n_too_few"] == 3
+    assert ram["final_return"]["n_short"] == 3
+    (c,) = summary["comparisons"]
+    for k in ("steps", "wall_clock"):
+        assert c[k]["verdict"] == "inconclusive" and "fewer than --smooth 20 episodes" in c[k]["text"], c[k]
+    assert any("fewer than --final-episodes 100 episodes in 3/3 seed(s)" in cv for cv in c["caveats"]), c["caveats"]
+    md = (out / "summary.md").read_text()
+    assert "not reached (0/3; 3 with fewer than 20 episodes)" in md, md
+    assert "3/3 seed(s) averaged fewer than 100 episodes" in md
+    assert "not reached (too few episodes: 3 < --smooth 20)" in md
+    assert "(mean of 3 < 100 episodes)" in md
+    # pixel's seeds have 200 episodes: reached, and its final return is a full 100-episode mean
+    pixel = group(summary, "pixel")
+    assert pixel["steps_to_converge"]["n_reached"] == 3 and pixel["final_return"]["n_short"] == 0
+
+
+SETTINGS = {"repeat_action_probability": 0.0, "frameskip": 4, "max_num_frames_per_episode": 108000, "noop_max": 30,
+            "full_action_space": False}
+
+
+def test_seeds_with_other_env_settings_are_not_pooled(tmp_path):
+    root = tmp_path / "runs"
+    sticky = dict(SETTINGS, repeat_action_probability=0.25)
+    make_run(root, "ram", "BreakoutNoFrameskip-v4", 1, RAM, 0, env_settings=SETTINGS)
+    make_run(root, "ram", "BreakoutNoFrameskip-v4", 2, RAM, 1, env_settings=SETTINGS)
+    make_run(root, "ram", "BreakoutNoFrameskip-v4", 3, RAM, 2, env_settings=sticky)
+    for i, seed in enumerate([1, 2, 3]):
+        make_run(root, "pixel", "BreakoutNoFrameskip-v4", seed, PIXEL, i, env_settings=SETTINGS)
+    make_run(root, "pixel", "BreakoutNoFrameskip-v4", 4, PIXEL, 0)  # an older run.json, without env_settings
+    out = tmp_path / "out"
+    proc = run_script("compare_runs.py", root, "--out-dir", out, "--smooth", "1", "--final-episodes", "20")
+    summary = json.loads((out / "summary.json").read_text())
+    got = {(g["agent"], g["variant"]): g["seeds"] for g in summary["groups"]}
+    assert got == {("ram", "repeat_action_probability=0.0"): [1, 2], ("ram", "repeat_action_probability=0.25"): [3],
+                   ("pixel", "repeat_action_probability=0.0"): [1, 2, 3],
+                   ("pixel", "env settings not recorded"): [4]}, got
+    assert "differ in env settings" in proc.stderr and "without env_settings" in proc.stderr
+    # only the two groups with the same settings are compared; the others are named alone
+    (c,) = summary["comparisons"]
+    assert c["groups"] == ["ram", "pixel"] and c["env_settings"] == SETTINGS
+    assert c["arena"] == "BreakoutNoFrameskip-v4 [repeat_action_probability=0.0]"
+    assert sum("only one agent" in line for line in summary["answer"]) == 2
+    assert "ram [repeat_action_probability=0.25]" in (out / "summary.md").read_text()
+
+
+def test_same_env_settings_or_none_recorded_pool_as_before(runs_root, tmp_path):
+    """Old run.json files (no env_settings) still pool, and equal settings pool without a variant or warning."""
+    root = tmp_path / "runs"
+    for i, seed in enumerate([1, 2]):
+        make_run(root, "ram", "BreakoutNoFrameskip-v4", seed, RAM, i, env_settings=SETTINGS)
+        make_run(root, "pixel", "BreakoutNoFrameskip-v4", seed, PIXEL, i, env_settings=dict(reversed(SETTINGS.items())))
+    for folder, expect_settings in ((root, SETTINGS), (runs_root, None)):
+        out = tmp_path / f"out{expect_settings is None}"
+        proc = run_script("compare_runs.py", folder, "--out-dir", out, "--smooth", "1", "--final-episodes", "20")
+        summary = json.loads((out / "summary.json").read_text())
+        assert [g["variant"] for g in summary["groups"]] == ["", ""]
+        assert all(g["env_settings"] == expect_settings for g in summary["groups"])
+        assert "env settings" not in proc.stderr
+        (c,) = summary["comparisons"]
+        assert c["arena"] == "BreakoutNoFrameskip-v4"
 
 
 def test_bad_input_is_one_clean_line_and_keeps_old_outputs(runs_root, tmp_path):

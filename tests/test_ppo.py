@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn as nn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.distributions.categorical import Categorical
 
 from conftest import ROOT, assert_clean_error, run_script
 
@@ -53,12 +54,27 @@ class Agent(nn.Module):
         ]))
         self.actor = layer_init(nn.Linear(512, n_actions), std=0.01)
         self.critic = layer_init(nn.Linear(512, 1), std=1)
+        self.trunk_dtype = None  # torch.bfloat16: `network` runs under autocast (--precision); not saved
+
+    def hidden(self, x):
+        """(B, 4, 84, 84) uint8 frames -> (B, 512) float32 features of `network` (in trunk_dtype when set)."""
+        with torch.autocast(x.device.type, dtype=self.trunk_dtype or torch.bfloat16, enabled=self.trunk_dtype is not None):
+            # uint8 -> bf16 directly: the same values as (x.float() / 255) cast to bf16, half the memory traffic
+            return self.network(x.to(self.trunk_dtype or torch.float32) / 255.0).float()
 
     def get_value(self, x):
-        return self.critic(self.network(x.float() / 255.0))
+        return self.critic(self.hidden(x))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.hidden(x)
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
-def encode_ram(x):
+def encode_ram(x):                      # x: uint8 tensor (B, n_ram) -> float (B, n_ram * 9)
     x = x.long()
     bits = (x.unsqueeze(-1) >> torch.arange(8, device=x.device)) & 1
     return torch.cat([x.unsqueeze(-1).float() / 255.0, bits.float()], dim=-1).flatten(1)
@@ -76,6 +92,14 @@ class RamAgent(nn.Module):
 
     def get_value(self, x):
         return self.critic(self.network(encode_ram(x)))
+
+    def get_action_and_value(self, x, action=None):
+        hidden = self.network(encode_ram(x))
+        logits = self.actor(hidden)
+        probs = Categorical(logits=logits)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
 # ---- helpers
@@ -232,13 +256,17 @@ def test_pixel_resume_continues_the_run(pixel_run, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [pixel_run.name]  # no new run folder
 
 
-def test_pixel_channels_last_is_the_same_network(pixel_run, tmp_path):
+def test_pixel_channels_last_is_the_same_network(tmp_path):
     """--channels-last (the default) only changes the weights' memory layout: a --no-channels-last run with the
-    same seed and budget ends with the same weights (up to float rounding) and the same checkpoint keys."""
-    runs = tmp_path / "runs"
-    run_script(PIXEL, "--env-id", ENV_ID, *TINY, "--save-interval", "2", "--runs-dir", runs, "--no-channels-last",
-               cwd=tmp_path)
-    plain, default = load_ckpt(only_run_dir(runs) / "checkpoint.pt"), load_ckpt(pixel_run / "checkpoint.pt")
+    same seed and budget ends with the same weights (up to float rounding) and the same checkpoint keys. Both in
+    fp32: on a CPU with native bf16, --precision auto trains the trunk in bf16, whose rounding differs per layout."""
+    ckpts = {}
+    for layout in ("--channels-last", "--no-channels-last"):
+        runs = tmp_path / layout.strip("-")
+        run_script(PIXEL, "--env-id", ENV_ID, *TINY, "--save-interval", "2", "--runs-dir", runs, layout,
+                   "--precision", "fp32", cwd=tmp_path)
+        ckpts[layout] = load_ckpt(only_run_dir(runs) / "checkpoint.pt")
+    plain, default = ckpts["--no-channels-last"], ckpts["--channels-last"]
     assert (plain["args"]["channels_last"], default["args"]["channels_last"]) == (False, True)
     assert default["state_dict"]["network.conv1.weight"].is_contiguous(memory_format=torch.channels_last)
     assert set(plain["state_dict"]) == set(default["state_dict"])
