@@ -142,7 +142,7 @@ RANGES = {
     "noop_max": "[0, inf)", "test_fraction": "(0, 1)", "max_classes": "[0, inf)", "unit_max_other_changed": "[0, 127]",
     "min_unit_effect": "[0, inf)", "control_draws": "[1, inf)", "causal_pairs": "[1, inf)",
     "random_directions": "[1, inf)", "batch_size": "[1, inf)", "num_workers": "[1, inf)", "seed": "[0, 2147483647]",
-    "torch_threads": "[0, inf)",
+    "torch_threads": "[0, inf)", "natural_min_entropy": "[0, 8]", "random_network_seed": "[0, 2147483647]",
 }
 
 
