@@ -354,7 +354,8 @@ def test_drop_bitmaps_and_min_effect_change_selection(result, tmp_path):
             assert a[key] == b[key], (a["index"], key)
         assert a["intervention"].get("differed_fraction") == b["intervention"].get("differed_fraction")
     bitmaps = {r["index"] for r in recs if r["kind"] == "bitmap"}
-    weak = {r["index"] for r in recs if r["kind"] == "state" and r["intervention"]["effect_fraction"] <= 0.3}
+    weak = {r["index"] for r in recs if (r["kind"] == "state" and r["intervention"]["effect_fraction"] <= 0.3)
+            or (r["kind"] == "latent" and r["intervention"]["differed_fraction"] <= 0.3)}  # latent: its write test
     assert bitmaps and weak
     expected = [i for i in result["selected"] if i not in bitmaps and i not in weak]
     assert d["selected"] == expected
