@@ -93,7 +93,8 @@ def test_sweep_interrupt_resume_and_failure(tmp_path):
         e = games[g]
         assert e["status"] == "done", (g, e["status"], e["reason"], e["stderr_tail"])
         assert all(s["status"] == "done" and s["seconds"] > 0 for s in e["steps"].values()), e["steps"]
-        assert e["extract"]["selected"] > 0 and e["extract"]["changing"] >= e["extract"]["selected"]
+        # selected may exceed "changing": a latent byte never changed in play (extractor version 2)
+        assert e["extract"]["selected"] > 0 and 0 < e["extract"]["changing"] <= 128
         assert sum(e["extract"]["excluded_by_reason"].values()) == 128 - e["extract"]["selected"]
         for agent in ("ram", "pixel"):  # (256 steps may end no Pong game: a final return may be None)
             assert e["compare"][agent]["env_steps"] == 256 and "final_return" in e["compare"][agent]
