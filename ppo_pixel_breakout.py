@@ -103,8 +103,9 @@ class Args:
     """compile the agent's two forward calls with torch.compile (off by default: compiling took 20-40 s per run on 2
     shared EPYC cores with torch 2.13 CPU, bench/bench_throughput.py --compile; bench/README.md)"""
     channels_last: bool = True
-    """keep the CNN's weights channels-last (NHWC): the same network; the PPO update was 13-17% faster on 2 shared EPYC
-    cores with torch 2.13 CPU (bench/bench_throughput.py, its --no-channels-last setting; bench/README.md)"""
+    """keep the CNN's weights channels-last (NHWC): the same network; in fp32 the PPO update was 13-17% faster on 2
+    shared EPYC cores (torch 2.13 CPU), with the bf16 trunk training SPS x0.96-1.05, no clear gain (python
+    bench/bench_throughput.py, its --no-channels-last setting, quiet 2-core EPYC; bench/README.md)"""
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
