@@ -581,8 +581,9 @@ def ram_importance(ram_agent, selected, game, args, rng, device):
 
 
 def describe_variables(keep, rv, ranking, max_classes):
-    """The probed variables: name ram[0xNN] (NN = index into getRAM()), the ram vars record's address, kind,
-    range and values; categorical if the kind is bitmap or it has <= max_classes distinct values."""
+    """The probed variables: name ram[0xNN] (NN = index into getRAM()), the ram vars record's address, kind, role
+    (what the extractor found the byte is, with its evidence), range and values; categorical if the kind is
+    bitmap or it has <= max_classes distinct values."""
     variables = []
     for i in keep:
         rec = rv["bytes"][i]
@@ -593,6 +594,9 @@ def describe_variables(keep, rv, ranking, max_classes):
                           "record_values": [int(x) for x in values],
                           "public": {"name": f"ram[0x{i:02x}]", "index": i, "address": rec.get("address", f"0x{0x80 + i:02X}"),
                                      "kind": kind, "categorical": categorical, "n_distinct_in_ram_vars": n_distinct,
+                                     # the extractor's description (ram vars version 2; None for a version-1 file)
+                                     "role": (rec.get("role") or {}).get("role"),
+                                     "role_evidence": (rec.get("role") or {}).get("evidence"),
                                      "min": int(rec["min"]), "max": int(rec["max"]),
                                      "importance": next(s for s in ranking if s["index"] == i)}})
     return variables

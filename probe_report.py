@@ -451,7 +451,8 @@ def html_report(res, imgs):
         tops = ", ".join(f"{u['unit']} ({u['effect']:.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
         where = "{}-{}, {}-{}".format(*reg["bbox"]) if reg else "none" + (f": {v['screen_region']['reason']}" if v["screen_region"].get("reason") else "")
         why = empty_reason(v)
-        parts.append(f"<tr><td class='l'><a href='#{e(v['name'])}'>{e(v['name'])}</a></td><td class='l'>{e(v['address'])}</td>"
+        role = f"<br><small title='{e(v.get('role_evidence') or '')}'>{e(v['role'])}</small>" if v.get("role") else ""
+        parts.append(f"<tr><td class='l'><a href='#{e(v['name'])}'>{e(v['name'])}</a>{role}</td><td class='l'>{e(v['address'])}</td>"
                      f"<td class='l'>{e(v['kind'])}{' (cat.)' if v['categorical'] else ''}</td>"
                      f"<td>{fmt(v['importance']['tv'], 4)}</td><td>{v['importance']['rank']}</td>"
                      f"<td class='l'>{where}</td>"
@@ -479,11 +480,14 @@ def html_report(res, imgs):
     parts.append("<h2>Per variable</h2>")
     for j, v in enumerate(vs):
         s = v["samples"]
-        parts.append(f"<h3 id='{e(v['name'])}'>{e(v['name'])} — {e(v['address'])}, {e(v['kind'])}, "
+        parts.append(f"<h3 id='{e(v['name'])}'>{e(v['name'])}{' (' + e(v['role']) + ')' if v.get('role') else ''} — "
+                     f"{e(v['address'])}, {e(v['kind'])}, "
                      f"importance rank {v['importance']['rank']} (TV {fmt(v['importance']['tv'], 4)}, KL {fmt(v['importance']['kl'], 4)})</h3>"
                      f"<p class='note'>{s['kept']}/{s['drawn']} drawn values changed the byte ({s['reached_intended']} reached the intended value); "
                      f"other bytes changed in {fmt(s['other_bytes_changed_fraction'])} of them; the screen changed in "
                      f"{fmt(s['screen_changed_fraction'])}. Intervention: {e((v.get('status') or {}).get('intervention', 'held'))}.</p>"
+                     + (f"<p class='note'>What the extractor found it is: {e(v['role'])} ({e(v.get('role_evidence') or '')}).</p>"
+                        if v.get("role") else "")
                      + (f"<p class='why'>{e(empty_reason(v))}</p>" if empty_reason(v) else "")
                      + img_tag(imgs['var_' + str(j)], v['name']))
         parts.append("<table><thead><tr><th class='l'>layer</th><th>metric</th><th>score</th><th>within-base R²</th><th>control</th>"

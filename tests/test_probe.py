@@ -92,6 +92,13 @@ def chain(tmp_path_factory):
 
 def test_results_and_npz_contents(chain):
     res, z = chain["res"], chain["npz"]
+    # every variable carries the extractor's description of its byte (ram vars version 2), shown in the report
+    rv = json.loads(chain["ram_vars"].read_text())
+    for v in res["variables"]:
+        assert v["role"] == (rv["bytes"][v["index"]].get("role") or {}).get("role"), v["name"]
+    roles = {v["role"] for v in res["variables"] if v["role"]}
+    page = (chain["out"] / "report.html").read_text()
+    assert roles and all(r in page for r in roles), roles
     assert res["format"] == "memory-pixel-interp/probe" and res["env_id"] == ENV and res["game"] == "breakout"
     for key in ("preprocessing_check", "restore_check", "importance", "variables", "layers", "counts", "timing"):
         assert key in res, key
