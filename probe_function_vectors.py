@@ -118,7 +118,8 @@ class Args:
     save_maps: Literal["reference", "all"] = "reference"
     """conv maps (act_relu1..3) and obs_last written to activations.npz: "reference" = only the unperturbed samples
     (natural references and controls, rows map_rows), every sample's per-channel spatial mean in act_<layer>_mean
-    (Breakout, default budget: 229 MB); "all" = every sample's maps (897 MB). The analysis uses all of them either way"""
+    (the shipped Breakout pair at the default budget: 229 MB, README's probe command, 2-core EPYC); "all" = every
+    sample's maps (897 MB, same run). The analysis uses all of them either way"""
     seed: int = 1
     """seed of numpy, torch and the emulators"""
     cuda: bool = True
