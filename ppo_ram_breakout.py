@@ -536,14 +536,14 @@ def format_seconds(s):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def evaluate(args, ckpt, ckpt_path, device):
+def evaluate(args, ckpt, ckpt_path, device, env_processes):
     """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json."""
     agent = RamAgent(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
     n_envs = max(1, min(args.eval_episodes, args.eval_num_envs))
     envs, reset_action = make_envs(args.env_id, n_envs, ckpt["ram_indices"], args.async_envs, max_frames=args.eval_max_frames,
-                                   processes=args.env_processes or min(n_envs, usable_cores()))
+                                   processes=env_processes)  # make_envs caps it at n_envs
     # a fixed number of games per env (not the first N to end, which would favour short games)
     quota = np.array([args.eval_episodes // n_envs + (i < args.eval_episodes % n_envs) for i in range(n_envs)])
     played = np.zeros(n_envs, dtype=int)
@@ -634,7 +634,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     if args.eval_checkpoint:
-        evaluate(args, ckpt, args.eval_checkpoint, device)
+        evaluate(args, ckpt, args.eval_checkpoint, device, env_processes)
         sys.exit(0)
 
     # run folder: a new one, or the resumed checkpoint's own
