@@ -327,8 +327,9 @@ def read_external_agent(path):
     Returns None when `path` is none of these kinds of file (this project's checkpoint.pt, i.e. a dict with "format",
     or a file torch cannot read), else {"source": {library, algorithm, file, policy, preprocessing ("sb3" or "cleanrl":
     the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
-    (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's names, float32; the critic all
-    zeros when the agent has none), "global_step" (SB3's num_timesteps; None for CleanRL)}.
+    (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
+    names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
+    CleanRL)}.
     Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
@@ -384,9 +385,10 @@ def read_sb3_zip(path, z):
     space, obs = data.get("action_space") or {}, data.get("observation_space") or {}
     if "Discrete" not in str(space.get(":type:")):
         raise ValueError(f"{what} has the action space {space.get(':type:')}: only discrete (Atari) action spaces import")
-    if list(obs.get("_shape") or []) != [4, 84, 84] or obs.get("dtype") != "uint8":
-        raise ValueError(f"{what} takes observations {obs.get('_shape')} {obs.get('dtype')}: the Nature CNN here takes "
-                         "(4, 84, 84) uint8 frame stacks")
+    shape = obs.get("_shape") or obs.get("shape")  # gym(nasium) spaces keep it as _shape
+    if list(shape or []) != [4, 84, 84] or obs.get("dtype") != "uint8":
+        raise ValueError(f"{what} takes observations {shape} {obs.get('dtype')}: the Nature CNN here takes (4, 84, 84) "
+                         "uint8 frame stacks")
     if (data.get("policy_kwargs") or {}).get("normalize_images") is False:
         raise ValueError(f"{what} was trained with normalize_images=False: this Agent divides pixels by 255")
     for k in [k for k in sd if k.startswith(("pi_features_extractor.", "vf_features_extractor."))]:
@@ -1567,7 +1569,7 @@ def main(args: Args):
     if source is not None:
         print(f"[pixel agent] {source['library']} {source['algorithm']} ({source['policy']}), layers "
               + ", ".join(f"{o}={t}" for o, t in source["layer_map"].items())
-              + ("" if source["critic"] else "; no critic: the critic layer is all zeros, its scores mean nothing"), flush=True)
+              + ("" if source["critic"] else "; no critic: the critic layer is all zeros and is not scored"), flush=True)
     t0 = time.time()
     prep = check_preprocessing(game, args.seed) if source is None else check_agent_pipeline(env_id, args.seed, source)
     timing["preprocessing_check_s"] = time.time() - t0
@@ -1642,6 +1644,12 @@ def main(args: Args):
         natural_summary = {"run": False, "reason": why}
     for rv_ in results_vars:
         rv_["natural"] = natural[rv_["name"]]
+    if source is not None and not source["critic"]:  # a Q-network: its all-zero critic layer is not scored
+        why = "not scored: the agent has no critic (a Q-network, whose Q-values are the actor layer)"
+        for rv_ in results_vars:
+            for part in ("probe", "natural"):
+                rv_[part]["critic"] = {"metric": rv_[part]["critic"].get("metric"), "score": None, "control": None, "reason": why}
+        layers["critic"]["probe_scores"] = dict.fromkeys(names)
 
     # outputs
     results = {

@@ -163,14 +163,21 @@ def test_cleanrl_state_dicts_give_cleanrls_outputs(cleanrl, scripts, loader):
         assert torch.count_nonzero(agent.get_value(x)) == 0
 
 
-def test_eval_plays_an_sb3_zip_and_a_cleanrl_q_network(sb3, cleanrl, tmp_path):
-    for path, library, greedy in ((sb3["zip"]["ppo"], "stable-baselines3", False), (cleanrl["file"]["dqn"], "CleanRL", True)):
-        proc = run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path)
-        assert "trained elsewhere" in proc.stdout
-        report = json.loads((path.parent / "eval.json").read_text())
-        assert report["episodes"] == 1 and report["source"]["library"].startswith(library)
-        assert report["greedy"] is greedy  # a Q-network acts on argmax Q, without --eval-greedy
-        (path.parent / "eval.json").unlink()
+def evaluate_once(path, library, greedy, cwd):
+    proc = run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=cwd)
+    assert "trained elsewhere" in proc.stdout
+    report = json.loads((path.parent / "eval.json").read_text())
+    assert report["episodes"] == 1 and report["source"]["library"].startswith(library)
+    assert report["greedy"] is greedy  # a Q-network acts on argmax Q, without --eval-greedy
+    (path.parent / "eval.json").unlink()
+
+
+def test_eval_plays_an_sb3_zip(sb3, tmp_path):
+    evaluate_once(sb3["zip"]["ppo"], "stable-baselines3", False, tmp_path)
+
+
+def test_eval_plays_a_cleanrl_q_network(cleanrl, tmp_path):
+    evaluate_once(cleanrl["file"]["dqn"], "CleanRL", True, tmp_path)
 
 
 def test_probe_runs_on_an_sb3_zip_and_measures_the_preprocessing_difference(sb3, tmp_path):
@@ -201,12 +208,17 @@ def test_probe_runs_on_a_cleanrl_q_network(cleanrl, tmp_path):
     assert res["inputs"]["pixel_source"]["policy"] == "dqn_atari.py QNetwork"
     check = res["preprocessing_check"]
     assert "CleanRL" in check["pipeline"]
-    if importlib.util.find_spec("stable_baselines3") is None:  # CleanRL's wrappers are SB3's: the check says why not
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:  # CleanRL's wrappers are SB3's: the check says why it could not compare
         assert not check["compared"] and "stable-baselines3" in check["reason"]
     else:
         assert check["compared"] and check["observation"]["max_abs_diff"] >= check["frame"]["max_abs_diff"]
     z = np.load(out / "activations.npz")
     assert not z["act_critic"].any() and z["act_actor"].std() > 0  # the Q-values are the actor; no critic
+    for var in res["variables"]:  # whose all-zero layer is not scored, and says why
+        assert var["probe"]["critic"]["score"] is None and "no critic" in var["probe"]["critic"]["reason"]
+        assert var["natural"]["critic"]["score"] is None and "no critic" in var["natural"]["critic"]["reason"]
 
 
 # ---- anything else: one `error:` line that names what was found, nothing written
