@@ -7,6 +7,8 @@ file contract (run folder, run.json, checkpoint.pt, eval.json, model classes) is
     python ppo_pixel_breakout.py --env-id BreakoutNoFrameskip-v4                 # train (10M steps)
     python ppo_pixel_breakout.py --resume runs/<run_name>/checkpoint.pt          # continue that run
     python ppo_pixel_breakout.py --eval-checkpoint runs/<run_name>/checkpoint.pt --eval-episodes 10
+    python ppo_pixel_breakout.py --eval-checkpoint ppo-BreakoutNoFrameskip-v4.zip     # an RL Zoo / SB3 agent, or a
+                                                                                   # CleanRL .cleanrl_model
 
 Environment semantics (FORMATS.md section 4; identical, step for step, in ppo_ram_breakout.py):
   * observation: 84x84 grayscale, max over the last 2 of 4 skipped frames, stack of 4, kept uint8 until
@@ -52,9 +54,11 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import sys
 import time
+import zipfile
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal, Optional
@@ -109,7 +113,9 @@ class Args:
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint.pt instead of training; writes eval.json next to it"""
+    """evaluate this checkpoint.pt instead of training; writes eval.json next to it. Also takes an agent trained
+    elsewhere with the same Nature CNN (FORMATS.md section 6): a Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, a
+    CleanRL ppo_atari.py / dqn_atari.py state_dict (.cleanrl_model), played on --env-id"""
     eval_episodes: int = 10
     """number of full games (all lives) to play in evaluation mode"""
     eval_greedy: bool = False
@@ -336,10 +342,136 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
+def read_external_agent(path):
+    """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
+    library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
+    read by read_sb3_zip); a CleanRL state_dict (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
+    Agent (network.0/2/4/7 = conv1, conv2, conv3, fc; actor; critic) or of `dqn_atari.py`'s QNetwork (network.0/2/4/7,
+    network.9 = the Q-value head). Weights are read with torch.load(weights_only=True): nothing is unpickled.
+    Returns None when `path` is none of these kinds of file (this project's checkpoint.pt, i.e. a dict with "format",
+    or a file torch cannot read), else {"source": {library, algorithm, file, policy, preprocessing ("sb3" or "cleanrl":
+    the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
+    (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
+    names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
+    CleanRL)}.
+    Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            if {"data", "policy.pth"} <= set(names):
+                return read_sb3_zip(path, z)
+        if not any(n.endswith("data.pkl") for n in names):  # data.pkl: a torch.save archive, read below
+            raise ValueError(f"'{path}' is a zip archive of {', '.join(names[:5])}: not a Stable-Baselines3 model "
+                             "(data + policy.pth)")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if isinstance(sd, dict) and "format" in sd:
+        return None
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        found = f"a dict of {', '.join(map(str, list(sd)[:6]))}" if isinstance(sd, dict) else f"a {type(sd).__name__}"
+        raise ValueError(f"'{path}' holds {found}: not a memory-pixel-interp checkpoint, a Stable-Baselines3 zip or a "
+                         "CleanRL state_dict")
+    dqn = "network.9.weight" in sd
+    layout = {"network.conv1": "network.0", "network.conv2": "network.2", "network.conv3": "network.4",
+              "network.fc": "network.7", **({"actor": "network.9"} if dqn else {"actor": "actor", "critic": "critic"})}
+    policy = "dqn_atari.py QNetwork" if dqn else "ppo_atari.py Agent"
+    state_dict, n_actions = rename_external_weights(sd, layout, (), f"'{path}' (a state_dict, read as CleanRL's {policy})")
+    source = {"library": "CleanRL", "algorithm": "DQN" if dqn else "PPO", "file": "state_dict", "policy": policy,
+              "preprocessing": "cleanrl", "pipeline": "CleanRL make_env: SB3's NoopResetEnv(30), MaxAndSkipEnv(4), "
+              "EpisodicLifeEnv, FireResetEnv, ClipRewardEnv + gymnasium 0.29's ResizeObservation(84), GrayScaleObservation, "
+              "FrameStack(4)", "actor": "Q-values" if dqn else "logits", "critic": not dqn, "layer_map": layout}
+    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
+            "global_step": None}
+
+
+def read_sb3_zip(path, z):
+    """A Stable-Baselines3 model zip (open zipfile.ZipFile z, members data = JSON, policy.pth = the policy's state_dict):
+    PPO / A2C with the CnnPolicy (NatureCNN: features_extractor.cnn.0/2/4 = conv1-3, features_extractor.linear.0 = fc,
+    shared by actor and critic, no MLP layers after it; action_net = actor logits, value_net = critic) or DQN
+    (q_net.features_extractor.*, q_net.q_net.0 = the Q-value head). Its observation space must be (4, 84, 84) uint8 (SB3's
+    VecFrameStack(4) of AtariWrapper frames, after VecTransposeImage), discrete actions, pixels divided by 255
+    (normalize_images). Returns and raises as read_external_agent."""
+    try:
+        data = json.loads(z.read("data"))
+        sd = torch.load(io.BytesIO(z.read("policy.pth")), map_location="cpu", weights_only=True)
+        version = z.read("_stable_baselines3_version").decode().strip() if "_stable_baselines3_version" in z.namelist() else "?"
+    except Exception as e:  # a damaged member: zipfile, json and torch raise many types
+        raise ValueError(f"'{path}' has the members of a Stable-Baselines3 zip, but they cannot be read: {type(e).__name__}")
+    if not isinstance(data, dict) or not isinstance(sd, dict):
+        raise ValueError(f"'{path}' has the members of a Stable-Baselines3 zip, but not a JSON dict and a state_dict")
+    policy = re.search(r"<function (\w+)\.__init__", str((data.get("policy_class") or {}).get("__init__")))
+    policy = policy.group(1) if policy else "policy"
+    dqn = any(k.startswith("q_net.") for k in sd)
+    algo = "DQN" if dqn else "PPO" if "clip_range" in data else "A2C" if "n_epochs" not in data else "actor-critic"
+    what = f"'{path}' (Stable-Baselines3 {version} {algo}, {policy})"
+    space, obs = data.get("action_space") or {}, data.get("observation_space") or {}
+    if "Discrete" not in str(space.get(":type:")):
+        raise ValueError(f"{what} has the action space {space.get(':type:')}: only discrete (Atari) action spaces import")
+    shape = obs.get("_shape") or obs.get("shape")  # gym(nasium) spaces keep it as _shape
+    if list(shape or []) != [4, 84, 84] or obs.get("dtype") != "uint8":
+        raise ValueError(f"{what} takes observations {shape} {obs.get('dtype')}: the Nature CNN here takes (4, 84, 84) "
+                         "uint8 frame stacks")
+    if (data.get("policy_kwargs") or {}).get("normalize_images") is False:
+        raise ValueError(f"{what} was trained with normalize_images=False: this Agent divides pixels by 255")
+    for k in [k for k in sd if k.startswith(("pi_features_extractor.", "vf_features_extractor."))]:
+        shared = "features_extractor." + k.split(".", 1)[1]
+        if shared not in sd or not torch.equal(sd[k], sd[shared]):
+            raise ValueError(f"{what} has separate actor and critic CNNs (share_features_extractor=False): this Agent "
+                             "has one trunk")
+    prefix = "q_net.features_extractor." if dqn else "features_extractor."
+    layout = {"network.conv1": prefix + "cnn.0", "network.conv2": prefix + "cnn.2", "network.conv3": prefix + "cnn.4",
+              "network.fc": prefix + "linear.0",
+              **({"actor": "q_net.q_net.0"} if dqn else {"actor": "action_net", "critic": "value_net"})}
+    extra = ("q_net_target.",) if dqn else ("pi_features_extractor.", "vf_features_extractor.")
+    state_dict, n_actions = rename_external_weights(sd, layout, extra, what)
+    if str(n_actions) != str(space.get("n")):
+        raise ValueError(f"{what}: its action space has {space.get('n')} actions, its network {n_actions}")
+    source = {"library": f"stable-baselines3 {version}", "algorithm": algo, "file": "SB3 zip (policy.pth)",
+              "policy": policy, "preprocessing": "sb3", "pipeline": "SB3's AtariWrapper + VecFrameStack(4) + "
+              "VecTransposeImage (RL Zoo's Atari setting)", "actor": "Q-values" if dqn else "logits", "critic": not dqn,
+              "layer_map": layout}
+    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
+            "global_step": data.get("num_timesteps")}
+
+
+def rename_external_weights(sd, layout, extra, what):
+    """sd: another library's state_dict; layout: {Agent module: their module}, e.g. {"network.conv1": "network.0"};
+    extra: prefixes of their keys that are not used (SB3's aliases of the shared CNN, DQN's target network); what: the
+    file, for messages. Returns (state_dict with Agent's names, float32, the critic all zeros when the layout has none;
+    n_actions). Raises ValueError naming the modules found when the keys differ, or the first tensor whose shape differs."""
+    wanted = {f"{theirs}.{p}": f"{ours}.{p}" for ours, theirs in layout.items() for p in ("weight", "bias")}
+    keys = [k for k in sd if not k.startswith(extra)]
+    if set(keys) != set(wanted):
+        found = ", ".join(sorted({k.rsplit(".", 1)[0] for k in keys}))
+        raise ValueError(f"{what} holds the modules {found[:300]}: not the layout {', '.join(layout.values())}")
+    head = sd[layout["actor"] + ".weight"]
+    n_actions = int(head.shape[0]) if head.dim() == 2 else 1
+    with torch.random.fork_rng(devices=[]):  # the reference's init draws leave the caller's RNG as it was
+        reference = Agent(n_actions=n_actions, in_channels=4).state_dict()
+    out = {}
+    for theirs, ours in wanted.items():
+        if tuple(sd[theirs].shape) != tuple(reference[ours].shape):
+            raise ValueError(f"{what}: {theirs} has shape {tuple(sd[theirs].shape)}, the Nature CNN's {ours} needs "
+                             f"{tuple(reference[ours].shape)}")
+        out[ours] = sd[theirs].detach().to(torch.float32).clone()
+    for k in ("critic.weight", "critic.bias"):
+        out.setdefault(k, torch.zeros_like(reference[k]))
+    return out, n_actions
+
+
 def load_checkpoint(path):
-    """Read and check a checkpoint (FORMATS.md section 2); any problem is one `error:` line."""
+    """Read and check a checkpoint (FORMATS.md section 2), or an agent trained by Stable-Baselines3 / CleanRL
+    (read_external_agent: a dict with "source", for evaluation only); any problem is one `error:` line."""
     if not os.path.isfile(path):
         fail(f"checkpoint '{path}' not found")
+    try:
+        external = read_external_agent(path)
+    except ValueError as e:
+        fail(str(e))
+    if external is not None:
+        return external
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -414,12 +546,20 @@ def format_seconds(s):
 
 
 def evaluate(args, ckpt, ckpt_path, device):
-    """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json."""
+    """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json. An agent trained
+    elsewhere (ckpt["source"]) plays on this script's observations (AtariVectorEnv), not its own pipeline's (README
+    "Agents trained elsewhere" has the measured difference); a Q-network (CleanRL / SB3 DQN) acts greedily on its
+    Q-values (argmax; softmax sampling of Q-values is not how DQN acts), with --eval-epsilon as its exploration."""
     agent = Agent(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
+    source = ckpt.get("source")
+    greedy = args.eval_greedy or (source is not None and source["actor"] == "Q-values")
     n_envs = max(1, min(args.eval_episodes, args.eval_num_envs))
     envs, reset_action = make_envs(args.env_id, n_envs, args.env_threads, max_frames=args.eval_max_frames)
+    if envs.single_action_space.n != ckpt["model_kwargs"]["n_actions"]:
+        envs.close()
+        fail(f"'{ckpt_path}' has {ckpt['model_kwargs']['n_actions']} actions; {args.env_id} has {envs.single_action_space.n}")
     # a fixed number of games per env (not the first N to end, which would favour short games)
     quota = np.array([args.eval_episodes // n_envs + (i < args.eval_episodes % n_envs) for i in range(n_envs)])
     played = np.zeros(n_envs, dtype=int)
@@ -431,14 +571,18 @@ def evaluate(args, ckpt, ckpt_path, device):
     game_return = np.zeros(n_envs)
     prev_frames = infos["episode_frame_number"].copy()
     print(f"evaluating {ckpt_path} (global_step {ckpt['global_step']}) on {args.env_id}: {args.eval_episodes} games, "
-          f"{'greedy' if args.eval_greedy else 'sampled'} actions, epsilon {args.eval_epsilon}", flush=True)
+          f"{'greedy' if greedy else 'sampled'} actions, epsilon {args.eval_epsilon}", flush=True)
+    if source is not None:
+        print(f"trained elsewhere: {source['library']} {source['algorithm']} ({source['policy']}), layers "
+              + ", ".join(f"{o}={t}" for o, t in source["layer_map"].items())
+              + f"; it sees this script's observations, not those of its own pipeline ({source['pipeline']})", flush=True)
     while (played < quota).any():
         if STOP["requested"]:
             print("interrupted: no eval.json written", file=sys.stderr)
             sys.exit(130)
         with torch.no_grad():
             logits = agent.actor(agent.network(torch.from_numpy(next_obs).to(device).float() / 255.0))
-            action = logits.argmax(1) if args.eval_greedy else Categorical(logits=logits).sample()
+            action = logits.argmax(1) if greedy else Categorical(logits=logits).sample()
         action = action.cpu().numpy()
         explore = rng.random(n_envs) < args.eval_epsilon
         action[explore] = rng.integers(envs.single_action_space.n, size=int(explore.sum()))
@@ -460,8 +604,8 @@ def evaluate(args, ckpt, ckpt_path, device):
     report = {"checkpoint": os.path.abspath(ckpt_path), "episodes": len(returns), "returns": returns,
               "mean": float(np.mean(returns)), "std": float(np.std(returns)), "lengths": [l for _, l, _ in results],
               "truncated": [t for _, _, t in results], "agent": AGENT_KIND, "env_id": args.env_id,
-              "global_step": int(ckpt["global_step"]), "greedy": args.eval_greedy, "epsilon": args.eval_epsilon,
-              "max_frames": args.eval_max_frames, "seed": args.seed}
+              "global_step": None if ckpt["global_step"] is None else int(ckpt["global_step"]), "greedy": greedy,
+              "epsilon": args.eval_epsilon, "max_frames": args.eval_max_frames, "seed": args.seed, "source": source}
     out = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
     write_json(out, report)
     print(f"eval: {report['mean']:.2f} ± {report['std']:.2f} over {len(returns)} games (unclipped score) -> {out}")
@@ -476,12 +620,17 @@ if __name__ == "__main__":
         fail("give either --resume or --eval-checkpoint, not both")
     if ckpt_path:
         ckpt = load_checkpoint(ckpt_path)
-        saved = {f.name: ckpt["args"][f.name] for f in fields(Args) if f.name in ckpt["args"]}
-        saved.update(resume=None, eval_checkpoint=None)
-        saved.setdefault("precision", "fp32")  # runs saved before --precision existed trained in fp32
-        args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
-        if args.env_id != ckpt["env_id"]:
-            fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
+        if "source" in ckpt:  # trained elsewhere (SB3, CleanRL): evaluated on --env-id, never trained further here
+            if args.resume:
+                fail(f"'{args.resume}' is a {ckpt['source']['library']} {ckpt['source']['algorithm']} agent: --resume "
+                     "takes this script's checkpoint.pt (evaluate it with --eval-checkpoint)")
+        else:
+            saved = {f.name: ckpt["args"][f.name] for f in fields(Args) if f.name in ckpt["args"]}
+            saved.update(resume=None, eval_checkpoint=None)
+            saved.setdefault("precision", "fp32")  # runs saved before --precision existed trained in fp32
+            args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
+            if args.env_id != ckpt["env_id"]:
+                fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
     check_ranges(args, RANGES)
     game = game_from_env_id(args.env_id)
     args.batch_size = int(args.num_envs * args.num_steps)

@@ -1,7 +1,8 @@
 """Probe a pixel-trained Atari PPO agent for the game's RAM variables: function vectors, with evidence.
 
 Inputs: a pixel-agent checkpoint, a memory-agent (RAM) checkpoint and the `ram_vars/<env-id>.json` both were
-trained with (docs/FORMATS.md §1-§3). Outputs in `--out-dir` (default `probe/<env-id>`):
+trained with (docs/FORMATS.md §1-§3). The pixel agent may also be one trained elsewhere with the same Nature CNN (a
+Stable-Baselines3 / RL Zoo zip, a CleanRL model file: FORMATS.md §6), its weights renamed onto the same modules. Outputs in `--out-dir` (default `probe/<env-id>`):
 `activations.npz`, `results.json`, and (via probe_report.py) PNG figures and a self-contained `report.html`.
 
 Steps (README §Probe has the details and the .npz keys):
@@ -46,6 +47,7 @@ import re
 import subprocess
 import sys
 import time
+import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -67,7 +69,8 @@ from torch.distributions.categorical import Categorical
 @dataclass
 class Args:
     pixel_checkpoint: str = ""
-    """pixel agent checkpoint.pt (FORMATS.md §2, agent "pixel")"""
+    """pixel agent checkpoint.pt (FORMATS.md §2, agent "pixel"), or an agent trained elsewhere (FORMATS.md §6): a
+    Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, or a CleanRL ppo_atari.py / dqn_atari.py state_dict"""
     ram_checkpoint: str = ""
     """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`"""
     ram_vars: str = ""
@@ -315,11 +318,141 @@ def load_ram_vars(path: str) -> dict:
     return rv
 
 
+def read_external_agent(path):
+    """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
+    library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
+    read by read_sb3_zip); a CleanRL state_dict (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
+    Agent (network.0/2/4/7 = conv1, conv2, conv3, fc; actor; critic) or of `dqn_atari.py`'s QNetwork (network.0/2/4/7,
+    network.9 = the Q-value head). Weights are read with torch.load(weights_only=True): nothing is unpickled.
+    Returns None when `path` is none of these kinds of file (this project's checkpoint.pt, i.e. a dict with "format",
+    or a file torch cannot read), else {"source": {library, algorithm, file, policy, preprocessing ("sb3" or "cleanrl":
+    the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
+    (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
+    names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
+    CleanRL)}.
+    Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            if {"data", "policy.pth"} <= set(names):
+                return read_sb3_zip(path, z)
+        if not any(n.endswith("data.pkl") for n in names):  # data.pkl: a torch.save archive, read below
+            raise ValueError(f"'{path}' is a zip archive of {', '.join(names[:5])}: not a Stable-Baselines3 model "
+                             "(data + policy.pth)")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if isinstance(sd, dict) and "format" in sd:
+        return None
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        found = f"a dict of {', '.join(map(str, list(sd)[:6]))}" if isinstance(sd, dict) else f"a {type(sd).__name__}"
+        raise ValueError(f"'{path}' holds {found}: not a memory-pixel-interp checkpoint, a Stable-Baselines3 zip or a "
+                         "CleanRL state_dict")
+    dqn = "network.9.weight" in sd
+    layout = {"network.conv1": "network.0", "network.conv2": "network.2", "network.conv3": "network.4",
+              "network.fc": "network.7", **({"actor": "network.9"} if dqn else {"actor": "actor", "critic": "critic"})}
+    policy = "dqn_atari.py QNetwork" if dqn else "ppo_atari.py Agent"
+    state_dict, n_actions = rename_external_weights(sd, layout, (), f"'{path}' (a state_dict, read as CleanRL's {policy})")
+    source = {"library": "CleanRL", "algorithm": "DQN" if dqn else "PPO", "file": "state_dict", "policy": policy,
+              "preprocessing": "cleanrl", "pipeline": "CleanRL make_env: SB3's NoopResetEnv(30), MaxAndSkipEnv(4), "
+              "EpisodicLifeEnv, FireResetEnv, ClipRewardEnv + gymnasium 0.29's ResizeObservation(84), GrayScaleObservation, "
+              "FrameStack(4)", "actor": "Q-values" if dqn else "logits", "critic": not dqn, "layer_map": layout}
+    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
+            "global_step": None}
+
+
+def read_sb3_zip(path, z):
+    """A Stable-Baselines3 model zip (open zipfile.ZipFile z, members data = JSON, policy.pth = the policy's state_dict):
+    PPO / A2C with the CnnPolicy (NatureCNN: features_extractor.cnn.0/2/4 = conv1-3, features_extractor.linear.0 = fc,
+    shared by actor and critic, no MLP layers after it; action_net = actor logits, value_net = critic) or DQN
+    (q_net.features_extractor.*, q_net.q_net.0 = the Q-value head). Its observation space must be (4, 84, 84) uint8 (SB3's
+    VecFrameStack(4) of AtariWrapper frames, after VecTransposeImage), discrete actions, pixels divided by 255
+    (normalize_images). Returns and raises as read_external_agent."""
+    try:
+        data = json.loads(z.read("data"))
+        sd = torch.load(io.BytesIO(z.read("policy.pth")), map_location="cpu", weights_only=True)
+        version = z.read("_stable_baselines3_version").decode().strip() if "_stable_baselines3_version" in z.namelist() else "?"
+    except Exception as e:  # a damaged member: zipfile, json and torch raise many types
+        raise ValueError(f"'{path}' has the members of a Stable-Baselines3 zip, but they cannot be read: {type(e).__name__}")
+    if not isinstance(data, dict) or not isinstance(sd, dict):
+        raise ValueError(f"'{path}' has the members of a Stable-Baselines3 zip, but not a JSON dict and a state_dict")
+    policy = re.search(r"<function (\w+)\.__init__", str((data.get("policy_class") or {}).get("__init__")))
+    policy = policy.group(1) if policy else "policy"
+    dqn = any(k.startswith("q_net.") for k in sd)
+    algo = "DQN" if dqn else "PPO" if "clip_range" in data else "A2C" if "n_epochs" not in data else "actor-critic"
+    what = f"'{path}' (Stable-Baselines3 {version} {algo}, {policy})"
+    space, obs = data.get("action_space") or {}, data.get("observation_space") or {}
+    if "Discrete" not in str(space.get(":type:")):
+        raise ValueError(f"{what} has the action space {space.get(':type:')}: only discrete (Atari) action spaces import")
+    shape = obs.get("_shape") or obs.get("shape")  # gym(nasium) spaces keep it as _shape
+    if list(shape or []) != [4, 84, 84] or obs.get("dtype") != "uint8":
+        raise ValueError(f"{what} takes observations {shape} {obs.get('dtype')}: the Nature CNN here takes (4, 84, 84) "
+                         "uint8 frame stacks")
+    if (data.get("policy_kwargs") or {}).get("normalize_images") is False:
+        raise ValueError(f"{what} was trained with normalize_images=False: this Agent divides pixels by 255")
+    for k in [k for k in sd if k.startswith(("pi_features_extractor.", "vf_features_extractor."))]:
+        shared = "features_extractor." + k.split(".", 1)[1]
+        if shared not in sd or not torch.equal(sd[k], sd[shared]):
+            raise ValueError(f"{what} has separate actor and critic CNNs (share_features_extractor=False): this Agent "
+                             "has one trunk")
+    prefix = "q_net.features_extractor." if dqn else "features_extractor."
+    layout = {"network.conv1": prefix + "cnn.0", "network.conv2": prefix + "cnn.2", "network.conv3": prefix + "cnn.4",
+              "network.fc": prefix + "linear.0",
+              **({"actor": "q_net.q_net.0"} if dqn else {"actor": "action_net", "critic": "value_net"})}
+    extra = ("q_net_target.",) if dqn else ("pi_features_extractor.", "vf_features_extractor.")
+    state_dict, n_actions = rename_external_weights(sd, layout, extra, what)
+    if str(n_actions) != str(space.get("n")):
+        raise ValueError(f"{what}: its action space has {space.get('n')} actions, its network {n_actions}")
+    source = {"library": f"stable-baselines3 {version}", "algorithm": algo, "file": "SB3 zip (policy.pth)",
+              "policy": policy, "preprocessing": "sb3", "pipeline": "SB3's AtariWrapper + VecFrameStack(4) + "
+              "VecTransposeImage (RL Zoo's Atari setting)", "actor": "Q-values" if dqn else "logits", "critic": not dqn,
+              "layer_map": layout}
+    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
+            "global_step": data.get("num_timesteps")}
+
+
+def rename_external_weights(sd, layout, extra, what):
+    """sd: another library's state_dict; layout: {Agent module: their module}, e.g. {"network.conv1": "network.0"};
+    extra: prefixes of their keys that are not used (SB3's aliases of the shared CNN, DQN's target network); what: the
+    file, for messages. Returns (state_dict with Agent's names, float32, the critic all zeros when the layout has none;
+    n_actions). Raises ValueError naming the modules found when the keys differ, or the first tensor whose shape differs."""
+    wanted = {f"{theirs}.{p}": f"{ours}.{p}" for ours, theirs in layout.items() for p in ("weight", "bias")}
+    keys = [k for k in sd if not k.startswith(extra)]
+    if set(keys) != set(wanted):
+        found = ", ".join(sorted({k.rsplit(".", 1)[0] for k in keys}))
+        raise ValueError(f"{what} holds the modules {found[:300]}: not the layout {', '.join(layout.values())}")
+    head = sd[layout["actor"] + ".weight"]
+    n_actions = int(head.shape[0]) if head.dim() == 2 else 1
+    with torch.random.fork_rng(devices=[]):  # the reference's init draws leave the caller's RNG as it was
+        reference = Agent(n_actions=n_actions, in_channels=4).state_dict()
+    out = {}
+    for theirs, ours in wanted.items():
+        if tuple(sd[theirs].shape) != tuple(reference[ours].shape):
+            raise ValueError(f"{what}: {theirs} has shape {tuple(sd[theirs].shape)}, the Nature CNN's {ours} needs "
+                             f"{tuple(reference[ours].shape)}")
+        out[ours] = sd[theirs].detach().to(torch.float32).clone()
+    for k in ("critic.weight", "critic.bias"):
+        out.setdefault(k, torch.zeros_like(reference[k]))
+    return out, n_actions
+
+
 def load_checkpoint(path: str, kind: str, flag: str) -> dict:
     if not path:
         raise InputError(f"{flag} is required")
     if not Path(path).is_file():
         raise InputError(f"{kind} checkpoint {path} does not exist")
+    if kind == "pixel":  # or an agent trained by Stable-Baselines3 / CleanRL: no env id, the game is the ram vars file's
+        try:
+            external = read_external_agent(path)
+        except ValueError as e:
+            raise InputError(f"{flag}: {e}")
+        if external is not None:
+            ckpt = {**external, "agent": "pixel", "env_id": None}
+            model = Agent(**ckpt["model_kwargs"])
+            model.load_state_dict(ckpt["state_dict"])
+            ckpt["model"] = model.eval()
+            return ckpt
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises many types on a damaged file
@@ -346,7 +479,7 @@ def validate_inputs(args: Args):
     pix = load_checkpoint(args.pixel_checkpoint, "pixel", "--pixel-checkpoint")
     ram = load_checkpoint(args.ram_checkpoint, "ram", "--ram-checkpoint")
     game = rom_name(rv["env_id"])
-    for ck, label in ((pix, "pixel"), (ram, "ram")):
+    for ck, label in [(pix, "pixel")] * (pix["env_id"] is not None) + [(ram, "ram")]:
         ck_game = rom_name(ck["env_id"])
         if ck_game != game:
             raise InputError(f"{label} checkpoint is for {ck['env_id']} (game {ck_game!r}) but the ram vars file "
@@ -484,9 +617,110 @@ def check_preprocessing(game: str, seed: int, steps: int = 120) -> dict:
         if term[0] or trunc[0]:
             break
     venv.close()
-    return {"compared": True, "steps": len(diffs) - 1, "max_abs_diff": max(diffs),
-            "steps_identical": int(sum(d == 0 for d in diffs)),
+    return {"compared": True, "pipeline": "AtariVectorEnv (the pixel agent's training env)", "steps": len(diffs) - 1,
+            "max_abs_diff": max(diffs), "steps_identical": int(sum(d == 0 for d in diffs)),
             "how": "AtariVectorEnv(noop_max=0, 1 env) vs this script's emulator, same random actions from reset"}
+
+
+class ScreenRecorder(gym.Wrapper):
+    """Directly above the emulator, below an agent's own wrappers: keeps ALE's grayscale screen of every emulated frame
+    since the last real reset (what this script's observation is made from), and counts real resets."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.frames, self.resets = [], 0
+
+    def reset(self, **kwargs):
+        out = self.env.reset(**kwargs)
+        self.frames, self.resets = [self.env.unwrapped.ale.getScreenGrayscale()], self.resets + 1
+        return out
+
+    def step(self, action):
+        out = self.env.step(action)
+        self.frames.append(self.env.unwrapped.ale.getScreenGrayscale())
+        return out
+
+
+def check_agent_pipeline(env_id: str, seed: int, source: dict, steps: int = 400) -> dict:
+    """Compare this script's observation with the one an agent trained elsewhere saw in training, on the same emulated
+    frames: the agent's own pipeline (source["preprocessing"]: "sb3" = Stable-Baselines3's AtariWrapper +
+    VecFrameStack(4) + VecTransposeImage, as the RL Zoo trains Atari agents; "cleanrl" = CleanRL's make_env: SB3's
+    NoopResetEnv(30), MaxAndSkipEnv(4), EpisodicLifeEnv, FireResetEnv, ClipRewardEnv, then gymnasium 0.29's
+    ResizeObservation(84, 84) (cv2 INTER_AREA on the RGB frame), GrayScaleObservation (cv2 RGB2GRAY) and FrameStack(4),
+    which fills the stack with the first frame after every reset) plays `steps` uniformly random actions on env_id
+    (frame skip 1, no sticky actions); ScreenRecorder, under its wrappers, keeps every emulated frame, and this script's
+    pipeline (ALE grayscale, max of the last 2 frames, cv2.resize INTER_AREA to 84x84, 4-stack zero-filled at a game's
+    start and not at a lost life) is applied to those frames at every observation the agent sees.
+    Returns {compared, pipeline, steps, frame: {max_abs_diff, mean_abs_diff, pixels_differing, steps_identical} of the
+    newest frame (one frame's preprocessing), observation: the same for the whole (4, 84, 84) stack (plus the stacking
+    rules), life_losses, game_resets, differences: the semantic differences in words}; compared False with the reason
+    when stable-baselines3 (whose wrappers both pipelines use) is not installed. Units: gray levels 0-255."""
+    try:
+        from stable_baselines3.common import atari_wrappers as aw
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
+    except ImportError as e:
+        return {"compared": False, "pipeline": source["pipeline"], "reason": f"stable-baselines3 is not installed ({e}); "
+                "pip install stable-baselines3 --no-deps cloudpickle  (its wrappers make the agent's own observations)"}
+    rec = ScreenRecorder(gym.make(env_id, frameskip=1, repeat_action_probability=0.0))
+    if source["preprocessing"] == "sb3":
+        venv = VecTransposeImage(VecFrameStack(DummyVecEnv([lambda: aw.AtariWrapper(rec)]), n_stack=4))
+        venv.seed(seed)
+        first = venv.reset()[0]
+
+        def act(a):
+            obs, _, done, _ = venv.step(np.array([a]))
+            return obs[0], bool(done[0])
+    else:
+        env = aw.EpisodicLifeEnv(aw.MaxAndSkipEnv(aw.NoopResetEnv(rec, noop_max=30), skip=4))
+        env = aw.ClipRewardEnv(aw.FireResetEnv(env) if "FIRE" in env.unwrapped.get_action_meanings() else env)
+        gray = lambda rgb: cv2.cvtColor(cv2.resize(rgb, (84, 84), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        stack = [gray(env.reset(seed=seed)[0])] * 4
+        first = np.stack(stack)
+
+        def act(a):  # gymnasium 0.29's SyncVectorEnv: a terminal step returns the next episode's first observation
+            obs, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                stack[:] = [gray(env.reset()[0])] * 4
+            else:
+                stack[:] = stack[1:] + [gray(obs)]
+            return np.stack(stack), term or trunc
+    rng = np.random.default_rng(seed)
+    n_actions = int(rec.action_space.n)
+    ours, resets_seen = np.zeros((4, 84, 84), np.uint8), rec.resets
+    obs, frame_diffs, stack_diffs, ends = first, [], [], 0
+    for t in range(steps + 1):
+        if t:
+            obs, done = act(int(rng.integers(n_actions)))
+            ends += done
+            ours = np.roll(ours, -1, axis=0)
+        if rec.resets != resets_seen:  # a real reset (a game's start): this script's stack starts from zeros
+            ours[:], resets_seen = 0, rec.resets
+        f = rec.frames
+        ours[-1] = cv2.resize(np.maximum(f[-2], f[-1]) if len(f) > 1 else f[-1], (84, 84), interpolation=cv2.INTER_AREA)
+        frame_diffs.append(np.abs(obs[-1].astype(np.int16) - ours[-1]))
+        stack_diffs.append(np.abs(obs.astype(np.int16) - ours))
+    if source["preprocessing"] == "sb3":
+        venv.close()
+    else:
+        env.close()
+
+    def summary(d):
+        d = np.stack(d)
+        return {"max_abs_diff": int(d.max()), "mean_abs_diff": float(d.mean()), "pixels_differing": float((d > 0).mean()),
+                "steps_identical": int((d.reshape(len(d), -1).max(1) == 0).sum())}
+    padding = "zeros at every terminal, lost lives included" if source["preprocessing"] == "sb3" else \
+        "the first frame after every terminal, lost lives included, repeated 4 times"
+    return {"compared": True, "pipeline": source["pipeline"], "env_id": env_id, "steps": steps, "seed": seed,
+            "frame": summary(frame_diffs), "observation": summary(stack_diffs), "terminals": int(ends),
+            "game_resets": int(rec.resets), "units": "gray levels 0-255, over every observation the agent saw",
+            "differences": [
+                f"stack padding: its pipeline {padding}; this script zeros at a game's start only",
+                "a lost life: its pipeline ends the episode there (EpisodicLifeEnv) and plays NOOP, FIRE and RIGHT "
+                "steps before the next observation; this script plays one FIRE step, seen by the agent",
+                "reset: its pipeline plays 1-30 NOOP frames, then (games with FIRE) FIRE and RIGHT steps; this script "
+                "0-29 NOOP frames and one FIRE frame"],
+            "how": "the same emulator frames (ScreenRecorder under its wrappers, uniformly random actions), each "
+                   "observation the agent saw vs this script's pipeline applied to those frames"}
 
 
 # Worker state for the sample emulation (in this process or in each pool process).
@@ -604,17 +838,18 @@ def describe_variables(keep, rv, ranking, max_classes):
 
 
 # ---------------------------------------------------------------- step 2: base states and samples
-def collect_base_states(agent, game, args, rng, device):
-    """Play the pixel agent and draw base states uniformly from the steps that have 4 more steps in the
-    same episode. Each base keeps its cloned state, the 4 actions the agent took next, its RAM, and the
-    observation the rollout saw after those 4 steps (to check that restore + replay reproduces it); also the
-    game's screen size (H, W) from the emulator, and (with --natural) every step's unedited observation with its
+def collect_base_states(agent, game, args, rng, device, greedy=False):
+    """Play the pixel agent (sampled from its logits; greedy: argmax of its actor output, for a Q-network) and draw
+    base states uniformly from the steps that have 4 more steps in the same episode. Each base keeps its cloned
+    state, the 4 actions the agent took next, its RAM, and the observation the rollout saw after those 4 steps (to
+    check that restore + replay reproduces it); also the game's screen size (H, W) from the emulator, and (with --natural) every step's unedited observation with its
     RAM for step 7: "natural" {obs (n, 4, 84, 84) uint8, ram (n, 128) uint8, emu, episode, step (n,) int}."""
     emus = [Emulator(game, args.seed + i) for i in range(args.num_envs)]
 
     def policy(stacks, rams):
         with torch.no_grad():
-            a, _, _, _ = agent.get_action_and_value(torch.as_tensor(stacks, device=device))
+            x = torch.as_tensor(stacks, device=device)
+            a = agent.actor(agent.hidden(x)).argmax(1) if greedy else agent.get_action_and_value(x)[0]
         return a.cpu().numpy()
     records = play(emus, policy, args.rollout_steps, rng, args.epsilon, args.noop_max, keep_obs=args.natural)
     eligible = [(e, t) for e, recs in enumerate(records) for t in range(len(recs) - 3)
@@ -1330,10 +1565,15 @@ def main(args: Args):
     timing = {}
     print(f"probe {env_id} ({game}) on {device}", flush=True)
 
+    source = pix.get("source")  # an agent trained elsewhere: compared with its own training pipeline
+    if source is not None:
+        print(f"[pixel agent] {source['library']} {source['algorithm']} ({source['policy']}), layers "
+              + ", ".join(f"{o}={t}" for o, t in source["layer_map"].items())
+              + ("" if source["critic"] else "; no critic: the critic layer is all zeros and is not scored"), flush=True)
     t0 = time.time()
-    prep = check_preprocessing(game, args.seed)
+    prep = check_preprocessing(game, args.seed) if source is None else check_agent_pipeline(env_id, args.seed, source)
     timing["preprocessing_check_s"] = time.time() - t0
-    print(f"[check] this script's observation vs AtariVectorEnv: {prep}", flush=True)
+    print(f"[check] this script's observation vs {prep['pipeline']}: {prep}", flush=True)
 
     # 1. key variables from the memory agent
     t0 = time.time()
@@ -1349,7 +1589,7 @@ def main(args: Args):
 
     # 2. base states from the pixel agent, then screens with set RAM values
     t0 = time.time()
-    bases = collect_base_states(agent, game, args, rng, device)
+    bases = collect_base_states(agent, game, args, rng, device, greedy=source is not None and source["actor"] == "Q-values")
     B = len(bases["states"])
     test_bases = np.sort(rng.choice(B, max(1, int(round(args.test_fraction * B))), replace=False))
     timing["rollout_s"] = time.time() - t0
@@ -1404,12 +1644,19 @@ def main(args: Args):
         natural_summary = {"run": False, "reason": why}
     for rv_ in results_vars:
         rv_["natural"] = natural[rv_["name"]]
+    if source is not None and not source["critic"]:  # a Q-network: its all-zero critic layer is not scored
+        why = "not scored: the agent has no critic (a Q-network, whose Q-values are the actor layer)"
+        for rv_ in results_vars:
+            for part in ("probe", "natural"):
+                rv_[part]["critic"] = {"metric": rv_[part]["critic"].get("metric"), "score": None, "control": None, "reason": why}
+        layers["critic"]["probe_scores"] = dict.fromkeys(names)
 
     # outputs
     results = {
         "format": "memory-pixel-interp/probe", "version": 3, "env_id": env_id, "game": game,
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
-                   "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step")},
+                   "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step"),
+                   "pixel_source": source},  # None: this project's checkpoint; else read_external_agent's "source"
         "args": asdict(args), "device": str(device),
         "screen": {"height": bases["screen_dims"][0], "width": bases["screen_dims"][1], "source": "ale.getScreenDims()"},
         "preprocessing_check": prep, "restore_check": {"base_states": B, "identical_to_rollout": restore_ok},

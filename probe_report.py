@@ -430,7 +430,7 @@ def html_report(res, imgs):
              f"ram vars {e(str(res['inputs']['ram_vars']))}; {res['counts']['samples']} samples on {res['counts']['base_states']} base states "
              f"({len(res['counts']['test_base_states'])} held out); {res['timing']['probe_samples_per_s']:.0f} probe samples/s; "
              f"created {e(res['created'])}.</p>",
-             f"<p class='note'>Observation check against AtariVectorEnv: {e(json.dumps(res['preprocessing_check']))}. "
+             f"<p class='note'>Observation check against {e(res['preprocessing_check'].get('pipeline', 'AtariVectorEnv'))}: {e(json.dumps(res['preprocessing_check']))}. "
              f"Restore + replay reproduced the rollout's observation for {res['restore_check']['identical_to_rollout']}/"
              f"{res['restore_check']['base_states']} base states.</p>",
              "<h2>Variables</h2><p class='note'>Probe score: R² (ordinal) or weighted F1 (categorical) of a ridge probe on "

@@ -26,6 +26,10 @@ COPIES = {
     "Agent": [[PIXEL, EXTRACT, PROBE, BENCH_PROBE, *MODELS]],
     "encode_ram": [[RAM, EXTRACT, PROBE, BENCH_PROBE, *MODELS]],
     "RamAgent": [[RAM, EXTRACT, PROBE, BENCH_PROBE, *MODELS]],
+    # agents trained elsewhere (FORMATS.md section 6): the pixel agent's eval and the probe read them alike
+    "read_external_agent": [[PIXEL, PROBE]],
+    "read_sb3_zip": [[PIXEL, PROBE]],
+    "rename_external_weights": [[PIXEL, PROBE]],
     # the command line: one `error:` line for a bad one, every numeric flag checked against its range
     "fail": [SCRIPTS],
     "parse_args": [SCRIPTS],

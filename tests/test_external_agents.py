@@ -1,0 +1,267 @@
+"""Agents trained elsewhere (docs/FORMATS.md section 6): a Stable-Baselines3 zip and CleanRL state_dicts load into the
+pixel agent's evaluation and into the probe, and give the same outputs there as in their own library.
+
+The SB3 artifacts are real: untrained PPO / A2C / DQN models built with SB3's own API on the Atari id and written by
+`model.save`. The CleanRL files are state_dicts of modules built here with the layer layout documented in CleanRL's
+`ppo_atari.py` (network.0/2/4/7, actor, critic) and `dqn_atari.py` (network.0/2/4/7/9), saved as CleanRL saves them.
+stable-baselines3 is a test-only dependency (requirements-test.txt); without it the SB3 tests skip and say so.
+"""
+import importlib.util
+import json
+import zipfile
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import ROOT, assert_clean_error, run_script
+
+ENV = "BreakoutNoFrameskip-v4"
+PIXEL, PROBE = "ppo_pixel_breakout.py", "probe_function_vectors.py"
+EVAL = ["--eval-episodes", "1", "--eval-num-envs", "1", "--eval-max-frames", "2000", "--torch-threads", "1"]
+PROBE_INPUTS = ["--ram-checkpoint", ROOT / "models" / "breakout_ram_ppo_500k.pt", "--ram-vars", ROOT / "ram_vars" / f"{ENV}.json"]
+PROBE_TINY = ["--num-base-states", "6", "--samples-per-var", "8", "--top-k", "4", "--rollout-steps", "60",
+              "--importance-steps", "64", "--causal-pairs", "16", "--random-directions", "3", "--torch-threads", "1"]
+gym.register_envs(ale_py)
+NO_SB3 = "stable-baselines3 is not installed (test-only: pip install --no-deps -r requirements-test.txt)"
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name[:-3], ROOT / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    return {"pixel": load_script(PIXEL), "probe": load_script(PROBE)}
+
+
+def our_agent(scripts, loader, path):
+    """The Agent that `loader`'s script builds from `path` (the eval path or the probe's), and the loaded dict."""
+    if loader == "pixel":
+        ckpt = scripts["pixel"].load_checkpoint(str(path))
+        agent = scripts["pixel"].Agent(**ckpt["model_kwargs"])
+        agent.load_state_dict(ckpt["state_dict"])
+        return agent.eval(), ckpt
+    ckpt = scripts["probe"].load_checkpoint(str(path), "pixel", "--pixel-checkpoint")
+    return ckpt["model"], ckpt
+
+
+def observations(n_envs=2, steps=20, seed=0):
+    """Real frame stacks of SB3's Atari pipeline, (N, 4, 84, 84) uint8, and 4 stacks of uniform noise."""
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
+    env = VecTransposeImage(VecFrameStack(make_atari_env(ENV, n_envs=n_envs, seed=seed), n_stack=4))
+    rng = np.random.default_rng(seed)
+    obs = [env.reset()]
+    for _ in range(steps):
+        obs.append(env.step(rng.integers(4, size=n_envs))[0])
+    noise = rng.integers(0, 256, size=(4, 4, 84, 84), dtype=np.uint8)
+    return env, np.concatenate(obs + [noise])
+
+
+@pytest.fixture(scope="module")
+def sb3(tmp_path_factory):
+    """PPO, A2C and DQN with the CnnPolicy on Breakout (untrained, built and saved by SB3), and observations."""
+    pytest.importorskip("stable_baselines3", reason=NO_SB3)
+    from stable_baselines3 import A2C, DQN, PPO
+    d = tmp_path_factory.mktemp("sb3")
+    env, obs = observations()
+    models = {}
+    for name, cls, kwargs in (("ppo", PPO, {}), ("a2c", A2C, {}), ("dqn", DQN, {"buffer_size": 64})):
+        models[name] = cls("CnnPolicy", env, seed=0, device="cpu", **kwargs)
+        models[name].save(d / f"{name}-{ENV}.zip")
+    env.close()
+    return {"dir": d, "models": models, "obs": obs, "zip": {n: d / f"{n}-{ENV}.zip" for n in models}}
+
+
+@pytest.mark.parametrize("loader", ["pixel", "probe"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_sb3_actor_critic_zip_gives_sb3s_logits_and_value(sb3, scripts, algo, loader):
+    model, obs = sb3["models"][algo], sb3["obs"]
+    agent, ckpt = our_agent(scripts, loader, sb3["zip"][algo])
+    assert ckpt["source"]["algorithm"] == algo.upper() and ckpt["source"]["critic"] and ckpt["source"]["actor"] == "logits"
+    assert ckpt["source"]["layer_map"]["network.conv1"] == "features_extractor.cnn.0"
+    x = torch.as_tensor(obs)
+    with torch.no_grad():
+        logits = agent.actor(agent.hidden(x))
+        _, logprob, _, value = agent.get_action_and_value(x, torch.zeros(len(x), dtype=torch.long))
+        theirs = model.policy.obs_to_tensor(obs)[0]
+        sb3_logp = model.policy.get_distribution(theirs).distribution.logits
+        sb3_value = model.policy.predict_values(theirs)
+    assert value.std() > 1e-3  # real outputs that differ between observations, not a constant
+    assert torch.allclose(torch.log_softmax(logits, -1), sb3_logp, rtol=0, atol=1e-6), (torch.log_softmax(logits, -1) - sb3_logp).abs().max()
+    assert torch.allclose(value, sb3_value, rtol=0, atol=1e-5), (value - sb3_value).abs().max()
+    assert torch.allclose(logprob, sb3_logp[:, 0], rtol=0, atol=1e-6)
+    greedy, _ = model.predict(obs, deterministic=True)
+    assert np.array_equal(greedy, logits.argmax(1).numpy())
+
+
+@pytest.mark.parametrize("loader", ["pixel", "probe"])
+def test_sb3_dqn_zip_gives_sb3s_q_values_and_no_critic(sb3, scripts, loader):
+    model, obs = sb3["models"]["dqn"], sb3["obs"]
+    agent, ckpt = our_agent(scripts, loader, sb3["zip"]["dqn"])
+    assert ckpt["source"]["actor"] == "Q-values" and not ckpt["source"]["critic"]
+    x = torch.as_tensor(obs)
+    with torch.no_grad():
+        q = agent.actor(agent.hidden(x))
+        sb3_q = model.q_net(model.policy.obs_to_tensor(obs)[0])
+        value = agent.get_value(x)
+    assert q.std() > 1e-3
+    assert torch.allclose(q, sb3_q, rtol=0, atol=1e-5), (q - sb3_q).abs().max()
+    assert torch.count_nonzero(value) == 0  # "no critic": the critic layer is all zeros
+    greedy, _ = model.predict(obs, deterministic=True)
+    assert np.array_equal(greedy, q.argmax(1).numpy())
+
+
+def cleanrl_network(n_actions, head: bool):
+    """The Nature CNN as CleanRL's scripts lay it out: one nn.Sequential `network` (indices 0, 2, 4 conv, 7 fc, 9 the
+    DQN's Q-value head when `head`)."""
+    layers = [nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+              nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 7 * 7, 512), nn.ReLU()]
+    return nn.Sequential(*layers, *([nn.Linear(512, n_actions)] if head else []))
+
+
+@pytest.fixture(scope="module")
+def cleanrl(tmp_path_factory):
+    """A ppo_atari.py Agent and a dqn_atari.py QNetwork state_dict (PyTorch's default init, not ours), as CleanRL saves
+    them (`torch.save(model.state_dict(), f"{exp_name}.cleanrl_model")`)."""
+    d = tmp_path_factory.mktemp("cleanrl")
+    torch.manual_seed(3)
+    ppo = nn.Module()
+    ppo.network, ppo.actor, ppo.critic = cleanrl_network(4, head=False), nn.Linear(512, 4), nn.Linear(512, 1)
+    dqn = nn.Module()
+    dqn.network = cleanrl_network(4, head=True)
+    for name, m in (("ppo_atari", ppo), ("dqn_atari", dqn)):
+        torch.save(m.state_dict(), d / f"{name}.cleanrl_model")
+    x = torch.as_tensor(np.random.default_rng(0).integers(0, 256, size=(16, 4, 84, 84), dtype=np.uint8))
+    return {"dir": d, "ppo": ppo, "dqn": dqn, "x": x,
+            "file": {"ppo": d / "ppo_atari.cleanrl_model", "dqn": d / "dqn_atari.cleanrl_model"}}
+
+
+@pytest.mark.parametrize("loader", ["pixel", "probe"])
+def test_cleanrl_state_dicts_give_cleanrls_outputs(cleanrl, scripts, loader):
+    x = cleanrl["x"]
+    agent, ckpt = our_agent(scripts, loader, cleanrl["file"]["ppo"])
+    assert ckpt["source"]["layer_map"] == {"network.conv1": "network.0", "network.conv2": "network.2", "network.conv3": "network.4",
+                                           "network.fc": "network.7", "actor": "actor", "critic": "critic"}
+    with torch.no_grad():
+        hidden = cleanrl["ppo"].network(x / 255.0)
+        logits, value = agent.actor(agent.hidden(x)), agent.get_value(x)
+        assert torch.allclose(logits, cleanrl["ppo"].actor(hidden), rtol=0, atol=1e-6)
+        assert torch.allclose(value, cleanrl["ppo"].critic(hidden), rtol=0, atol=1e-6)
+        assert value.std() > 1e-3
+        agent, ckpt = our_agent(scripts, loader, cleanrl["file"]["dqn"])
+        assert ckpt["source"]["actor"] == "Q-values" and ckpt["source"]["layer_map"]["actor"] == "network.9"
+        q = agent.actor(agent.hidden(x))
+        assert torch.allclose(q, cleanrl["dqn"].network(x / 255.0), rtol=0, atol=1e-6) and q.std() > 1e-3
+        assert torch.count_nonzero(agent.get_value(x)) == 0
+
+
+def evaluate_once(path, library, greedy, cwd):
+    proc = run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=cwd)
+    assert "trained elsewhere" in proc.stdout
+    report = json.loads((path.parent / "eval.json").read_text())
+    assert report["episodes"] == 1 and report["source"]["library"].startswith(library)
+    assert report["greedy"] is greedy  # a Q-network acts on argmax Q, without --eval-greedy
+    (path.parent / "eval.json").unlink()
+
+
+def test_eval_plays_an_sb3_zip(sb3, tmp_path):
+    evaluate_once(sb3["zip"]["ppo"], "stable-baselines3", False, tmp_path)
+
+
+def test_eval_plays_a_cleanrl_q_network(cleanrl, tmp_path):
+    evaluate_once(cleanrl["file"]["dqn"], "CleanRL", True, tmp_path)
+
+
+def test_probe_runs_on_an_sb3_zip_and_measures_the_preprocessing_difference(sb3, tmp_path):
+    out = tmp_path / "probe"
+    proc = run_script(PROBE, "--pixel-checkpoint", sb3["zip"]["ppo"], *PROBE_INPUTS, *PROBE_TINY, "--out-dir", out, cwd=tmp_path)
+    assert "[pixel agent] stable-baselines3" in proc.stdout
+    res = json.loads((out / "results.json").read_text())
+    assert res["inputs"]["pixel_source"]["algorithm"] == "PPO" and res["inputs"]["pixel_source"]["preprocessing"] == "sb3"
+    check = res["preprocessing_check"]
+    assert check["compared"] and "AtariWrapper" in check["pipeline"] and check["steps"] == 400
+    for part in ("frame", "observation"):
+        assert 0 <= check[part]["mean_abs_diff"] <= check[part]["max_abs_diff"] <= 255
+        assert 0 <= check[part]["steps_identical"] <= check["steps"] + 1
+    # the stack can only differ more than its newest frame; random play loses lives, where SB3 zero-pads the stack
+    assert check["observation"]["max_abs_diff"] >= check["frame"]["max_abs_diff"]
+    assert check["terminals"] > 0 and check["observation"]["steps_identical"] < check["steps"] + 1
+    html = (out / "report.html").read_text()
+    assert "Observation check against SB3" in html
+    z = np.load(out / "activations.npz")
+    assert z["act_critic"].std() > 0 and z["act_actor"].shape[1] == 4
+
+
+def test_probe_runs_on_a_cleanrl_q_network(cleanrl, tmp_path):
+    out = tmp_path / "probe"
+    run_script(PROBE, "--pixel-checkpoint", cleanrl["file"]["dqn"], *PROBE_INPUTS, *PROBE_TINY, "--out-dir", out, "--no-report",
+               cwd=tmp_path)
+    res = json.loads((out / "results.json").read_text())
+    assert res["inputs"]["pixel_source"]["policy"] == "dqn_atari.py QNetwork"
+    check = res["preprocessing_check"]
+    assert "CleanRL" in check["pipeline"]
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:  # CleanRL's wrappers are SB3's: the check says why it could not compare
+        assert not check["compared"] and "stable-baselines3" in check["reason"]
+    else:
+        assert check["compared"] and check["observation"]["max_abs_diff"] >= check["frame"]["max_abs_diff"]
+    z = np.load(out / "activations.npz")
+    assert not z["act_critic"].any() and z["act_actor"].std() > 0  # the Q-values are the actor; no critic
+    for var in res["variables"]:  # whose all-zero layer is not scored, and says why
+        assert var["probe"]["critic"]["score"] is None and "no critic" in var["probe"]["critic"]["reason"]
+        assert var["natural"]["critic"]["score"] is None and "no critic" in var["natural"]["critic"]["reason"]
+
+
+# ---- anything else: one `error:` line that names what was found, nothing written
+def test_foreign_files_are_refused_with_what_was_found(cleanrl, tmp_path):
+    odd_zip = tmp_path / "notes.zip"
+    with zipfile.ZipFile(odd_zip, "w") as z:
+        z.writestr("hello.txt", "hi")
+    unknown = tmp_path / "mlp.cleanrl_model"
+    torch.save({"fc1.weight": torch.zeros(8, 4), "fc1.bias": torch.zeros(8)}, unknown)
+    one_channel = tmp_path / "gray1.cleanrl_model"
+    sd = torch.load(cleanrl["file"]["ppo"], weights_only=True)
+    sd["network.0.weight"] = sd["network.0.weight"][:, :1].clone()
+    torch.save(sd, one_channel)
+    pong = tmp_path / "pong_dqn.cleanrl_model"
+    q_network = nn.Module()
+    q_network.network = cleanrl_network(6, head=True)
+    torch.save(q_network.state_dict(), pong)
+    mixed = tmp_path / "mixed.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "step": 3}, mixed)
+    cases = [(odd_zip, ["zip archive of hello.txt"]), (unknown, ["fc1", "not the layout"]),
+             (one_channel, ["network.0.weight", "(32, 1, 8, 8)"]), (pong, ["6 actions", "4"]), (mixed, ["dict of model, step"])]
+    for path, needles in cases:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert_clean_error(run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False), *needles)
+        if path in (unknown, pong):  # the probe's own way to the same refusal
+            probe = run_script(PROBE, "--pixel-checkpoint", path, *PROBE_INPUTS, "--out-dir", tmp_path / "out", cwd=tmp_path, check=False)
+            assert_clean_error(probe, *(["pixel checkpoint has 6 actions"] if path == pong else needles))
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # no eval.json, no probe folder
+    assert_clean_error(run_script(PIXEL, "--resume", cleanrl["file"]["ppo"], cwd=tmp_path, check=False), "--resume takes")
+
+
+def test_sb3_models_that_do_not_fit_are_refused(sb3, tmp_path):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+    pong = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=1, seed=0), n_stack=4)
+    cases = [(PPO("CnnPolicy", pong, device="cpu"), ["6 actions"]),
+             (PPO("CnnPolicy", VecFrameStack(make_atari_env(ENV, n_envs=1, seed=0), n_stack=4), device="cpu",
+                  policy_kwargs={"share_features_extractor": False}), ["separate actor and critic"]),
+             (PPO("MlpPolicy", gym.make("CartPole-v1"), device="cpu"), ["observations [4]"])]
+    for i, (model, needles) in enumerate(cases):
+        path = tmp_path / f"model{i}.zip"
+        model.save(path)
+        proc = run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False)
+        assert_clean_error(proc, *needles)
+        assert not (tmp_path / "eval.json").exists()
