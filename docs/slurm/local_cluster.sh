@@ -33,8 +33,8 @@ start() {
     for b in munged mungekey slurmctld slurmd sbatch scontrol; do
         command -v "$b" >/dev/null || die "$b not found: apt-get install -y slurmctld slurmd slurm-client munge"
     done
-    if [ -f "$CONF" ] && alive "$DIR/slurmctld.pid"; then
-        die "a cluster is already running in $DIR (stop it first: bash $0 stop)"
+    if alive "$DIR/slurmctld.pid" || alive "$DIR/slurmd.pid" || alive "$DIR/munge/munged.pid"; then
+        die "a cluster (or part of one) is already running in $DIR (stop it first: bash $0 stop)"
     fi
     t0=$(date +%s.%N)
     rm -rf "$DIR"
