@@ -79,6 +79,10 @@ DEPENDS = {"extract": (), "ram": ("extract",), "pixel": (), "compare": ("ram", "
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)?$")
 
 
+def usable_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @dataclass
 class Args:
     """Run extract -> memory agent -> pixel agent -> compare -> probe over many Atari games, then index them."""
@@ -90,8 +94,9 @@ class Args:
     """the sweep folder: one sub-folder per game, plus index.json and index.html"""
     total_timesteps: int = 10_000_000
     """env steps per agent and game (passed as --total-timesteps to both training scripts)"""
-    workers: int = os.cpu_count() or 1
-    """games run in parallel (local process pool, one game per worker at a time); default: os.cpu_count()"""
+    workers: int = usable_cores()
+    """games run in parallel (local process pool, one game per worker at a time); default: the cores this process
+    may use (its CPU affinity: a Slurm task's allocation where the cluster binds tasks to their CPUs)"""
     steps: tuple[str, ...] = STEPS
     """which steps to run, among: extract ram pixel compare probe (the others are neither run nor skipped)"""
     only_index: Optional[int] = None
@@ -908,7 +913,7 @@ def main():
         return
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // min(args.workers, len(positions) or 1))
+    threads = max(1, usable_cores() // min(args.workers, len(positions) or 1))
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # share the cores between parallel games
         env.setdefault(k, str(threads))

@@ -48,7 +48,7 @@ COPIES = {
     "rng_state": [[PIXEL, RAM]],
     "set_rng_state": [[PIXEL, RAM]],
     "machine_description": [[PIXEL, RAM]],
-    "usable_cores": [[PIXEL, RAM]],
+    "usable_cores": [[PIXEL, RAM, SWEEP]],
     "format_seconds": [[PIXEL, RAM]],
 }
 
