@@ -34,6 +34,10 @@ The answer names a winner only where the two groups' 95% CIs do not overlap; oth
 single seed, it says "inconclusive" and gives the numbers. It also warns when runs differ in length, come
 from different hardware, or have not finished.
 
+Other splits and lengths: `--split-by runtime.precision` (any run.json key) keeps seeds with different values of
+that key apart, e.g. a bf16 and an fp32 run of one seed (the speed issue's parity check); `--max-steps N` reads
+every run only up to env step N, e.g. the first 1M steps of a 10M run beside a 1M one.
+
 Usage: python compare_runs.py runs/ --out-dir compare
 """
 
@@ -77,10 +81,17 @@ class Args:
     (1 = no smoothing)"""
     final_episodes: int = 100
     """final return of a seed = mean of its last this-many episodes (all of them if it has fewer)"""
+    max_steps: int = 0
+    """read each run only up to this env step (0: all of it), e.g. the first 1M steps of a longer run beside a
+    1M-step one"""
+    split_by: str = ""
+    """a run.json key (dots for nested keys, e.g. `runtime.precision`): seeds are pooled only when it has the same
+    value, and the group is named `<agent> (<key>=<value>)`; empty: group by agent, env id and env settings"""
 
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
-RANGES = {"threshold": "(-inf, inf)", "converge_fraction": "(0, 1]", "smooth": "[1, inf)", "final_episodes": "[1, inf)"}
+RANGES = {"threshold": "(-inf, inf)", "converge_fraction": "(0, 1]", "smooth": "[1, inf)", "final_episodes": "[1, inf)",
+          "max_steps": "[0, inf)"}
 
 
 RETURN_TAG = "charts/episodic_return"
@@ -155,6 +166,7 @@ class Run:
     event_files: list
     env_settings: Optional[dict] = None  # run.json "env_settings" (None: not recorded, an older run)
     runtime: Optional[dict] = None  # run.json "runtime" (precision, threads, versions), reported only
+    meta: dict = field(default_factory=dict)  # the whole run.json ({} without one), for --split-by
     scalars: dict = field(default_factory=dict)  # tag -> (steps, elapsed_seconds, values), sorted by step
     steps: int = 0
     wall_seconds: float = 0.0
@@ -341,14 +353,15 @@ def read_run_meta(folder, event_files, warnings):
     return Run(path=folder, name=name, agent=agent, env_id=env_id, seed=seed,
                status=str(meta.get("status", "unknown")), hardware=hardware, event_files=event_files,
                env_settings=settings if isinstance(settings, dict) else None,
-               runtime=runtime if isinstance(runtime, dict) else None)
+               runtime=runtime if isinstance(runtime, dict) else None, meta=meta)
 
 
-def load_scalars(run):
+def load_scalars(run, max_steps=0):
     """The run's scalars as TensorBoard shows them: one accumulator over the folder, so a resumed session's
     purge (SummaryWriter(purge_step=...), or a step going back) drops what the earlier session logged after its
     checkpoint. Elapsed time: each event file is one session, starting at its first event; the pause between
-    two sessions is left out, so elapsed = time spent in the sessions before + time since this session began."""
+    two sessions is left out, so elapsed = time spent in the sessions before + time since this session began.
+    max_steps > 0: events after that env step are dropped (the run is read as if it had stopped there)."""
     try:
         acc = EventAccumulator(run.path, size_guidance={"scalars": 0})
         acc.Reload()
@@ -374,8 +387,12 @@ def load_scalars(run):
             a = np.asarray([(e.step, e.wall_time, e.value) for e in evs], dtype=float)
             a = a[np.argsort(a[:, 0], kind="stable")]  # events at one step keep their logged order
             k = session(a[:, 1])
-            run.scalars[tag] = (a[:, 0], a[:, 1] - starts[k] + offsets[k], a[:, 2])
-    run.wall_seconds = float(offsets[-1])
+            kept = a[:, 0] <= max_steps if max_steps else np.ones(len(a), bool)
+            if kept.any():
+                run.scalars[tag] = (a[kept, 0], (a[:, 1] - starts[k] + offsets[k])[kept], a[kept, 2])
+    if not run.scalars:
+        return
+    run.wall_seconds = float(max(s[1].max() for s in run.scalars.values())) if max_steps else float(offsets[-1])
     run.steps = int(max(s[0].max() for s in run.scalars.values()))
 
 
@@ -940,13 +957,19 @@ def main(args):
     runs = [read_run_meta(folder, events, warnings) for folder, events in find_runs(args.run_dirs)]
     print(f"read {len(runs)} run(s):")
     for r in runs:
-        load_scalars(r)
+        load_scalars(r, args.max_steps)
         analyse_run(r, args)
         print(f"  {r.path}: agent={r.agent} env={r.env_id} seed={r.seed} status={r.status} steps={r.steps:,}"
               f" episodes={r.episodes} wall={fmt_seconds(r.wall_seconds)} ({len(r.event_files)} event file(s))")
         if r.episodes == 0:
             warnings.append(f"{r.path}: no episodes yet (no {RETURN_TAG} events)")
 
+    if args.split_by:
+        for r in runs:
+            value = r.meta
+            for part in args.split_by.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            r.agent = f"{r.agent} ({args.split_by.split('.')[-1]}={value})"
     by_key = {}  # seeds are pooled by agent, env id and env settings
     for r in runs:
         by_key.setdefault((r.agent, r.env_id.replace("/", "_"), settings_key(r.env_settings)), []).append(r)

@@ -980,44 +980,81 @@ def find_source(index, twins):
     return None
 
 
-def position_test(ale, bases, index, observed, n_bases=4, n_values=7):
-    """Hold the byte at several values for 2 frames at a few bases and find what moved on the screen: per value,
-    the pixels that differ from the screen at the base's own value, less those that differ for every value
-    (where the object was); their centre against the value. -> {"axis": "x" | "y", "px_per_unit", "r",
-    "points"} when the centre moves along one axis in step with the value (|r| >= 0.9), else None."""
+def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=10):
+    """Hold the byte at several values for 2 frames at up to `n_bases` bases (of the first `max_bases`; a base
+    where fewer than 3 values change the screen is skipped, e.g. no ball in play) and find what moved: per value,
+    the pixels that differ from the screen at the base's own value, less those that differ for >= 60% of the
+    values (where the object was before: it left that place for most values); their centre against the value.
+    The line is fitted robustly (Siegel's repeated median, with an intercept per base, so a relative position or
+    an object drawn around a base-dependent offset counts too); points far off it (values the game clamps,
+    wraps or that end a life) are dropped before r is taken. -> {"axis": "x" | "y", "px_per_unit", "r", "points",
+    "outliers"} when the centre moves along one axis in step with the value (|r| >= 0.9 over >= 4 kept points,
+    >= 70% of them kept), else None."""
     h, w = ale.getScreenDims()
     buf = np.zeros((h, w), np.uint8)
     vals = sorted(set(observed))
     picks = [vals[k] for k in sorted(set(np.linspace(0, len(vals) - 1, n_values).astype(int).tolist()))]
-    vs, cx, cy = [], [], []
-    for base in bases[:n_bases]:
+    groups = []  # per usable base: [(value, centre x, centre y)]
+    for base in bases[:max_bases]:
+        if len(groups) == n_bases:
+            break
         own = int(base["ram"][index])
         ref = screen_after_hold(ale, base["state"], base["actions"], index, own, buf)[1]
         masks = {}
         for v in picks:
             if v != own:
-                masks[v] = screen_after_hold(ale, base["state"], base["actions"], index, v, buf)[1] != ref
-        masks = {v: m for v, m in masks.items() if m.any()}
+                m = screen_after_hold(ale, base["state"], base["actions"], index, v, buf)[1] != ref
+                if m.any():
+                    masks[v] = m
         if len(masks) < 3:
             continue
-        common = np.logical_and.reduce(list(masks.values()))
+        before = np.mean(list(masks.values()), axis=0) >= 0.6
+        pts = []
         for v, m in masks.items():
-            rest = m & ~common
+            rest = m & ~before
             if rest.any():
                 yy, xx = np.nonzero(rest)
-                vs.append(v)
-                cx.append(float(xx.mean()))
-                cy.append(float(yy.mean()))
-    if len(vs) < 4 or len(set(vs)) < 3:
+                pts.append((v, float(xx.mean()), float(yy.mean())))
+        if len(pts) >= 3:
+            groups.append(np.array(pts))
+    if sum(len(g) for g in groups) < 4:
         return None
     best = None
-    for axis, c in (("x", cx), ("y", cy)):
-        if np.std(c) == 0:
+    for axis, col in (("x", 1), ("y", 2)):
+        # Siegel's repeated-median slope within bases (robust to < 50% outliers), an intercept per base, then
+        # points within 3 robust SDs of that line (at least 2 px or 10% of the centres' range) are kept, r on them
+        per_point, resid_parts = [], []
+        for g in groups:
+            for i in range(len(g)):
+                d = [(g[j, col] - g[i, col]) / (g[j, 0] - g[i, 0]) for j in range(len(g)) if g[j, 0] != g[i, 0]]
+                if d:
+                    per_point.append(float(np.median(d)))
+        if not per_point:
             continue
-        r = float(np.corrcoef(vs, c)[0, 1])
-        slope = float(np.polyfit(vs, c, 1)[0])
-        if abs(r) >= 0.9 and abs(slope) >= 0.05 and (best is None or abs(r) > abs(best["r"])):
-            best = {"axis": axis, "px_per_unit": round(slope, 3), "r": round(r, 3), "points": len(vs)}
+        slope = float(np.median(per_point))
+        for g in groups:
+            off = g[:, col] - slope * g[:, 0]
+            resid_parts.append(off - np.median(off))
+        res = np.abs(np.concatenate(resid_parts))
+        spread = float(np.ptp(np.concatenate([g[:, col] for g in groups])))
+        keep = res <= max(3 * 1.4826 * float(np.median(res)), 2.0, 0.1 * spread)
+        if keep.sum() < max(4, 0.7 * len(keep)):
+            continue
+        v, c, k0 = [], [], 0
+        for g in groups:   # centre each base on its kept points
+            kg = keep[k0:k0 + len(g)]
+            k0 += len(g)
+            if kg.sum():
+                v.append(g[kg, 0] - g[kg, 0].mean())
+                c.append(g[kg, col] - g[kg, col].mean())
+        v, c = np.concatenate(v), np.concatenate(c)
+        if np.std(v) == 0 or np.std(c) == 0:
+            continue
+        r = float(np.corrcoef(v, c)[0, 1])
+        fit = float(np.polyfit(v, c, 1)[0])
+        if abs(r) >= 0.9 and abs(fit) >= 0.05 and (best is None or abs(r) > abs(best["r"])):
+            best = {"axis": axis, "px_per_unit": round(fit, 3), "r": round(r, 3), "points": int(keep.sum()),
+                    "outliers": int((~keep).sum())}
     return best
 
 

@@ -52,3 +52,47 @@ def test_gpu_check_fails_when_a_path_fails(tmp_path):
                           timeout=300, env=dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHON=str(fake), GPU_CHECK_CPU="1",
                                                 GPU_CHECK_OUT=str(tmp_path / "out")))
     assert proc.returncode == 1 and "FAILED (exit 3" in proc.stdout, proc.stdout
+
+
+def test_ocatari_read_recorder_sees_every_kind_of_index():
+    """bench/ocatari_reads.py's RAM wrapper (numpy only; OCAtari itself lives in its own venv) records ints, numpy
+    ints, slices, index arrays, negative indices and iteration, and returns the plain values."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import ocatari_reads
+    finally:
+        sys.path.pop(0)
+    import numpy as np
+    ram = np.arange(128, dtype=np.uint8)
+    reads = set()
+    wrapped = ocatari_reads.wrap(ram, reads)
+    assert wrapped[5] == 5 and wrapped[np.int64(7)] == 7 and list(wrapped[10:13]) == [10, 11, 12]
+    assert list(wrapped[[20, 30]]) == [20, 30] and wrapped[-1] == 127
+    assert reads == {5, 7, 10, 11, 12, 20, 30, 127}
+    reads.clear()
+    assert sum(int(v) for v in ocatari_reads.wrap(ram, reads)) == int(ram.astype(int).sum())
+    assert reads == set(range(128))
+
+
+def test_bench_ocatari_recall_counts_selected_and_derived_sources(tmp_path):
+    """bench/bench_ocatari.py on a reads file naming every byte of Pong: its recall is what the extractor's own JSON
+    gives (selected bytes, plus derived bytes whose source is selected), and a second run reuses the extraction."""
+    reads = {"produced_by": {"script": "test"}, "games": {"pong": {
+        "rom": "pong", "env_id": "PongNoFrameskip-v4", "read": list(range(128)), "frames": 0,
+        "classes": {"13": ["PlayerScore"], "51": ["Player"]}}}}
+    (tmp_path / "reads.json").write_text(__import__("json").dumps(reads))
+    args = ["--reads", tmp_path / "reads.json", "--extract-dir", tmp_path / "rv", "--out", tmp_path / "recall.json",
+            "--total-frames", "3000"]
+    proc = run_script("bench/bench_ocatari.py", *args, timeout=600)
+    import json
+    data = json.loads((tmp_path / "rv" / "PongNoFrameskip-v4.json").read_text())
+    sel = set(data["selected"])
+    expect = {r["index"] for r in data["bytes"]
+              if r["index"] in sel or (r["kind"] == "derived" and r["derived"]["source"] in sel)}
+    row = json.loads((tmp_path / "recall.json").read_text())["games"]["pong"]
+    assert row["found"] == len(expect) and row["read"] == 128 and not row["reused"]
+    assert {m["index"] for m in row["missed"]} == set(range(128)) - expect
+    assert any(r["kind"] == "derived" for r in data["bytes"] if r["index"] in expect)  # the derived rule was used
+    assert "all games: recall" in proc.stdout
+    again = run_script("bench/bench_ocatari.py", *args, timeout=120)
+    assert json.loads((tmp_path / "recall.json").read_text())["games"]["pong"]["reused"], again.stdout

@@ -336,6 +336,36 @@ def test_seeds_with_other_env_settings_are_not_pooled(tmp_path):
     assert "ram [repeat_action_probability=0.25]" in (out / "summary.md").read_text()
 
 
+def test_split_by_a_run_json_key_and_max_steps(tmp_path):
+    """--split-by runtime.precision keeps two pixel runs of one seed apart (a precision parity check), and
+    --max-steps reads the longer one only up to the shorter one's length: its steps, final return and convergence
+    are those of the truncated curve."""
+    root = tmp_path / "runs"
+    long_spec = dict(PIXEL, total=20000)
+    a = make_run(root, "pixel", "BreakoutNoFrameskip-v4", 1, long_spec, 0, exp_name="ppo_pixel_bf16")
+    b = make_run(root, "pixel", "BreakoutNoFrameskip-v4", 1, PIXEL, 1, exp_name="ppo_pixel_fp32")
+    for folder, precision in ((a, "bf16"), (b, "fp32")):
+        meta = json.loads((folder / "run.json").read_text())
+        meta["runtime"] = {"precision": precision, "torch_threads": 1}
+        (folder / "run.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    run_script("compare_runs.py", root, "--out-dir", out, "--smooth", "1", "--final-episodes", "20",
+               "--split-by", "runtime.precision", "--max-steps", "10000")
+    summary = json.loads((out / "summary.json").read_text())
+    groups = {g["agent"]: g for g in summary["groups"]}
+    assert set(groups) == {"pixel (precision=bf16)", "pixel (precision=fp32)"}, set(groups)
+    bf16 = groups["pixel (precision=bf16)"]
+    assert bf16["env_steps"]["max"] == 10000  # not 20000
+    # the truncated bf16 curve: plateau 19.5 reached at 5800, so its last 20 episodes (steps 9050..10000) are 19.5
+    assert bf16["final_return"]["mean"] == pytest.approx(PIXEL["plateau"][0])
+    assert bf16["steps_to_converge"]["mean"] == expected_converge(PIXEL)[0]
+    (c,) = summary["comparisons"]
+    assert sorted(c["groups"]) == sorted(groups)
+    # without --split-by both runs are one group of seed 1 (named twice: a warning)
+    proc = run_script("compare_runs.py", root, "--out-dir", tmp_path / "out2", "--smooth", "1")
+    assert "the same seed appears more than once" in proc.stderr
+
+
 def test_same_env_settings_or_none_recorded_pool_as_before(runs_root, tmp_path):
     """Old run.json files (no env_settings) still pool, and equal settings pool without a variant or warning."""
     root = tmp_path / "runs"

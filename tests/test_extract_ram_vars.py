@@ -527,26 +527,28 @@ def test_sticky_action_id_replays_exactly(tmp_path):
 
 
 def test_x_position_role_moves_an_object_on_screen(result, emu):
-    """A byte with role x-position: in the test's own emulator, holding it at a higher value moves what changes on
-    the screen along x in the direction of its px_per_unit."""
+    """A byte with role x-position: in the test's own emulator, holding it 24 above its own value moves what changes
+    on the screen to the right of where holding it 24 below does, when px_per_unit > 0 (to the left when < 0). The
+    changed pixels' centre is compared, so an object that moves a few pixels and overlaps itself counts too."""
     ale, states, actions = emu
     pos = [r for r in result["bytes"] if r.get("role", {}).get("role") == "x-position"]
     assert pos, [(r["index"], r["role"]["role"]) for r in result["bytes"] if r.get("role")]
     for rec in pos:
         i, k = rec["index"], rec["role"]["position"]["px_per_unit"]
         centres = []
-        for state in states[2:6]:
+        for state in states[2:8]:
             ale.restoreState(state)
             own = int(ale.getRAM()[i])
+            if not 24 <= own < 256 - 24:
+                continue
             shots = {}
-            for v in (own, (own + 12) % 256, (own + 24) % 256):
+            for v in (own, own - 24, own + 24):
                 ale.restoreState(state)
                 for _ in range(2):
                     ale.setRAM(i, v)
                     ale.act(Action.NOOP)
                 shots[v] = ale.getScreen().copy()
-            m1, m2 = shots[(own + 12) % 256] != shots[own], shots[(own + 24) % 256] != shots[own]
-            n1, n2 = m1 & ~m2, m2 & ~m1    # where the object is at +12 only, at +24 only
-            if n1.any() and n2.any() and own + 24 < 256:
-                centres.append(np.nonzero(n2)[1].mean() - np.nonzero(n1)[1].mean())
+            lo, hi = shots[own - 24] != shots[own], shots[own + 24] != shots[own]
+            if lo.any() and hi.any():
+                centres.append(np.nonzero(hi)[1].mean() - np.nonzero(lo)[1].mean())
         assert centres and np.sign(np.median(centres)) == np.sign(k), (i, centres, k)

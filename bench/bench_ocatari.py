@@ -1,0 +1,166 @@
+"""Recall of extract_ram_vars.py against the RAM bytes OCAtari's hand-written extractors read.
+
+    .venv-ocatari/bin/python bench/ocatari_reads.py --out bench/results/ocatari_reads.json   # see that file
+    python bench/bench_ocatari.py --reads bench/results/ocatari_reads.json                # this file
+
+For every game in the reads file, `extract_ram_vars.py` runs at its default budget (or `--total-frames`) into
+`--extract-dir` (a game whose JSON is already there with the same budget and seed is not re-run, so an interrupted
+benchmark goes on where it stopped). A byte OCAtari reads is *found* when the extractor selects it, or calls it
+`derived` from a source byte it selects (a display copy: the state is the source). Printed per game: the bytes
+read, recall, each missed byte with its kind and reason, the extractor's seconds, and how our role agrees with
+the object class OCAtari feeds from the byte: a class whose name contains "score" should get a score role, one
+containing "live" a lives role, any other class a role other than "unknown". The class names are OCAtari's;
+this comparison lives only here, never in the extractor. Target (the extractor issue): recall >= 0.98 over every
+covered game.
+
+Output: the table on stdout, and `--out` (JSON: per game the figures and missed bytes; written atomically).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import tyro
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXTRACTOR = os.path.join(HERE, "..", "extract_ram_vars.py")
+SELECTED_KINDS = ("state", "bitmap", "latent", "input-driven")
+
+
+@dataclass
+class Args:
+    reads: str = "bench/results/ocatari_reads.json"
+    """JSON written by bench/ocatari_reads.py (the RAM indices OCAtari reads, per game)"""
+    extract_dir: str = "bench/results/ram_vars"
+    """folder of the extractor's outputs (one JSON per game; reused when budget and seed match)"""
+    out: str = "bench/results/ocatari_recall.json"
+    """the per-game figures, as JSON"""
+    total_frames: int = 0
+    """the extractor's --total-frames (0: its default budget)"""
+    seed: int = 1
+    """the extractor's --seed"""
+    games: str = ""
+    """comma-separated OCAtari module names to run (default: every game in the reads file)"""
+    torch_threads: int = 1
+    """torch threads of each extractor run (it uses torch only with a --checkpoint; kept low beside other work)"""
+
+
+def fail(message):
+    """One line `error: ...` on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def role_agrees(cls, role):
+    """OCAtari class name x our role -> True / False: the comparison described in the module docstring."""
+    name, role = cls.lower(), (role or "unknown").lower()
+    if "score" in name:
+        return "score" in role
+    if "live" in name:
+        return "lives" in role
+    return role != "unknown"
+
+
+def extract(env_id, args):
+    """Run (or reuse) the extractor for env_id. Returns (its JSON dict, seconds it took, reused: bool)."""
+    path = os.path.join(args.extract_dir, env_id.replace("/", "_") + ".json")
+    if os.path.exists(path):
+        with open(path) as f:
+            data = json.load(f)
+        pb = data.get("produced_by", {})
+        budget_ok = args.total_frames == 0 or pb.get("args", {}).get("total_frames") == args.total_frames
+        if budget_ok and pb.get("args", {}).get("seed") == args.seed:
+            return data, pb.get("seconds"), True
+    cmd = [sys.executable, EXTRACTOR, "--env-id", env_id, "--seed", str(args.seed), "--out-dir", args.extract_dir]
+    if args.total_frames:
+        cmd += ["--total-frames", str(args.total_frames)]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(args.torch_threads)})
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
+    with open(path) as f:
+        return json.load(f), time.time() - t0, False
+
+
+def score_game(reads, data):
+    """OCAtari's read indices + classes x the extractor's JSON -> per-game figures (dict)."""
+    records = data["bytes"]
+    selected = set(data["selected"])
+    found, missed, agree, compared = [], [], 0, 0
+    for i in reads["read"]:
+        rec = records[i]
+        derived = rec.get("derived") or {}
+        if i in selected or (rec["kind"] == "derived" and derived.get("source") in selected):
+            found.append(i)
+        else:
+            missed.append({"index": i, "kind": rec["kind"], "reason": rec.get("reason", ""),
+                           "classes": reads["classes"].get(str(i), [])})
+        role = (rec.get("role") or {}).get("role")
+        for cls in reads["classes"].get(str(i), []):
+            compared += 1
+            agree += role_agrees(cls, role)
+    n = len(reads["read"])
+    return {"read": n, "found": len(found), "recall": len(found) / n if n else None, "missed": missed,
+            "role_agreement": agree / compared if compared else None, "role_pairs": compared,
+            "selected": len(selected)}
+
+
+def main():
+    args = tyro.cli(Args, description=__doc__)
+    if not os.path.exists(args.reads):
+        fail(f"no reads file {args.reads}: run bench/ocatari_reads.py in OCAtari's environment first")
+    with open(args.reads) as f:
+        reads = json.load(f)
+    games = reads.get("games", {})
+    if args.games:
+        unknown = sorted(set(args.games.split(",")) - set(games))
+        if unknown:
+            fail(f"not in {args.reads}: {', '.join(unknown)}")
+        games = {g: games[g] for g in args.games.split(",")}
+    os.makedirs(args.extract_dir, exist_ok=True)
+    print(f"{'game':18s} {'env id':30s} {'read':>4s} {'found':>5s} {'recall':>6s} {'roles':>5s} {'sec':>5s}  missed")
+    rows, t_start = {}, time.time()
+    for k, (game, rd) in enumerate(sorted(games.items())):
+        try:
+            data, secs, reused = extract(rd["env_id"], args)
+        except RuntimeError as e:
+            rows[game] = {"env_id": rd["env_id"], "error": str(e)}
+            print(f"{game:18s} {rd['env_id']:30s} extractor failed: {e}", flush=True)
+            continue
+        row = {"env_id": rd["env_id"], "seconds": secs, "reused": reused, **score_game(rd, data)}
+        rows[game] = row
+        missed = ", ".join(f"{m['index']}:{m['kind']}" for m in row["missed"]) or "-"
+        ra = "-" if row["role_agreement"] is None else f"{row['role_agreement']:.2f}"
+        rc = "-" if row["recall"] is None else f"{row['recall']:.2f}"
+        eta = (time.time() - t_start) / (k + 1) * (len(games) - k - 1)
+        print(f"{game:18s} {rd['env_id']:30s} {row['read']:4d} {row['found']:5d} {rc:>6s} {ra:>5s} "
+              f"{secs or 0:5.0f}  {missed}   [{k + 1}/{len(games)}, ETA {eta / 60:.0f} min]", flush=True)
+    scored = [r for r in rows.values() if r.get("read")]
+    total_read = sum(r["read"] for r in scored)
+    total_found = sum(r["found"] for r in scored)
+    pairs = sum(r["role_pairs"] for r in scored)
+    agree = sum((r["role_agreement"] or 0) * r["role_pairs"] for r in scored)
+    secs = sorted(r["seconds"] for r in scored if r.get("seconds"))
+    summary = {"games": len(scored), "bytes_read": total_read, "bytes_found": total_found,
+               "recall": total_found / total_read if total_read else None,
+               "games_at_full_recall": sum(r["found"] == r["read"] for r in scored),
+               "role_agreement": agree / pairs if pairs else None,
+               "extractor_seconds_median": secs[len(secs) // 2] if secs else None,
+               "extractor_seconds_max": secs[-1] if secs else None}
+    print(f"\nall games: recall {summary['recall']:.3f} ({total_found}/{total_read} bytes, {len(scored)} games, "
+          f"{summary['games_at_full_recall']} at 1.00); role agreement {summary['role_agreement'] or 0:.2f}; "
+          f"extractor seconds median {summary['extractor_seconds_median'] or 0:.0f}, "
+          f"max {summary['extractor_seconds_max'] or 0:.0f}")
+    out = {"summary": summary, "games": rows, "reads": args.reads,
+           "reads_produced_by": reads.get("produced_by"), "args": vars(args)}
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()
