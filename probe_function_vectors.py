@@ -1044,9 +1044,9 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
             info["causal"][k] = causal_test(hooks, x, ctrl_of[use], pairs[use], torch.as_tensor(steer.astype(np.float32), device=device),
                                             k, acts, args, rng, device)
             if info["causal"][k]["function_vector"]["cos_actor"] is None:
-                info["causal_reasons"][k] = (f"no cosine: on its {int(use.sum())} held-out pairs, really changing the value "
-                                             "did not move the logits (the agent's input did not change), so there is no "
-                                             "true move to compare the steer with")
+                info["causal_reasons"][k] = (f"no cosine: really changing the value did not move the logits on any of its "
+                                             f"{int(use.sum())} held-out pairs (the agent's input did not change). There is "
+                                             "no true move to compare the steer with")
     # units: the effect size (computed for all variables before, unit_effects) ranks them; the within-base-state
     # association of each unit / spatially pooled channel with the value (eta, r) is a secondary figure
     info["samples"]["unit_effect_draws"] = int(out["unit_effect_draws"][v])
@@ -1223,17 +1223,20 @@ def receptive_fields(agent: nn.Module) -> dict:
     return fields
 
 
-def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields):
+def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, candidates: int = 8):
     """Step 7, for the atlas: per hidden unit / conv channel, the k unedited frames that activate it most.
     feats {layer: (n, d) float tensor} (natural_features of the trained agent); shapes {layer: (C, H, W) or
     (units,)}; obs (n, 4, 84, 84) uint8; where (n, 3) int (emulator, episode, step); ram (n, 128) uint8; fields:
     receptive_fields. A conv channel's activation on a frame is its maximum over positions, and its box is the
-    receptive field of that position; an fc unit's box is the whole frame. Stacks that still hold a blank frame
-    of a reset (the first 3 steps of an episode) are left out: on them most units peak, which says nothing about
-    play. A unit that is 0 on every other frame (dead there) gets frame -1. Returns {"stacks" (F, 4, 84, 84) uint8: the frames used, once each, "where" (F, 3)
-    int32, "ram" (F, 128) uint8, and per hidden layer "frame" (units, k) int32 (row of stacks or -1), "value"
-    (units, k) float32, "box" (units, k, 4) int16 [row0, row1, col0, col1] in the 84x84 frame, inclusive}."""
-    k = min(k, len(obs))
+    receptive field of that position; an fc unit's box is the whole frame. Frames are taken best first among the
+    unit's `candidates` x k most active ones, skipping a frame whose 4-frame stack inside the box equals that of
+    one already taken (a static part of the screen, e.g. the score, would otherwise fill all k with one picture).
+    Stacks that still hold a blank frame of a reset (the first 3 steps of an episode) are left out: on them most
+    units peak, which says nothing about play. A unit never above 0 on the other frames gets frame -1.
+    Returns {"stacks" (F, 4, 84, 84) uint8: the frames used, once each, "where" (F, 3) int32, "ram" (F, 128)
+    uint8, and per hidden layer "frame" (units, k) int32 (row of stacks or -1), "value" (units, k) float32 (-inf
+    where frame is -1), "box" (units, k, 4) int16 [row0, row1, col0, col1] in the 84x84 frame, inclusive}."""
+    k, m = min(k, len(obs)), min(k * candidates, len(obs))
     top, used = {}, set()
     after_reset = (obs.reshape(len(obs), obs.shape[1], -1).max(-1) == 0).any(1)  # a blank frame in the stack
     for layer in HIDDEN:
@@ -1244,7 +1247,7 @@ def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields):
         else:
             best, pos = A, torch.zeros_like(A, dtype=torch.long)
         best = best.masked_fill(torch.as_tensor(after_reset, device=best.device)[:, None], float("-inf"))
-        value, frame = best.topk(k, dim=0)                                 # (k, units), best first
+        value, frame = best.topk(m, dim=0)                                 # (m, units), best first
         pos = pos.gather(0, frame).cpu().numpy().T
         value, frame = value.cpu().numpy().T.astype(np.float32), frame.cpu().numpy().T.astype(np.int64)
         if len(shapes[layer]) == 3:
@@ -1253,9 +1256,21 @@ def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields):
             box = np.stack([r0, np.minimum(r0 + size - 1, 83), c0, np.minimum(c0 + size - 1, 83)], -1)
         else:
             box = np.broadcast_to(np.array([0, 83, 0, 83]), value.shape + (4,))
-        frame[~(value > 0)] = -1
-        used.update(frame[frame >= 0].tolist())
-        top[layer] = {"frame": frame, "value": value, "box": box.astype(np.int16)}
+        out = {"frame": np.full((len(frame), k), -1, np.int64), "value": np.full((len(frame), k), -np.inf, np.float32),
+               "box": np.zeros((len(frame), k, 4), np.int16)}
+        for u in range(len(frame)):
+            seen, j = set(), 0
+            for f, a, (r0_, r1_, c0_, c1_) in zip(frame[u], value[u], box[u]):
+                if not a > 0 or j == k:
+                    break
+                crop = obs[f, :, r0_:r1_ + 1, c0_:c1_ + 1].tobytes()
+                if crop in seen:
+                    continue
+                seen.add(crop)
+                out["frame"][u, j], out["value"][u, j], out["box"][u, j] = f, a, (r0_, r1_, c0_, c1_)
+                j += 1
+        used.update(out["frame"][out["frame"] >= 0].tolist())
+        top[layer] = out
     rows = np.array(sorted(used), dtype=np.int64)
     new_id = np.full(len(obs) + 1, -1, np.int64)  # old row -> row of stacks; index -1 stays -1
     new_id[rows] = np.arange(len(rows))
@@ -1376,7 +1391,8 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
                        "receptive_field": {k: {"size": size, "stride": stride} for k, (size, stride) in fields.items()},
                        "how": "per hidden unit / conv channel, the natural frames (above) on which the trained agent's "
                               "activation is largest (a conv channel: its largest position, boxed by that position's "
-                              "receptive field); activations.npz top_*"} if top is not None else None,
+                              "receptive field), each showing other pixels in the box than the ones before it; stacks "
+                              "holding a reset's blank frame left out; activations.npz top_*"} if top is not None else None,
         "seconds": time.time() - t0}
     return out, summary, top
 

@@ -42,10 +42,13 @@ class Args:
     """folder written by probe_function_vectors.py (holds results.json and activations.npz)"""
     effects_shown: int = 12
     """a unit's panel lists the variables with its largest effects, at most this many"""
+    open_cards: int = 16
+    """variable cards shown unfolded, most relied-on first; the others fold to their title line (a click or a link
+    to one unfolds it)"""
 
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
-RANGES = {"effects_shown": "[1, inf)"}
+RANGES = {"effects_shown": "[1, inf)", "open_cards": "[0, inf)"}
 
 
 HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
@@ -252,6 +255,15 @@ def empty_reason(v):
     return ""
 
 
+def row_reasons(v) -> tuple[str, str]:
+    """(short, full) text of why some of a variable's overview cells are empty: interventions (status.reason or
+    the causal test's reason at relu_fc) and natural frames; short = the first sentence of each."""
+    full = [empty_reason(v)] if empty_reason(v) else []
+    nat = sorted({p.get("reason") for p in (v.get("natural") or {}).values() if p.get("reason")})
+    full += [f"natural frames: {r}" for r in nat]
+    return "; ".join(r.split(". ")[0] for r in full), " ".join(full)
+
+
 def best_layer(scores: dict):
     """(layer, score) of the highest score among {layer: score or None}, or (None, None)."""
     got = [(s, k) for k, s in scores.items() if s is not None]
@@ -402,9 +414,9 @@ def variable_card(v, j, ctx) -> str:
                 for u in tops[:3]) + "</span>")
     picture = (f"<img class='region' alt='screen region of {esc(v['name'])}' width='{W}' height='{H}' src='data:image/png;base64,"
                f"{ctx['regions'][j]}'>")
-    return (f"<article class='var' id='{esc(v['name'])}' style='border-left-color:{cols[j]}'>"
-            f"<h3>{badge(j, vs, cols)} {esc(v['name'])} <span class='sub'>bus address {esc(str(v['address']))} · {esc(describe(v))} · "
-            f"importance rank {imp['rank']} (policy TV {fmt(imp['tv'], 4)})</span></h3>"
+    return (f"<details class='var' id='{esc(v['name'])}' style='border-left-color:{cols[j]}'{' open' if j < ctx['open_cards'] else ''}>"
+            f"<summary><h3>{badge(j, vs, cols)} {esc(v['name'])} <span class='sub'>bus address {esc(str(v['address']))} · "
+            f"{esc(describe(v))} · importance rank {imp['rank']} (policy TV {fmt(imp['tv'], 4)})</span></h3></summary>"
             f"<p class='desc'>{desc}</p>"
             f"<div class='cardrow'><figure>{picture}<figcaption>red: mean |screen change| when the byte is set; "
             f"box: its region</figcaption></figure>"
@@ -415,7 +427,7 @@ def variable_card(v, j, ctx) -> str:
                f"changed in {fmt(s.get('other_bytes_changed_fraction'))} of them, the screen in "
                f"{fmt(s.get('screen_changed_fraction'))}. Intervention: {esc((v.get('status') or {}).get('intervention', 'held'))}.</p>")
             + "".join(f"<p class='why'>{esc(w)}</p>" for w in why)
-            + "</article>")
+            + "</details>")
 
 
 def overview_table(ctx) -> str:
@@ -426,7 +438,7 @@ def overview_table(ctx) -> str:
     h = ["<table class='sortable overview'><thead><tr><th class='l'>variable</th><th class='l'>address</th>"
          "<th class='l'>what it is</th><th>importance (policy TV)</th><th class='l'>screen region</th>"
          "<th>natural, best layer<br>(random net there)</th><th>interventions,<br>best layer</th>"
-         "<th>steer relu_fc: cos<br>(random)</th><th class='l'>why a cell is empty</th></tr></thead><tbody>"]
+         "<th>steer relu_fc: cos<br>(random)</th><th class='l'>why a cell is empty (all of it: hover, or the card)</th></tr></thead><tbody>"]
     for j, v in enumerate(vs):
         nat = v.get("natural") or {}
         nk, ns = best_layer({k: p.get("score") for k, p in nat.items()})
@@ -435,6 +447,7 @@ def overview_table(ctx) -> str:
         cf = (c.get("function_vector") or {}).get("cos_actor")
         cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
         tv = v["importance"]["tv"]
+        why_short, why_full = row_reasons(v)
         h.append(f"<tr><td class='l'><a href='#{esc(v['name'])}'>{badge(j, vs, cols)} {esc(v['name'])}</a></td>"
                  f"<td class='l'>{esc(str(v['address']))}</td><td class='l what'>{esc(describe(v))}</td>"
                  f"<td data-sort='{tv}'>{fmt(tv, 4)}{bar(tv / tv_max, cols[j])}</td>"
@@ -443,7 +456,7 @@ def overview_table(ctx) -> str:
                  f"({fmt((nat.get(nk) or {}).get('random_network'))})</span></td>"
                  f"<td data-sort='{ps if ps is not None else -99}'>{fmt(ps)} {esc(pk or '')}</td>"
                  f"<td data-sort='{cf if cf is not None else -99}'>{fmt(cf)} <span class='ctl'>({fmt(cr)})</span></td>"
-                 f"<td class='l why'>{esc(empty_reason(v))}</td></tr>")
+                 f"<td class='l why' title='{esc(why_full)}'>{esc(why_short)}</td></tr>")
     h.append("</tbody></table>")
     return "".join(h)
 
@@ -453,7 +466,8 @@ def section_variables(ctx) -> str:
     nat = res.get("natural") or {}
     intro = ("<p class='note'>Every RAM variable probed, most relied on by the memory agent first (importance: the mean "
              "total variation of its policy when the byte is replaced by its value in other visited states). Click a "
-             "column header to sort, a variable to open its card.</p>")
+             "column header to sort, a variable to open its card. The first {n} cards are unfolded; click a folded card's title "
+             "line to unfold it.</p>").format(n=min(ctx["open_cards"], len(ctx["vs"])))
     if not nat.get("run"):
         intro += f"<p class='why'>Natural frames: {esc(nat.get('reason') or ('results.json version %s has none' % res.get('version')))}</p>"
     return (intro + overview_table(ctx) + f"<p class='help'>{SCORES_HELP}</p><p class='help'>{STEER_HELP}</p>"
@@ -611,7 +625,7 @@ nav { font-size: 14px; margin: 6px 0 10px; } nav a { margin-right: 14px; }
 table { border-collapse: collapse; font-size: 12px; margin: 4px 0; }
 th, td { border: 1px solid #d0d0d0; padding: 2px 6px; text-align: right; vertical-align: top; }
 th { background: #f0f0f0; } caption { font-size: 12px; color: #444; text-align: left; padding: 2px 0; }
-td.l, th.l { text-align: left; } td.why { max-width: 360px; } td.what { max-width: 220px; }
+td.l, th.l { text-align: left; } td.why { max-width: 380px; } td.what { max-width: 220px; }
 table.sortable th { cursor: pointer; } table.overview { width: 100%; }
 .ctl { color: #666; } td.win { background: #dcf1dc; font-weight: bold; }
 .bar { height: 5px; width: 56px; background: #eee; margin: 1px 0 1px auto; } .bar i { display: block; height: 100%; }
@@ -619,7 +633,8 @@ table.sortable th { cursor: pointer; } table.overview { width: 100%; }
         margin: 1px 0 1px auto; } .dbar i { position: absolute; top: 0; height: 100%; }
 .badge { display: inline-block; min-width: 24px; padding: 0 4px; border-radius: 3px; font: bold 12px/18px ui-monospace, monospace;
          text-align: center; } a.nolink { text-decoration: none; }
-article.var { border: 1px solid #ddd; border-left: 8px solid #999; padding: 6px 12px; margin: 12px 0; }
+details.var { border: 1px solid #ddd; border-left: 8px solid #999; padding: 4px 12px; margin: 8px 0; }
+details.var > summary { cursor: pointer; } details.var > summary h3 { display: inline; }
 .desc { margin: 2px 0 6px; font-size: 13px; max-width: 1200px; }
 .cardrow { display: flex; gap: 22px; align-items: flex-start; flex-wrap: wrap; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #444; max-width: 200px; }
@@ -715,6 +730,12 @@ document.querySelectorAll('.lg').forEach(function (b) {
     g.querySelectorAll('.u').forEach(function (u) { u.classList.toggle('on', on && u.dataset.var === b.dataset.var); });
   });
 });
+function unfold() {
+  var el = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if (el && el.tagName === 'DETAILS' && !el.open) { el.open = true; el.scrollIntoView(); }
+}
+window.addEventListener('hashchange', unfold);
+unfold();
 document.querySelectorAll('.panel').forEach(function (p) { showUnit(p.id.slice(6), Number(p.dataset.initial), false); });
 document.querySelectorAll('table.sortable th').forEach(function (th, col) {
   th.addEventListener('click', function () {
@@ -766,7 +787,7 @@ def main(args: Args):
     rgb = npz["base_rgb"][0]
     regions = [png64(region_picture(rgb, npz["diff_raw"][j], raw_region(v), cols[j])) for j, v in enumerate(vs)]
     ctx = {"res": res, "npz": npz, "vs": vs, "cols": cols, "regions": regions, "layers": list(res["layers"]),
-           "screen": tuple(int(x) for x in rgb.shape[:2])}
+           "screen": tuple(int(x) for x in rgb.shape[:2]), "open_cards": args.open_cards}
     page = html_page(ctx, args).encode()
     path = out_dir / "report.html"
     write_atomic(path, lambda f: f.write(page))

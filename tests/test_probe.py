@@ -399,7 +399,7 @@ def test_natural_frame_probes(chain):
     # each variable's card shows its natural, shuffled and random-network scores beside the interventions
     page = (chain["out"] / "report.html").read_text()
     for v in res["variables"]:
-        card = re.search(rf"<article class='var' id='{re.escape(html.escape(v['name']))}'.*?</article>", page).group(0)
+        card = re.search(rf"<details class='var' id='{re.escape(html.escape(v['name']))}'.*?</details>", page).group(0)
         table = card[card.index("<table class='scores'>"):]
         rows = {r: table[table.index(f"<th class='l'>{r}</th>"):].split("</tr>")[0]
                 for r in ("natural", "shuffled", "random net", "interventions")}
@@ -465,11 +465,12 @@ def test_top_natural_frames(chain):
         units = res["layers"][k]["units"]
         fr, val, box = z[f"top_frame_{k}"], z[f"top_value_{k}"], z[f"top_box_{k}"]
         assert fr.shape == val.shape == (len(units), 4) and box.shape == (len(units), 4, 4)
-        assert (np.diff(val, axis=1) <= 1e-6).all()  # most active first
         for u in range(len(units)):
-            for f, a, b in zip(fr[u], val[u], box[u]):
-                if f < 0:
-                    continue
+            ok = fr[u] >= 0
+            assert ok.tolist() == sorted(ok.tolist(), reverse=True) and (np.diff(val[u][ok]) <= 1e-6).all()  # best first
+            crops = [z["top_stacks"][f][:, b[0]:b[1] + 1, b[2]:b[3] + 1].tobytes() for f, b in zip(fr[u][ok], box[u][ok])]
+            assert len(set(crops)) == len(crops), (k, u)  # each shows other pixels in its box
+            for f, a, b in zip(fr[u][ok], val[u][ok], box[u][ok]):
                 m = acts[k][f, u]
                 assert abs(float(m.max()) - a) <= 1e-4 * max(1.0, abs(a)), (k, u, f)
                 if k == "relu_fc":
