@@ -451,7 +451,7 @@ def overview_table(ctx) -> str:
         h.append(f"<tr><td class='l'><a href='#{esc(v['name'])}'>{badge(j, vs, cols)} {esc(v['name'])}</a></td>"
                  f"<td class='l'>{esc(str(v['address']))}</td><td class='l what'>{esc(describe(v))}</td>"
                  f"<td data-sort='{tv}'>{fmt(tv, 4)}{bar(tv / tv_max, cols[j])}</td>"
-                 f"<td class='l'>{esc(region_text(v, ctx['res']))}</td>"
+                 f"<td class='l region'>{esc(region_text(v, ctx['res']))}</td>"
                  f"<td data-sort='{ns if ns is not None else -99}'>{fmt(ns)} {esc(nk or '')}<br><span class='ctl'>"
                  f"({fmt((nat.get(nk) or {}).get('random_network'))})</span></td>"
                  f"<td data-sort='{ps if ps is not None else -99}'>{fmt(ps)} {esc(pk or '')}</td>"
@@ -627,6 +627,7 @@ th, td { border: 1px solid #d0d0d0; padding: 2px 6px; text-align: right; vertica
 th { background: #f0f0f0; } caption { font-size: 12px; color: #444; text-align: left; padding: 2px 0; }
 td.l, th.l { text-align: left; } td.why { max-width: 380px; } td.what { max-width: 220px; }
 table.sortable th { cursor: pointer; } table.overview { width: 100%; }
+table.overview td.region { width: 190px; } table.overview td.why { width: 380px; }
 .ctl { color: #666; } td.win { background: #dcf1dc; font-weight: bold; }
 .bar { height: 5px; width: 56px; background: #eee; margin: 1px 0 1px auto; } .bar i { display: block; height: 100%; }
 .dbar { position: relative; height: 6px; width: 96px; background: linear-gradient(90deg, #eee 49.5%, #999 49.5%, #999 50.5%, #eee 50.5%);

@@ -324,6 +324,29 @@ def test_atlas_in_chromium(chain, tmp_path):
     assert img.shape[:2] == (3000, 1400) and img[..., :3].std() > 0.05
 
 
+def test_atlas_one_colour_per_address(chain, tmp_path):
+    """Every badge, bar and card border of an address has the one colour of that address (distinct addresses,
+    distinct colours), the units' panels get the same colours, and --open-cards unfolds that many cards."""
+    page = (chain["out"] / "report.html").read_text()
+    names = [v["name"] for v in chain["res"]["variables"]]
+    seen = {}
+    for colour, name in re.findall(r"<span class='badge' style='background:(#[0-9a-f]{6});color:#[0f]{3}' title='([^']*)'>", page):
+        seen.setdefault(html.unescape(name), set()).add(colour)
+    assert sorted(seen) == sorted(names) and all(len(c) == 1 for c in seen.values()), seen
+    colour = {n: c.pop() for n, c in seen.items()}
+    assert len(set(colour.values())) == len(names)
+    for name in names:
+        card = re.search(rf"<details class='var' id='{re.escape(html.escape(name))}' style='border-left-color:(#[0-9a-f]{{6}})'", page)
+        assert card.group(1) == colour[name], name
+    data = json.loads(re.search(r"<script type='application/json' id='atlas-data'>(.*?)</script>", page, re.S).group(1))
+    assert {v["name"]: v["colour"] for v in data["vars"]} == colour
+    shutil.copy(chain["out"] / "results.json", tmp_path)
+    shutil.copy(chain["out"] / "activations.npz", tmp_path)
+    run_script("probe_report.py", "--out-dir", tmp_path, "--open-cards", "2", cwd=tmp_path)
+    folded = (tmp_path / "report.html").read_text()
+    assert len(re.findall(r"<details class='var' [^>]* open>", folded)) == 2 < len(names)
+
+
 def test_bad_inputs(chain, tmp_path):
     d, inputs = chain["dir"], chain["inputs"]
     out = chain["out"]
