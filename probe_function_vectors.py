@@ -2,7 +2,7 @@
 
 Inputs: a pixel-agent checkpoint, a memory-agent (RAM) checkpoint and the `ram_vars/<env-id>.json` both were
 trained with (docs/FORMATS.md §1-§3). Outputs in `--out-dir` (default `probe/<env-id>`):
-`activations.npz`, `results.json`, and (via probe_report.py) PNG figures and a self-contained `report.html`.
+`activations.npz`, `results.json`, and (via probe_report.py) the atlas, a self-contained `report.html`.
 
 Steps (README §Probe has the details and the .npz keys):
 1. Key variables: play the memory agent; for each selected byte, replace it by the byte's value from other
@@ -119,8 +119,9 @@ class Args:
     save_maps: Literal["reference", "all"] = "reference"
     """conv maps (act_relu1..3) and obs_last written to activations.npz: "reference" = only the unperturbed samples
     (natural references and controls, rows map_rows), every sample's per-channel spatial mean in act_<layer>_mean
-    (the shipped Breakout pair at the default budget: 229 MB, README's probe command, 2-core EPYC); "all" = every
-    sample's maps (897 MB, same run). The analysis uses all of them either way"""
+    (the shipped Breakout pair at the default budget: 245.6 MB with step 7's top frames, README's probe command,
+    2-core EPYC); "all" = every sample's maps (897 MB before the top frames, which add 16.6 MB). The analysis uses
+    all of them either way"""
     seed: int = 1
     """seed of numpy, torch and the emulators"""
     cuda: bool = True
@@ -128,7 +129,7 @@ class Args:
     torch_threads: int = 1
     """CPU threads for torch (0 = torch's default)"""
     report: bool = True
-    """run probe_report.py on the outputs (PNG figures + report.html)"""
+    """run probe_report.py on the outputs (the atlas, report.html)"""
     natural: bool = True
     """step 7: probe every layer on the unedited frames of step 2's rollouts as well (AtariARI's protocol)"""
     natural_min_entropy: float = 0.6
@@ -1557,7 +1558,7 @@ def main(args: Args):
           f"{out_dir / 'results.json'} in {timing['total_s']:.1f}s", flush=True)
     report = Path(__file__).with_name("probe_report.py")
     if args.report and not report.exists():
-        print(f"warning: {report} not found: no figures / report.html", flush=True)
+        print(f"warning: {report} not found: no atlas (report.html)", flush=True)
     elif args.report and subprocess.run([sys.executable, str(report), "--out-dir", str(out_dir)]).returncode != 0:
         raise SystemExit(1)
 
