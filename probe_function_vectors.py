@@ -2,8 +2,9 @@
 
 Inputs: a pixel-agent checkpoint, a memory-agent (RAM) checkpoint and the `ram_vars/<env-id>.json` both were
 trained with (docs/FORMATS.md §1-§3). The pixel agent may also be one trained elsewhere with the same Nature CNN (a
-Stable-Baselines3 / RL Zoo zip, a CleanRL model file: FORMATS.md §6), its weights renamed onto the same modules. Outputs in `--out-dir` (default `probe/<env-id>`):
-`activations.npz`, `results.json`, and (via probe_report.py) PNG figures and a self-contained `report.html`.
+Stable-Baselines3 / RL Zoo zip, a CleanRL model file: FORMATS.md §6), its weights renamed onto the same modules.
+Outputs in `--out-dir` (default `probe/<env-id>`): `activations.npz`, `results.json`, and (via probe_report.py) the
+atlas, a self-contained `report.html`.
 
 Steps (README §Probe has the details and the .npz keys):
 1. Key variables: play the memory agent; for each selected byte, replace it by the byte's value from other
@@ -36,7 +37,8 @@ Steps (README §Probe has the details and the .npz keys):
 7. Natural frames (AtariARI's protocol): every layer on the unedited 4-frame stacks of step 2's rollouts, labelled
    with the RAM at that step, split by episode, low-entropy variables dropped; ridge classifier (weighted F1,
    accuracy) or ridge R^2 on held-out episodes, against shuffled labels and the same network with random weights.
-   Scores only (results.json), no activations saved.
+   Scores in results.json; no activation of these frames is saved, only, for the report's atlas, the --top-frames
+   frames that activate each hidden unit most and the receptive field of its most active position.
 """
 import contextlib
 import hashlib
@@ -121,8 +123,9 @@ class Args:
     save_maps: Literal["reference", "all"] = "reference"
     """conv maps (act_relu1..3) and obs_last written to activations.npz: "reference" = only the unperturbed samples
     (natural references and controls, rows map_rows), every sample's per-channel spatial mean in act_<layer>_mean
-    (the shipped Breakout pair at the default budget: 229 MB, README's probe command, 2-core EPYC); "all" = every
-    sample's maps (897 MB, same run). The analysis uses all of them either way"""
+    (the shipped Breakout pair at the default budget: 245.6 MB with step 7's top frames, README's probe command,
+    2-core EPYC); "all" = every sample's maps (897 MB before the top frames, which add 16.6 MB). The analysis uses
+    all of them either way"""
     seed: int = 1
     """seed of numpy, torch and the emulators"""
     cuda: bool = True
@@ -130,13 +133,16 @@ class Args:
     torch_threads: int = 1
     """CPU threads for torch (0 = torch's default)"""
     report: bool = True
-    """run probe_report.py on the outputs (PNG figures + report.html)"""
+    """run probe_report.py on the outputs (the atlas, report.html)"""
     natural: bool = True
     """step 7: probe every layer on the unedited frames of step 2's rollouts as well (AtariARI's protocol)"""
     natural_min_entropy: float = 0.6
     """step 7: variables whose value distribution on those frames has less entropy (bits) are dropped, as AtariARI"""
     random_network_seed: int = 0
     """step 7: torch seed of the random-weights baseline (an Agent freshly initialised by its own layer_init)"""
+    top_frames: int = 4
+    """step 7: natural frames kept per hidden unit / conv channel for the report's atlas: the ones that activate it
+    most, with the receptive field of the most active position (0 = none)"""
 
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
@@ -147,6 +153,7 @@ RANGES = {
     "min_unit_effect": "[0, inf)", "control_draws": "[1, inf)", "causal_pairs": "[1, inf)",
     "random_directions": "[1, inf)", "batch_size": "[1, inf)", "num_workers": "[1, inf)", "seed": "[0, 2147483647]",
     "torch_threads": "[0, inf)", "natural_min_entropy": "[0, 8]", "random_network_seed": "[0, 2147483647]",
+    "top_frames": "[0, inf)",
 }
 
 
@@ -1273,6 +1280,10 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
             x = torch.as_tensor(np.stack([S["control_stack"][c] for c in ctrl_of[use]]), device=device)
             info["causal"][k] = causal_test(hooks, x, ctrl_of[use], pairs[use], torch.as_tensor(steer.astype(np.float32), device=device),
                                             k, acts, args, rng, device)
+            if info["causal"][k]["function_vector"]["cos_actor"] is None:
+                info["causal_reasons"][k] = (f"no cosine: really changing the value did not move the logits on any of its "
+                                             f"{int(use.sum())} held-out pairs (the agent's input did not change). There is "
+                                             "no true move to compare the steer with")
     # units: the effect size (computed for all variables before, unit_effects) ranks them; the within-base-state
     # association of each unit / spatially pooled channel with the value (eta, r) is a secondary figure
     info["samples"]["unit_effect_draws"] = int(out["unit_effect_draws"][v])
@@ -1433,6 +1444,79 @@ def natural_features(hooks, obs, batch_size: int, device):
     return {k: torch.cat(v) for k, v in feats.items()}
 
 
+def receptive_fields(agent: nn.Module) -> dict:
+    """{conv layer's ReLU name: (size, stride)}: one position of that map sees size x size input pixels, and the
+    next position starts stride pixels on (no padding), from the conv modules' kernels and strides. The Nature CNN
+    on 84x84 frames: relu1 (8, 4), relu2 (20, 8), relu3 (36, 8). Source: the usual recurrence size += (kernel - 1)
+    * stride so far, stride *= the conv's stride (Araujo et al. 2019, "Computing receptive fields of CNNs")."""
+    fields, size, stride, after_conv = {}, 1, 1, False
+    for name, module in agent.network.named_children():
+        if isinstance(module, nn.ReLU) and after_conv:
+            fields[name] = (size, stride)
+        if isinstance(module, nn.Conv2d):
+            size += (module.kernel_size[0] - 1) * stride
+            stride *= module.stride[0]
+        after_conv = isinstance(module, nn.Conv2d)
+    return fields
+
+
+def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, candidates: int = 8):
+    """Step 7, for the atlas: per hidden unit / conv channel, the k unedited frames that activate it most.
+    feats {layer: (n, d) float tensor} (natural_features of the trained agent); shapes {layer: (C, H, W) or
+    (units,)}; obs (n, 4, 84, 84) uint8; where (n, 3) int (emulator, episode, step); ram (n, 128) uint8; fields:
+    receptive_fields. A conv channel's activation on a frame is its maximum over positions, and its box is the
+    receptive field of that position; an fc unit's box is the whole frame. Frames are taken best first among the
+    unit's `candidates` x k most active ones, skipping a frame whose 4-frame stack inside the box equals that of
+    one already taken (a static part of the screen, e.g. the score, would otherwise fill all k with one picture).
+    Stacks that still hold a blank frame of a reset (the first 3 steps of an episode) are left out: on them most
+    units peak, which says nothing about play. A unit never above 0 on the other frames gets frame -1.
+    Returns {"stacks" (F, 4, 84, 84) uint8: the frames used, once each, "where" (F, 3) int32, "ram" (F, 128)
+    uint8, and per hidden layer "frame" (units, k) int32 (row of stacks or -1), "value" (units, k) float32 (-inf
+    where frame is -1), "box" (units, k, 4) int16 [row0, row1, col0, col1] in the 84x84 frame, inclusive}."""
+    k, m = min(k, len(obs)), min(k * candidates, len(obs))
+    top, used = {}, set()
+    after_reset = (obs.reshape(len(obs), obs.shape[1], -1).max(-1) == 0).any(1)  # a blank frame in the stack
+    for layer in HIDDEN:
+        A = feats[layer]
+        if len(shapes[layer]) == 3:  # conv: the channel's best position on each frame
+            C, H, W = shapes[layer]
+            best, pos = A.reshape(len(A), C, H * W).max(-1)
+        else:
+            best, pos = A, torch.zeros_like(A, dtype=torch.long)
+        best = best.masked_fill(torch.as_tensor(after_reset, device=best.device)[:, None], float("-inf"))
+        value, frame = best.topk(m, dim=0)                                 # (m, units), best first
+        pos = pos.gather(0, frame).cpu().numpy().T
+        value, frame = value.cpu().numpy().T.astype(np.float32), frame.cpu().numpy().T.astype(np.int64)
+        if len(shapes[layer]) == 3:
+            size, stride = fields[layer]
+            r0, c0 = (pos // shapes[layer][2]) * stride, (pos % shapes[layer][2]) * stride
+            box = np.stack([r0, np.minimum(r0 + size - 1, 83), c0, np.minimum(c0 + size - 1, 83)], -1)
+        else:
+            box = np.broadcast_to(np.array([0, 83, 0, 83]), value.shape + (4,))
+        out = {"frame": np.full((len(frame), k), -1, np.int64), "value": np.full((len(frame), k), -np.inf, np.float32),
+               "box": np.zeros((len(frame), k, 4), np.int16)}
+        for u in range(len(frame)):
+            seen, j = set(), 0
+            for f, a, (r0_, r1_, c0_, c1_) in zip(frame[u], value[u], box[u]):
+                if not a > 0 or j == k:
+                    break
+                crop = obs[f, :, r0_:r1_ + 1, c0_:c1_ + 1].tobytes()
+                if crop in seen:
+                    continue
+                seen.add(crop)
+                out["frame"][u, j], out["value"][u, j], out["box"][u, j] = f, a, (r0_, r1_, c0_, c1_)
+                j += 1
+        used.update(out["frame"][out["frame"] >= 0].tolist())
+        top[layer] = out
+    rows = np.array(sorted(used), dtype=np.int64)
+    new_id = np.full(len(obs) + 1, -1, np.int64)  # old row -> row of stacks; index -1 stays -1
+    new_id[rows] = np.arange(len(rows))
+    for layer in HIDDEN:
+        top[layer]["frame"] = new_id[top[layer]["frame"]].astype(np.int32)
+    top.update(stacks=obs[rows], where=where[rows].astype(np.int32), ram=ram[rows])
+    return top
+
+
 def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
     """Step 7, AtariARI's probing protocol (Anand et al. 2019) beside the interventions: read each variable off
     every layer's activations on unedited frames of the pixel agent's own rollouts (step 2: epsilon-random
@@ -1442,7 +1526,9 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
     variable and layer: the same fit on shuffled training labels (--control-draws permutations, mean), and the
     same architecture with random weights (Agent(**model_kwargs) initialised by its layer_init under
     torch.manual_seed(--random-network-seed), hooked the same way).
-    nat: collect_base_states' "natural". Returns ({variable name: {layer: scores or reason}}, summary)."""
+    Also, with --top-frames > 0, the frames that activate each hidden unit most (top_natural_frames).
+    nat: collect_base_states' "natural". Returns ({variable name: {layer: scores or reason}}, summary, top frames
+    or None)."""
     t0 = time.time()
     first = {}
     for i in range(len(nat["obs"]) - 1, -1, -1):  # first occurrence of every distinct stack
@@ -1496,6 +1582,11 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
         torch.manual_seed(args.random_network_seed)
         random_agent = Agent(**model_kwargs).to(device).eval()
     feats = {net: natural_features(h, obs, args.batch_size, device) for net, h in (("trained", hooks), ("random", Hooks(random_agent)))}
+    top, fields = None, receptive_fields(hooks.agent)
+    if args.top_frames > 0:
+        shapes = {k: tuple(v.shape[1:]) for k, v in hooks.run(torch.as_tensor(obs[:1], device=device)).items()}
+        where = np.stack([nat["emu"][rows], nat["episode"][rows], nat["step"][rows]], 1)
+        top = top_natural_frames(feats["trained"], shapes, obs, where, ram, args.top_frames, fields)
     out = {var["public"]["name"]: {} for var in variables}
     for k, _ in LAYERS:
         if plan:
@@ -1533,8 +1624,14 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
         "min_entropy_bits": args.natural_min_entropy, "entropy_bits": ent,
         "dropped": [{"name": var["public"]["name"], "index": var["index"], "entropy_bits": ent[var["public"]["name"]],
                      "reason": reasons[var["public"]["name"]]} for var in variables if var["public"]["name"] in reasons],
+        "top_frames": {"per_unit": min(args.top_frames, len(rows)), "frames": int(len(top["stacks"])),
+                       "receptive_field": {k: {"size": size, "stride": stride} for k, (size, stride) in fields.items()},
+                       "how": "per hidden unit / conv channel, the natural frames (above) on which the trained agent's "
+                              "activation is largest (a conv channel: its largest position, boxed by that position's "
+                              "receptive field), each showing other pixels in the box than the ones before it; stacks "
+                              "holding a reset's blank frame left out; activations.npz top_*"} if top is not None else None,
         "seconds": time.time() - t0}
-    return out, summary
+    return out, summary, top
 
 
 def write_atomic(path, write):
@@ -1632,7 +1729,7 @@ def main(args: Args):
 
     # 7. natural-frame probes (AtariARI's protocol): unedited frames of step 2's rollouts, split by episode
     if bases["natural"] is not None:
-        natural, natural_summary = natural_probes(hooks, pix["model_kwargs"], bases["natural"], variables, args, rng, device)
+        natural, natural_summary, top = natural_probes(hooks, pix["model_kwargs"], bases["natural"], variables, args, rng, device)
         timing["natural_s"] = natural_summary["seconds"]
         sp = natural_summary["split"]
         print(f"[natural] {natural_summary['samples']} frames ({natural_summary['duplicates_dropped']} duplicates dropped), "
@@ -1641,7 +1738,7 @@ def main(args: Args):
     else:
         why = "natural-frame probes not run (--no-natural)"
         natural = {n: {k: {"score": None, "control": None, "random_network": None, "reason": why} for k, _ in LAYERS} for n in names}
-        natural_summary = {"run": False, "reason": why}
+        natural_summary, top = {"run": False, "reason": why}, None
     for rv_ in results_vars:
         rv_["natural"] = natural[rv_["name"]]
     if source is not None and not source["critic"]:  # a Q-network: its all-zero critic layer is not scored
@@ -1653,7 +1750,7 @@ def main(args: Args):
 
     # outputs
     results = {
-        "format": "memory-pixel-interp/probe", "version": 3, "env_id": env_id, "game": game,
+        "format": "memory-pixel-interp/probe", "version": 4, "env_id": env_id, "game": game,
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
                    "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step"),
                    "pixel_source": source},  # None: this project's checkpoint; else read_external_agent's "source"
@@ -1696,6 +1793,10 @@ def main(args: Args):
     for k in HIDDEN:
         arrays[f"unit_corr_{k}"], arrays[f"unit_eta_{k}"] = out["unit_corr"][k], out["unit_eta"][k]
         arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]
+    if top is not None:  # step 7's most activating natural frames, for the atlas
+        arrays.update(top_stacks=top["stacks"], top_where=top["where"], top_ram=top["ram"])
+        for k in HIDDEN:
+            arrays.update({f"top_frame_{k}": top[k]["frame"], f"top_value_{k}": top[k]["value"], f"top_box_{k}": top[k]["box"]})
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     write_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
@@ -1705,7 +1806,7 @@ def main(args: Args):
           f"{out_dir / 'results.json'} in {timing['total_s']:.1f}s", flush=True)
     report = Path(__file__).with_name("probe_report.py")
     if args.report and not report.exists():
-        print(f"warning: {report} not found: no figures / report.html", flush=True)
+        print(f"warning: {report} not found: no atlas (report.html)", flush=True)
     elif args.report and subprocess.run([sys.executable, str(report), "--out-dir", str(out_dir)]).returncode != 0:
         raise SystemExit(1)
 

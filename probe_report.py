@@ -1,21 +1,23 @@
-"""Draw the figures and the self-contained HTML report of a probe_function_vectors.py run.
+"""Write the atlas of a probe_function_vectors.py run: one self-contained HTML page, `report.html`.
 
-Reads `<out-dir>/results.json` and `<out-dir>/activations.npz` (README §Probe) and writes into the same folder:
-- `importance.png`: how much the memory agent relies on each RAM variable (policy change when ablated);
-- `probe_scores.png`: layer x variable heatmap of held-out probe scores, beside the shuffled-label control;
-- `causal.png`: per variable and steered layer, how far the function vector moves the policy toward the
-  screens where the variable really has the new value, against random directions of the same norm;
-- `units_<layer>.png`: every fc unit / conv channel coloured and annotated by the RAM address whose
-  intervention moves it most (effect in SDs of its natural spread), with, below, the screen region of each
-  address that labels units in that layer (most units first, with the count);
-- `var_<name>.png`: per variable, the screen with the region it controls marked, the mean |difference| map,
-  and the difference-of-means maps of its top channel in each conv layer;
-- `report.html`: one file, images inlined as base64, opens from disk without a server; besides the figures, a
-  table of the natural-frame probes (results version 3) beside the random-network and intervention probes.
+Reads `<out-dir>/results.json` and `<out-dir>/activations.npz` (README §Probe) and writes `<out-dir>/report.html`:
+one file (pictures inlined as base64 PNGs, the units' data as inline JSON, a small script, nothing fetched), that
+opens from disk without a server. The page, top to bottom:
+- **Variables**: a sortable table of every probed RAM variable, then one card per variable: the extractor's
+  description (its role and evidence, ram vars version 2; otherwise its kind and range), the screen region it
+  controls, its scores per layer side by side (natural frames, their shuffled-label control, the same network with
+  random weights, interventions), and its steering (function vector) result with a sentence on how to read it.
+- **Units and channels**: per hidden layer a grid of every fc unit / conv channel, coloured by the RAM address
+  that labels it (the one whose intervention moves it most); a click shows its label, its effect per variable and
+  the natural frames that activate it most, with the receptive field of its most active position boxed.
+- **Run**: inputs, the observation and restore checks, the natural-frame protocol, timings.
+Every address has one colour (address_colours) on every chart and badge. Pictures carry no text: every word and
+number is HTML, at least 12 px on a 1,400 px wide page (tests/test_probe.py measures it in headless Chromium).
 
 Usage: python probe_report.py --out-dir probe/BreakoutNoFrameskip-v4
 """
 import base64
+import colorsys
 import contextlib
 import html
 import io
@@ -29,27 +31,33 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
 
 
 @dataclass
 class Args:
     out_dir: str = ""
     """folder written by probe_function_vectors.py (holds results.json and activations.npz)"""
-    max_unit_labels: int = 512
-    """annotate at most this many units per layer chart with their address"""
+    effects_shown: int = 12
+    """a unit's panel lists the variables with its largest effects, at most this many"""
+    open_cards: int = 16
+    """variable cards shown unfolded, most relied-on first; the others fold to their title line (a click or a link
+    to one unfolds it)"""
 
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
-RANGES = {"max_unit_labels": "[0, inf)"}
+RANGES = {"effects_shown": "[1, inf)", "open_cards": "[0, inf)"}
 
 
 HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
-NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "diff_obs", "fv_relu1", "fv_relu2", "fv_relu3",
-            "unit_effect_relu1", "unit_effect_relu2", "unit_effect_relu3", "unit_effect_relu_fc"]
+NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "unit_effect_relu1", "unit_effect_relu2",
+            "unit_effect_relu3", "unit_effect_relu_fc"]
+# step 7's most activating natural frames (results version 4); without them the units' panels say why
+TOP_KEYS = ["top_stacks", "top_where", "top_ram"] + [f"top_{a}_{k}" for k in HIDDEN for a in ("frame", "value", "box")]
+GRID_COLUMNS = 32  # units per row of a layer's grid
+GREY = "#d4d4d4"   # unlabelled units (dead, or every effect below the threshold); no address has it
 
 
 class InputError(Exception):
@@ -101,6 +109,7 @@ def check_ranges(args, ranges):
 
 
 def load_inputs(out_dir: Path):
+    """-> (results dict, {npz key: array}); the npz's top_* arrays only when all of them are there."""
     try:
         res = json.loads((out_dir / "results.json").read_text())
     except FileNotFoundError:
@@ -109,14 +118,16 @@ def load_inputs(out_dir: Path):
         raise InputError(f"cannot read {out_dir / 'results.json'}: {e}")
     if not isinstance(res, dict) or res.get("format") != "memory-pixel-interp/probe":
         raise InputError(f"{out_dir / 'results.json'} is not a probe results file")
-    if res.get("version") not in (1, 2, 3):
-        raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 to 3")
+    if res.get("version") not in (1, 2, 3, 4):
+        raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 to 4")
     try:
         with np.load(out_dir / "activations.npz", allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise InputError(f"{out_dir / 'activations.npz'} lacks {missing} (from an older probe_function_vectors.py? run it again)")
-            npz = {k: z[k] for k in NPZ_KEYS}
+            keys = NPZ_KEYS + [f"unit_spread_{k}" for k in HIDDEN if f"unit_spread_{k}" in z.files]
+            keys += TOP_KEYS if all(k in z.files for k in TOP_KEYS) else []
+            npz = {k: z[k] for k in keys}
     except FileNotFoundError:
         raise InputError(f"{out_dir / 'activations.npz'} does not exist")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -127,12 +138,28 @@ def load_inputs(out_dir: Path):
     return res, npz
 
 
-def colours(n):
-    """Distinct colours without greys (grey marks dead / unlabelled units), the most distinct first."""
-    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
-    palette += [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i % 2 and i != 15]
-    palette += list(plt.get_cmap("tab20b").colors) + [c for i, c in enumerate(plt.get_cmap("tab20c").colors) if i < 16]
-    return [palette[i % len(palette)] for i in range(n)]
+def address_colours(n: int):
+    """One colour per variable slot (results' order: the memory agent's ranking, most relied on first), computed
+    once and used by every chart and badge of the page: matplotlib's tab10 without its grey for the first 9, then
+    hues spaced by the golden angle at two lightnesses. No colour is grey (grey = unlabelled). -> ["#rrggbb"]."""
+    tab10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+    out = tab10[:n]
+    for i in range(n - len(out)):
+        r, g, b = colorsys.hls_to_rgb((0.07 + i * 0.381966) % 1.0, 0.42 if i % 2 else 0.62, 0.75)
+        out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
+    return out
+
+
+def mix(colour: str, alpha: float) -> str:
+    """The colour laid at opacity alpha on white, as #rrggbb."""
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{int(round(255 - alpha * (255 - c))):02x}" for c in rgb)
+
+
+def ink(colour: str) -> str:
+    """Black or white text, whichever reads better on the background colour (WCAG relative luminance)."""
+    lin = [(c / 255) / 12.92 if c <= 10 else (((c / 255) + 0.055) / 1.055) ** 2.4 for c in (int(colour[i:i + 2], 16) for i in (1, 3, 5))]
+    return "#000" if 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2] > 0.18 else "#fff"
 
 
 def write_atomic(path, write):
@@ -149,14 +176,31 @@ def write_atomic(path, write):
             os.remove(tmp)
 
 
-def save_png(fig, path: Path):
-    """Atomic PNG write; returns the PNG bytes (for inlining)."""
+def png64(img) -> str:
+    """uint8 picture (H, W) gray or (H, W, 3) RGB -> base64 PNG."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    data = buf.getvalue()
-    write_atomic(path, lambda f: f.write(data))
-    return data
+    matplotlib.image.imsave(buf, img, format="png", cmap="gray", vmin=0, vmax=255)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def region_picture(rgb, diff, region, colour, scale: int = 2):
+    """The screen (H, W, 3) with the mean |screen difference| a variable causes laid over it in red (opacity up
+    to 0.8 at its peak) and the bounding box of its region in the variable's colour; enlarged `scale` times
+    (nearest) so the box stays sharp. No text. -> (scale H, scale W, 3) uint8."""
+    img = rgb.astype(np.float32)
+    if diff.max() > 0:
+        a = (np.clip(diff / diff.max(), 0, 1) * 0.8)[..., None]
+        img = img * (1 - a) + np.array([255.0, 0, 0]) * a
+    img = np.repeat(np.repeat(img.astype(np.uint8), scale, 0), scale, 1)
+    if region:
+        r0, r1, c0, c1 = (x * scale for x in region["bbox"])
+        r1, c1 = r1 + scale - 1, c1 + scale - 1
+        col, t = [int(colour[i:i + 2], 16) for i in (1, 3, 5)], 2
+        H, W = img.shape[:2]
+        for rr0, rr1, cc0, cc1 in ((r0 - t, r0 - 1, c0 - t, c1 + t), (r1 + 1, r1 + t, c0 - t, c1 + t),
+                                   (r0 - t, r1 + t, c0 - t, c0 - 1), (r0 - t, r1 + t, c1 + 1, c1 + t)):
+            img[max(rr0, 0):min(rr1 + 1, H), max(cc0, 0):min(cc1 + 1, W)] = col
+    return img
 
 
 def raw_region(v):
@@ -166,157 +210,33 @@ def raw_region(v):
     return sr["raw"] if "raw" in sr else sr.get("raw_210x160")
 
 
-def draw_region(ax, rgb, diff, region, colour):
-    """The screen with the mean |difference| a variable causes overlaid in red and its bounding box."""
-    ax.imshow(rgb)
-    if diff.max() > 0:
-        over = np.zeros(diff.shape + (4,))
-        over[..., 0] = 1
-        over[..., 3] = np.clip(diff / diff.max(), 0, 1) * 0.8
-        ax.imshow(over)
-    if region:
-        r0, r1, c0, c1 = region["bbox"]
-        ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False, ec=colour, lw=2))
-    ax.set_xticks([])
-    ax.set_yticks([])
+# ---------------------------------------------------------------- text of the page
+esc = html.escape
 
 
-# ---------------------------------------------------------------- figures
-def fig_importance(res):
-    rk = res["importance"]["ranking"]
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(rk)), 3))
-    ax.bar(range(len(rk)), [s["tv"] for s in rk], color="tab:blue")
-    ax.set_xticks(range(len(rk)), [s["name"] for s in rk], rotation=70, fontsize=7)
-    ax.set_ylabel("mean TV of policy\nwhen byte is ablated")
-    ax.set_title(f"memory agent: reliance on each RAM byte ({res['importance']['states']} states)")
-    return fig
+def fmt(x, nd=2):
+    """A score for a table cell: '—' for none, '< -10' below -10 (R² of a bad read-out is unbounded below)."""
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return "&lt; -10" if x < -10 else f"{x:.{nd}f}"
+    return esc(str(x))
 
 
-def fig_probe_scores(res):
-    vs = res["variables"]
-    layers = list(res["layers"])
-    score = np.array([[np.nan if v["probe"][k].get("score") is None else v["probe"][k]["score"] for v in vs] for k in layers])
-    ctrl = np.array([[np.nan if v["probe"][k].get("control") is None else v["probe"][k]["control"] for v in vs] for k in layers])
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(vs) + 4), 3.2))
-    for ax, mat, title in ((axes[0], score, "held-out probe score"), (axes[1], ctrl, "shuffled-label control")):
-        im = ax.imshow(np.clip(mat, -1, 1), vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
-        ax.set_xticks(range(len(vs)), [f"{v['name']}\n{'F1' if v['categorical'] else 'R²'}" for v in vs], fontsize=7, rotation=60)
-        ax.set_yticks(range(len(layers)), layers, fontsize=8)
-        ax.set_title(title + " (clipped to [-1, 1]; — = not scored, reason in the table)", fontsize=9)
-        for (i, j), val in np.ndenumerate(mat):
-            ax.text(j, i, "—" if np.isnan(val) else f"{val:.2f}", ha="center", va="center", fontsize=6)
-        fig.colorbar(im, ax=ax, fraction=0.03)
-    return fig
+def describe(v) -> str:
+    """What the variable is, in one line: the extractor's role (ram vars version 2), else its kind and range."""
+    kind = f"{v['kind']}, {'categorical' if v['categorical'] else 'ordinal'}"
+    if v.get("role"):
+        return f"{v['role']} ({kind})"
+    return f"{kind}; values {v.get('min', '?')}–{v.get('max', '?')}"
 
 
-def fig_causal(res):
-    vs = res["variables"]
-    fv = np.full((len(HIDDEN), len(vs)), np.nan)
-    rd = np.full_like(fv, np.nan)
-    for j, v in enumerate(vs):
-        for i, k in enumerate(HIDDEN):
-            c = (v.get("causal") or {}).get(k)
-            if c and c["function_vector"].get("cos_actor") is not None:
-                fv[i, j] = c["function_vector"]["cos_actor"]
-                rd[i, j] = c["random"]["cos_actor"]["mean"] if c["random"].get("cos_actor") else np.nan
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(vs) + 4), 3))
-    for ax, mat, title in ((axes[0], fv, "function vector"), (axes[1], rd, "random direction, same norm (mean)")):
-        im = ax.imshow(mat, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
-        ax.set_xticks(range(len(vs)), [v["name"] for v in vs], fontsize=7, rotation=60)
-        ax.set_yticks(range(len(HIDDEN)), [f"steer {k}" for k in HIDDEN], fontsize=8)
-        ax.set_title(f"{title}: cos(logit move, true logit move)\n(— = no causal test, reason in the table)", fontsize=9)
-        for (i, j), val in np.ndenumerate(mat):
-            ax.text(j, i, "—" if np.isnan(val) else f"{val:.2f}", ha="center", va="center", fontsize=6)
-        fig.colorbar(im, ax=ax, fraction=0.03)
-    return fig
-
-
-def fig_units(res, npz, layer, max_labels):
-    """Grid of the layer's units / channels, each coloured by the address it is labelled with (alpha: its
-    effect, saturating at the layer's 95th percentile), and below it the screen region of each address that
-    labels units in this layer, most units first. Colours are given per chart in that order (the most distinct
-    ones to the addresses labelling the most units)."""
-    L = res["layers"][layer]
-    units = L["units"]
-    vs = res["variables"]
-    n = len(units)
-    ncol = 8 if n <= 64 else 32
-    nrow = -(-n // ncol)
-    labelled = [u for u in units if u["var"] >= 0]
-    counts = {}
-    for u in labelled:
-        counts[u["var"]] = counts.get(u["var"], 0) + 1
-    used = sorted(counts, key=lambda j: (-counts[j], j))
-    cols = dict(zip(used, colours(len(used))))
-    sat = float(np.percentile([u["effect"] for u in labelled], 95)) if labelled else 1.0
-    per_row = 10  # legend thumbnails per row
-    leg_rows = -(-len(used) // per_row)
-    grid_h, leg_h = nrow * (0.5 if ncol == 8 else 0.36), leg_rows * 2.0
-    H = grid_h + leg_h + 1.0
-    fig = plt.figure(figsize=(12, H))
-    gw = 0.45 if ncol == 8 else 0.98
-    ax = fig.add_axes([(1 - gw) / 2, (leg_h + 0.2) / H, gw, grid_h / H])
-    img = np.ones((nrow, ncol, 4))
-    for u in units:
-        r, c = divmod(u["unit"], ncol)
-        img[r, c] = (0.85, 0.85, 0.85, 1) if u["var"] < 0 else (*cols[u["var"]][:3], 0.15 + 0.85 * min(1.0, u["effect"] / max(sat, 1e-9)))
-    ax.imshow(img, aspect="auto", interpolation="nearest")
-    for u in units[:max_labels]:
-        r, c = divmod(u["unit"], ncol)
-        label = "·" if u["var"] < 0 else f"{vs[u['var']]['index']:02x}\n{u['effect']:.{2 if ncol == 8 else 1}f}"
-        ax.text(c, r, label, ha="center", va="center", fontsize=5 if ncol > 8 else 7)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    kind = "unit" if layer == "relu_fc" else "channel"
-    rule = L.get("label_rule", {})
-    ax.set_title(f"network.{layer}: each {kind} labelled with the RAM index (hex) whose intervention moves it most;\n"
-                 f"below it: effect = mean |activation change| in SDs of the {kind}'s natural spread\n(colour alpha = effect, "
-                 f"full at {sat:.2f} = the layer's 95th percentile; grey = dead ({L.get('dead_units', 0)}) or largest effect < "
-                 f"{rule.get('min_effect', 0)} SD ({L.get('weak_units', 0)}))", fontsize=8)
-    # legend: the screen region of each address that labels units here, framed in its colour, most units first
-    rgb = npz["base_rgb"][0]
-    w = 0.98 / per_row
-    for i, j in enumerate(used):
-        row, col = divmod(i, per_row)
-        lx = fig.add_axes([0.01 + col * w, (leg_h - (row + 1) * 2.0 + 0.1) / H, w * 0.9, 1.6 / H])
-        draw_region(lx, rgb, npz["diff_raw"][j], raw_region(vs[j]), cols[j])
-        for sp in lx.spines.values():
-            sp.set_edgecolor(cols[j])
-            sp.set_linewidth(3)
-        lx.set_title(f"{vs[j]['name']}\n{counts[j]} {kind}{'s' if counts[j] > 1 else ''}", fontsize=7, color=cols[j])
-    return fig
-
-
-def fig_variable(res, npz, j, v, colour):
-    rgb = npz["base_rgb"][0]
-    diff = npz["diff_raw"][j]
-    fig, axes = plt.subplots(1, 5, figsize=(13, 3.6))
+def region_text(v, res) -> str:
     reg = raw_region(v)
-    draw_region(axes[0], rgb, diff, reg, colour)
-    axes[0].set_title(f"{v['name']} ({v['address']}, {v['kind']})\nregion it controls" + ("" if reg else ": none found"), fontsize=8)
-    im = axes[1].imshow(diff, cmap="magma")
-    axes[1].set_title(f"mean |screen - control|\n(gray levels, {diff.shape[0]}x{diff.shape[1]})", fontsize=8)
-    fig.colorbar(im, ax=axes[1], fraction=0.04)
-    for ax, k in zip(axes[2:], ["relu1", "relu2", "relu3"]):
-        fvk = npz[f"fv_{k}"][j]
-        eff = npz[f"unit_effect_{k}"][:, j]
-        ch = int(eff.argmax())
-        c = eff.shape[0]
-        side = int(round(np.sqrt(fvk.size // c)))
-        m = fvk.reshape(c, side, side)[ch]
-        lim = max(float(np.abs(m).max()), 1e-6)
-        im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_title(f"{k}: channel {ch}, moved most\n({eff[ch]:.2f} SD); map of\nmean(high) - mean(low)", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.04)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return fig
-
-
-# ---------------------------------------------------------------- HTML
-def img_tag(data: bytes, alt: str):
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    if reg:
+        r0, r1, c0, c1 = reg["bbox"]
+        return f"rows {r0}–{r1}, cols {c0}–{c1}"
+    return "none: " + ((v.get("screen_region") or {}).get("reason") or "no region recorded")
 
 
 def empty_reason(v):
@@ -335,20 +255,504 @@ def empty_reason(v):
     return ""
 
 
-def fmt(x, nd=2):
-    return "—" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else html.escape(str(x)))
+def row_reasons(v) -> tuple[str, str]:
+    """(short, full) text of why some of a variable's overview cells are empty: interventions (status.reason or
+    the causal test's reason at relu_fc) and natural frames; short = the first sentence of each."""
+    full = [empty_reason(v)] if empty_reason(v) else []
+    nat = sorted({p.get("reason") for p in (v.get("natural") or {}).values() if p.get("reason")})
+    full += [f"natural frames: {r}" for r in nat]
+    return "; ".join(r.split(". ")[0] for r in full), " ".join(full)
 
+
+def best_layer(scores: dict):
+    """(layer, score) of the highest score among {layer: score or None}, or (None, None)."""
+    got = [(s, k) for k, s in scores.items() if s is not None]
+    return (max(got)[1], max(got)[0]) if got else (None, None)
+
+
+def steer_verdict(c) -> tuple[str, str]:
+    """(word, sentence) on the steering result at one layer: 'with' if the function vector's cosine with the true
+    logit move is above the random directions' mean + 2 SD (SD floored at 0.05) and positive, 'against' if below
+    their mean - 2 SD and negative, else 'unclear'."""
+    f, r = c["function_vector"].get("cos_actor"), (c["random"].get("cos_actor") or {})
+    if f is None:
+        return "unclear", "no logit move to compare with"
+    m, sd = r.get("mean", 0.0), max(r.get("std", 0.0), 0.05)
+    if f > m + 2 * sd and f > 0:
+        return "with", f"moves the logits the way really changing the value does (cos {f:.2f}; random directions {m:.2f} ± {sd:.2f})"
+    if f < m - 2 * sd and f < 0:
+        return "against", (f"moves the logits against the way really changing the value does (cos {f:.2f}; random "
+                           f"directions {m:.2f} ± {sd:.2f}): downstream layers do not read the value along its mean direction")
+    return "unclear", f"moves the logits no more along the true change than a random direction does (cos {f:.2f}; random {m:.2f} ± {sd:.2f})"
+
+
+STEER_HELP = (
+    "<b>How to read the steering tables.</b> Steering adds a variable's function vector (the difference of its mean "
+    "activations between high and low values, scaled to the size of the value change) at one layer of a held-out "
+    "control screen, and compares the change this makes to the policy's logits with the change that really setting "
+    "the variable to the new value makes. <b>cos</b> is the cosine between those two logit changes: 1 = the same "
+    "direction, 0 = unrelated (random directions of the same norm sit near 0; their mean ± SD is beside it), and a "
+    "<b>negative</b> value means the added vector pushes the policy the opposite way from the real change: the mean "
+    "difference between high and low values is not how the layers downstream read the variable on these screens (for "
+    "instance, the policy depends on the ball relative to the paddle, so a direction averaged over screens points the "
+    "wrong way on many of them), or the value is read non-linearly. <b>Policy gap closed</b>: how much of the total-"
+    "variation distance between the control's policy and the really changed screen's policy the steer removes (1 = "
+    "all, 0 = none, &lt; 0 = farther away), for the function vector / random directions / the oracle (adding the true "
+    "activation difference, which must close it all: a check of the machinery).")
+
+SCORES_HELP = (
+    "<b>How to read the score tables.</b> Per layer: <i>natural</i> = a linear read-out of the value from the trained "
+    "agent on unedited frames of its own play, scored on held-out episodes (R² for ordinal variables, weighted F1 for "
+    "categorical ones; 1 = perfect, 0 = no better than the mean or chance); <i>shuffled</i> = the same fit on shuffled "
+    "labels; <i>random net</i> = the same read-out from the same network with random weights (AtariARI's random-CNN "
+    "baseline: what the architecture alone keeps); <i>interventions</i> = the read-out on screens whose RAM value was "
+    "set, scored on held-out base states, and <i>interv. shuffled</i> its shuffled-label control. A shaded natural cell marks a layer "
+    "where training put the variable there: natural beats both the random network and the shuffled control by ≥ 0.05.")
+
+
+def badge(j, vs, cols, link=False) -> str:
+    """The variable's RAM index in hex on its colour (a link to its card when `link`)."""
+    v = vs[j]
+    tag = f"<span class='badge' style='background:{cols[j]};color:{ink(cols[j])}' title='{esc(v['name'])}'>{v['index']:02x}</span>"
+    return f"<a href='#{esc(v['name'])}' class='nolink'>{tag}</a>" if link else tag
+
+
+def bar(value, colour, opacity=1.0) -> str:
+    """A small horizontal bar for a score in [0, 1] (nothing drawn below 0)."""
+    w = 0 if value is None else max(0.0, min(1.0, value))
+    return f"<div class='bar'><i style='width:{w * 100:.0f}%;background:{colour};opacity:{opacity}'></i></div>"
+
+
+def dbar(value, colour) -> str:
+    """A diverging bar for a cosine in [-1, 1], drawn from the middle."""
+    if value is None:
+        return "<div class='dbar'></div>"
+    w = min(1.0, abs(value)) * 50
+    left = 50 if value >= 0 else 50 - w
+    return f"<div class='dbar'><i style='left:{left:.0f}%;width:{w:.0f}%;background:{colour}'></i></div>"
+
+
+def scores_table(v, j, cols, layers) -> str:
+    """Per layer, side by side: natural frames (trained agent), their shuffled-label control, the random-weights
+    network, interventions (with their control in brackets); bars in the variable's colour."""
+    nat, probe = v.get("natural") or {}, v["probe"]
+    rows = [("natural", lambda k: (nat.get(k) or {}).get("score"), 1.0),
+            ("shuffled", lambda k: (nat.get(k) or {}).get("control"), 0.35),
+            ("random net", lambda k: (nat.get(k) or {}).get("random_network"), 0.35),
+            ("interventions", lambda k: (probe.get(k) or {}).get("score"), 1.0),
+            ("interv. shuffled", lambda k: (probe.get(k) or {}).get("control"), 0.35)]
+    metric = "weighted F1" if v["categorical"] else "R²"
+    h = [f"<table class='scores'><caption>read-out score ({metric}) per layer</caption><thead><tr><th></th>"
+         + "".join(f"<th>{esc(k)}</th>" for k in layers) + "</tr></thead><tbody>"]
+    for label, get, op in rows:
+        cells = []
+        for k in layers:
+            s = get(k)
+            cls = ""
+            if label == "natural" and s is not None:
+                others = [x for x in ((nat.get(k) or {}).get("control"), (nat.get(k) or {}).get("random_network")) if x is not None]
+                cls = " class='win'" if others and s - max(others) >= 0.05 else ""
+            cells.append(f"<td{cls}>{fmt(s)}{bar(s, cols[j], op)}</td>")
+        h.append(f"<tr><th class='l'>{label}</th>{''.join(cells)}</tr>")
+    h.append("</tbody></table>")
+    return "".join(h)
+
+
+def steer_table(v, j, cols) -> str:
+    """Per steered layer: the function vector's cosine with the true logit move, random directions' (mean ± SD),
+    and the policy gap closed by function vector / random / oracle; the reason where there is no test."""
+    h = ["<table class='steer'><caption>steering: add the function vector at a layer</caption><thead><tr><th>layer</th>"
+         "<th>cos, function vector</th><th>cos, random</th><th>policy gap closed<br>fv / random / oracle</th></tr></thead><tbody>"]
+    for k in HIDDEN:
+        c = (v.get("causal") or {}).get(k)
+        if not c or c["function_vector"].get("cos_actor") is None:
+            why = (v.get("causal_reasons") or {}).get(k) or "no causal test (no reason recorded)"
+            h.append(f"<tr><th class='l'>{esc(k)}</th><td colspan='3' class='l why'>{esc(why)}</td></tr>")
+            continue
+        f, r, o = c["function_vector"], c["random"], c["oracle"]
+        rc = r.get("cos_actor") or {}
+        rg = (r.get("gap_closed_policy_tv") or {}).get("mean")
+        h.append(f"<tr><th class='l'>{esc(k)}</th><td>{fmt(f['cos_actor'])}{dbar(f['cos_actor'], cols[j])}</td>"
+                 f"<td>{fmt(rc.get('mean'))} ± {fmt(rc.get('std'))}{dbar(rc.get('mean'), '#888')}</td>"
+                 f"<td>{fmt(f.get('gap_closed_policy_tv'))} / {fmt(rg)} / {fmt(o.get('gap_closed_policy_tv'))}</td></tr>")
+    h.append("</tbody></table>")
+    return "".join(h)
+
+
+def variable_card(v, j, ctx) -> str:
+    vs, cols, res, layers = ctx["vs"], ctx["cols"], ctx["res"], ctx["layers"]
+    s, imp = v.get("samples") or {}, v["importance"]
+    H, W = ctx["screen"]
+    reg = raw_region(v)
+    if v.get("role"):
+        desc = f"The extractor found: <b>{esc(v['role'])}</b> — {esc(v.get('role_evidence') or 'no evidence recorded')}."
+    else:
+        desc = ("The extractor has not described this byte (no role in its ram vars record, e.g. a version 1 file): "
+                f"kind <b>{esc(v['kind'])}</b>, {'categorical' if v['categorical'] else 'ordinal'}, values "
+                f"{v.get('min', '?')}–{v.get('max', '?')} in the extractor's record.")
+    desc += f" Screen region it controls: {esc(region_text(v, res))}."
+    why = []
+    nat = v.get("natural") or {}
+    nat_reasons = sorted({p.get("reason") for p in nat.values() if p.get("reason")})
+    if nat_reasons:
+        why.append("Natural frames: " + "; ".join(nat_reasons))
+    elif not nat:
+        why.append(f"Natural frames: results.json version {res.get('version')} has none (probe_function_vectors.py before step 7)")
+    if (v.get("status") or {}).get("reason"):
+        why.append("Interventions: " + v["status"]["reason"])
+    c = (v.get("causal") or {}).get("relu_fc")
+    verdict = ""
+    if c and c["function_vector"].get("cos_actor") is not None:
+        word, sentence = steer_verdict(c)
+        verdict = f"<p class='verdict {word}'>Steering relu_fc {esc(sentence)}.</p>"
+    units = []
+    for k in HIDDEN:
+        tops = (v.get("top_units") or {}).get(k) or []
+        if tops:
+            units.append(f"<span class='ul'>{esc(k)}: " + " ".join(
+                f"<button class='ulink' data-layer='{esc(k)}' data-unit='{u['unit']}'>#{u['unit']} · {u['effect']:.2f}</button>"
+                for u in tops[:3]) + "</span>")
+    picture = (f"<img class='region' alt='screen region of {esc(v['name'])}' width='{W}' height='{H}' src='data:image/png;base64,"
+               f"{ctx['regions'][j]}'>")
+    return (f"<details class='var' id='{esc(v['name'])}' style='border-left-color:{cols[j]}'{' open' if j < ctx['open_cards'] else ''}>"
+            f"<summary><h3>{badge(j, vs, cols)} {esc(v['name'])} <span class='sub'>bus address {esc(str(v['address']))} · "
+            f"{esc(describe(v))} · importance rank {imp['rank']} (policy TV {fmt(imp['tv'], 4)})</span></h3></summary>"
+            f"<p class='desc'>{desc}</p>"
+            f"<div class='cardrow'><figure>{picture}<figcaption>red: mean |screen change| when the byte is set; "
+            f"box: its region</figcaption></figure>"
+            f"<div>{scores_table(v, j, cols, layers)}</div><div>{steer_table(v, j, cols)}</div></div>"
+            + verdict
+            + (f"<p class='units'>Units it moves most (effect in SD; click to open): {' '.join(units)}</p>" if units else "")
+            + (f"<p class='note'>{s.get('kept', '—')}/{s.get('drawn', '—')} drawn values changed the byte; other bytes "
+               f"changed in {fmt(s.get('other_bytes_changed_fraction'))} of them, the screen in "
+               f"{fmt(s.get('screen_changed_fraction'))}. Intervention: {esc((v.get('status') or {}).get('intervention', 'held'))}.</p>")
+            + "".join(f"<p class='why'>{esc(w)}</p>" for w in why)
+            + "</details>")
+
+
+def overview_table(ctx) -> str:
+    """One sortable row per variable: what it is, importance, region, best natural / intervention score, the
+    steering cosine at relu_fc, and why a cell is empty."""
+    vs, cols = ctx["vs"], ctx["cols"]
+    tv_max = max([v["importance"]["tv"] for v in vs] + [1e-12])
+    h = ["<table class='sortable overview'><thead><tr><th class='l'>variable</th><th class='l'>address</th>"
+         "<th class='l'>what it is</th><th>importance (policy TV)</th><th class='l'>screen region</th>"
+         "<th>natural, best layer<br>(random net there)</th><th>interventions,<br>best layer</th>"
+         "<th>steer relu_fc: cos<br>(random)</th><th class='l'>why a cell is empty (all of it: hover, or the card)</th></tr></thead><tbody>"]
+    for j, v in enumerate(vs):
+        nat = v.get("natural") or {}
+        nk, ns = best_layer({k: p.get("score") for k, p in nat.items()})
+        pk, ps = best_layer({k: p.get("score") for k, p in v["probe"].items()})
+        c = (v.get("causal") or {}).get("relu_fc") or {}
+        cf = (c.get("function_vector") or {}).get("cos_actor")
+        cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
+        tv = v["importance"]["tv"]
+        why_short, why_full = row_reasons(v)
+        h.append(f"<tr><td class='l'><a href='#{esc(v['name'])}'>{badge(j, vs, cols)} {esc(v['name'])}</a></td>"
+                 f"<td class='l'>{esc(str(v['address']))}</td><td class='l what'>{esc(describe(v))}</td>"
+                 f"<td data-sort='{tv}'>{fmt(tv, 4)}{bar(tv / tv_max, cols[j])}</td>"
+                 f"<td class='l region'>{esc(region_text(v, ctx['res']))}</td>"
+                 f"<td data-sort='{ns if ns is not None else -99}'>{fmt(ns)} {esc(nk or '')}<br><span class='ctl'>"
+                 f"({fmt((nat.get(nk) or {}).get('random_network'))})</span></td>"
+                 f"<td data-sort='{ps if ps is not None else -99}'>{fmt(ps)} {esc(pk or '')}</td>"
+                 f"<td data-sort='{cf if cf is not None else -99}'>{fmt(cf)} <span class='ctl'>({fmt(cr)})</span></td>"
+                 f"<td class='l why' title='{esc(why_full)}'>{esc(why_short)}</td></tr>")
+    h.append("</tbody></table>")
+    return "".join(h)
+
+
+def section_variables(ctx) -> str:
+    res = ctx["res"]
+    nat = res.get("natural") or {}
+    intro = ("<p class='note'>Every RAM variable probed, most relied on by the memory agent first (importance: the mean "
+             "total variation of its policy when the byte is replaced by its value in other visited states). Click a "
+             "column header to sort, a variable to open its card. The first {n} cards are unfolded; click a folded card's title "
+             "line to unfold it.</p>").format(n=min(ctx["open_cards"], len(ctx["vs"])))
+    if not nat.get("run"):
+        intro += f"<p class='why'>Natural frames: {esc(nat.get('reason') or ('results.json version %s has none' % res.get('version')))}</p>"
+    return (intro + overview_table(ctx) + f"<p class='help'>{SCORES_HELP}</p><p class='help'>{STEER_HELP}</p>"
+            + "".join(variable_card(v, j, ctx) for j, v in enumerate(ctx["vs"])))
+
+
+def units_data(ctx, effects_shown: int):
+    """The JSON the units' panels are drawn from: per layer and unit, its label, effect, specificity, spread,
+    its largest effects per variable, and its most activating natural frames with their boxes; the frames
+    themselves once each (base64 PNG of the newest of the 4 stacked frames) with the probed variables' values."""
+    res, npz, vs = ctx["res"], ctx["npz"], ctx["vs"]
+    have_top = "top_stacks" in npz
+    top_info = (res.get("natural") or {}).get("top_frames") or {}
+    fields = top_info.get("receptive_field") or {}
+    data = {"vars": [{"name": v["name"], "hex": f"{v['index']:02x}", "colour": ctx["cols"][j], "ink": ink(ctx["cols"][j]),
+                      "what": describe(v)} for j, v in enumerate(vs)],
+            "layers": {}, "frames": [], "where": [], "values": []}
+    if have_top:
+        data["frames"] = [png64(s[-1]) for s in npz["top_stacks"]]
+        data["where"] = npz["top_where"].tolist()
+        data["values"] = npz["top_ram"][:, npz["var_index"].astype(int)].tolist()
+        no_frames = ""
+    elif (res.get("natural") or {}).get("run") is False:
+        no_frames = "no natural frames in this run (" + (res["natural"].get("reason") or "step 7 not run") + ")"
+    else:
+        no_frames = ("this run's activations.npz has no top_* arrays (--top-frames 0, or results.json version "
+                     f"{res.get('version')} from a probe that did not save them)")
+    min_eff = (res.get("args") or {}).get("min_unit_effect", 0)
+    for k in HIDDEN:
+        L = res["layers"][k]
+        eff = npz[f"unit_effect_{k}"]
+        spread = npz.get(f"unit_spread_{k}")
+        units = []
+        for u in L["units"]:
+            n = u["unit"]
+            order = np.argsort(-eff[n], kind="stable")[:effects_shown]
+            entry = {"v": u["var"], "e": round(u["effect"], 3), "s": None if u.get("specificity") is None else round(u["specificity"], 3),
+                     "sd": None if spread is None else float(f"{spread[n]:.3g}"),
+                     "top": [[int(j), round(float(eff[n, j]), 3)] for j in order if eff[n, j] > 0],
+                     "more": int((eff[n] > 0).sum()) - int((eff[n, order] > 0).sum())}
+            if u["var"] < 0:
+                entry["why"] = (f"dead: constant on every sample" if u["effect"] == 0 else
+                                f"its largest effect, {u['effect']:.2f} SD, is below the {min_eff} SD threshold")
+            if have_top:
+                fr, val, box = npz[f"top_frame_{k}"][n], npz[f"top_value_{k}"][n], npz[f"top_box_{k}"][n]
+                entry["f"] = [[int(f), round(float(a), 3), *map(int, b)] for f, a, b in zip(fr, val, box) if f >= 0]
+            units.append(entry)
+        f = fields.get(k)
+        data["layers"][k] = {"module": L["module"], "kind": "unit" if k == "relu_fc" else "channel", "units": units,
+                             "field": [f["size"], f["stride"]] if f else None, "no_frames": no_frames}
+    return data
+
+
+def layer_grid(k, ctx) -> str:
+    """A layer's units in a grid (GRID_COLUMNS per row, the first unit of each row at its left), each a button
+    in the colour of its label, paler the weaker its effect (full at the layer's 95th percentile), its label's
+    hex index written on it; above it the addresses that label units here, with counts (a click highlights them)."""
+    res, vs, cols = ctx["res"], ctx["vs"], ctx["cols"]
+    L = res["layers"][k]
+    units = L["units"]
+    lab = [u for u in units if u["var"] >= 0]
+    sat = float(np.percentile([u["effect"] for u in lab], 95)) if lab else 1.0
+    counts = {}
+    for u in lab:
+        counts[u["var"]] = counts.get(u["var"], 0) + 1
+    kind = "unit" if k == "relu_fc" else "channel"
+    legend = " ".join(f"<button class='lg' data-layer='{esc(k)}' data-var='{j}'>{badge(j, vs, cols)} {n}</button>"
+                      for j, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
+    cells = []
+    for u in units:
+        if u["unit"] % GRID_COLUMNS == 0:
+            cells.append(f"<span class='rowlab'>{u['unit']}</span>")
+        if u["var"] >= 0:
+            bg = mix(cols[u["var"]], 0.25 + 0.75 * min(1.0, u["effect"] / max(sat, 1e-9)))
+            text, tip = f"{vs[u['var']]['index']:02x}", f"{kind} {u['unit']}: {vs[u['var']]['name']}, {u['effect']:.2f} SD"
+        else:
+            bg, text, tip = GREY, "·", f"{kind} {u['unit']}: no label"
+        cells.append(f"<button class='u' data-unit='{u['unit']}' data-var='{u['var']}' style='background:{bg};color:{ink(bg)}' "
+                     f"title='{esc(tip)}'>{text}</button>")
+    return (f"<p class='legend'>Labels in this layer (click one to highlight its {kind}s): {legend or 'none'}</p>"
+            f"<div class='grid' data-layer='{esc(k)}'>{''.join(cells)}</div>"
+            f"<div class='panel' id='panel-{esc(k)}' data-initial='{max(units, key=lambda u: u['effect'])['unit']}'></div>")
+
+
+def section_units(ctx) -> str:
+    res = ctx["res"]
+    args = res.get("args") or {}
+    min_eff = args.get("min_unit_effect", 0)
+    parts = [f"<p class='note'>Every fc unit / conv channel carries the label of the RAM address whose intervention moves it "
+             f"most. <b>Effect</b> = mean over the variable's draws (changing at most {esc(str(args.get('unit_max_other_changed', '—')))} "
+             "other bytes) of |activation − its control's activation| (a conv channel: averaged over its positions), in SDs of "
+             "the unit's natural spread; <b>specificity</b> = that effect / the sum of the unit's effects over all variables "
+             f"(1 = only this variable moves it). Grey: dead, or every effect below {esc(str(min_eff))} SD. Colour strength: the "
+             "effect, full at the layer's 95th percentile. Click a unit for its panel: its effect on each variable and the "
+             "natural frames (the newest of the agent's 4 stacked 84×84 frames) on which it is most active, with the "
+             "receptive field of its most active position boxed in yellow.</p>"]
+    top = (res.get("natural") or {}).get("top_frames") or {}
+    for k in HIDDEN:
+        L = res["layers"][k]
+        lab = [u for u in L["units"] if u["var"] >= 0]
+        spec = f", median specificity {np.median([u['specificity'] for u in lab]):.2f}" if lab else ""
+        f = (top.get("receptive_field") or {}).get(k)
+        shape = " × ".join(str(x) for x in L["shape"])
+        field = f"; one position sees {f['size']}×{f['size']} px of the 84×84 frame, every {f['stride']} px" if f else ""
+        parts.append(f"<h3 id='layer-{esc(k)}'>{esc(L['module'])} <span class='sub'>({esc(shape)}{field}): {len(lab)} labelled, "
+                     f"{L.get('dead_units', 0)} dead, {L.get('weak_units', 0)} below {esc(str(min_eff))} SD{spec}</span></h3>"
+                     + layer_grid(k, ctx))
+    return "".join(parts)
+
+
+def section_run(ctx) -> str:
+    res = ctx["res"]
+    inp, cnt, nat = res["inputs"], res["counts"], res.get("natural") or {}
+    prep = res.get("preprocessing_check") or {}
+    pipeline = prep.get("pipeline") or "ale_py's AtariVectorEnv (the pixel agent's training env)"
+    if prep.get("compared") and isinstance(prep.get("observation"), dict):  # an agent trained elsewhere (FORMATS.md §6)
+        fr, ob = prep.get("frame") or {}, prep["observation"]
+        prep_text = (f"against {pipeline}, over {prep.get('steps')} steps of the same random actions: newest frame largest "
+                     f"difference {fr.get('max_abs_diff')} gray levels (mean {fmt(fr.get('mean_abs_diff'), 4)}); 4-frame "
+                     f"stack largest {ob.get('max_abs_diff')} (mean {fmt(ob.get('mean_abs_diff'), 3)}), identical on "
+                     f"{ob.get('steps_identical')} steps.")
+    elif prep.get("compared"):
+        prep_text = (f"this script's 4-frame stacks equal those of {pipeline} on "
+                     f"{prep.get('steps_identical')} of {prep.get('steps', 0) + 1} observations of the same random actions "
+                     f"(largest difference {prep.get('max_abs_diff')} gray levels).")
+    else:
+        prep_text = "not compared: " + str(prep.get("reason") or "no reason recorded")
+    items = [f"Pixel agent {esc(str(inp['pixel_checkpoint']))} (step {fmt(inp.get('pixel_global_step'))}); memory agent "
+             f"{esc(str(inp['ram_checkpoint']))} (step {fmt(inp.get('ram_global_step'))}); ram vars {esc(str(inp['ram_vars']))}.",
+             f"{cnt['samples']:,} emulated samples on {cnt['base_states']} base states ({len(cnt['test_base_states'])} held out); "
+             f"{cnt.get('kept_draws', '—')} of {cnt.get('drawn', '—')} drawn values changed their byte. Device {esc(str(res.get('device')))}, "
+             f"created {esc(res.get('created', '—'))}.",
+             f"Observation check: {esc(prep_text)}",
+             f"Restore check: restoring a base state and replaying its actions reproduced the rollout's observation for "
+             f"{res['restore_check']['identical_to_rollout']}/{res['restore_check']['base_states']} base states."]
+    if nat.get("run"):
+        sp = nat["split"]
+        dropped = ", ".join(f"{d['name']} ({d['entropy_bits']:.2f} bits)" for d in nat["dropped"] if d["reason"].startswith("dropped"))
+        items.append(f"Natural frames ({esc(nat['protocol'] if 'protocol' in nat else 'AtariARI')}): {nat['samples']} frames "
+                     f"({nat['duplicates_dropped']} duplicate stacks dropped), split by {esc(sp['by'])}: {sp['train_groups']} groups "
+                     f"({sp['n_train']} frames) to fit, {sp['test_groups']} held out ({sp['n_test']} frames)"
+                     + (f"; {esc(sp['fallback'])}" if sp.get("fallback") else "")
+                     + f". Read-out: {esc(nat['classifier'])} (categorical), {esc(nat['regressor'])} (ordinal). Random network: "
+                     f"{esc(nat['random_network']['how'])} (seed {nat['random_network']['seed']}). Dropped for entropy &lt; "
+                     f"{nat['min_entropy_bits']} bits: {esc(dropped) or 'none'}.")
+    else:
+        items.append(f"Natural frames: {esc(nat.get('reason') or 'results.json version %s has none' % res.get('version'))}.")
+    timing = res.get("timing") or {}
+    items.append("Timing: " + ", ".join(f"{esc(k)} {v:.1f}" if isinstance(v, float) else f"{esc(k)} {v}" for k, v in timing.items()) + ".")
+    return "<ul class='run'>" + "".join(f"<li>{x}</li>" for x in items) + "</ul>"
+
+
+STYLE = """
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1d; margin: 0 auto;
+       padding: 0 20px 40px; max-width: 1400px; }
+h1 { font-size: 24px; margin: 18px 0 6px; } h2 { font-size: 20px; margin: 28px 0 8px; border-bottom: 1px solid #ccc; }
+h3 { font-size: 16px; margin: 8px 0 4px; } .sub { font-weight: normal; color: #555; font-size: 14px; }
+nav { font-size: 14px; margin: 6px 0 10px; } nav a { margin-right: 14px; }
+.note, .help, .run { font-size: 13px; color: #333; max-width: 1100px; }
+.why { color: #8a3b00; font-size: 12px; margin: 2px 0; }
+table { border-collapse: collapse; font-size: 12px; margin: 4px 0; }
+th, td { border: 1px solid #d0d0d0; padding: 2px 6px; text-align: right; vertical-align: top; }
+th { background: #f0f0f0; } caption { font-size: 12px; color: #444; text-align: left; padding: 2px 0; }
+td.l, th.l { text-align: left; } td.why { max-width: 380px; } td.what { max-width: 220px; }
+table.sortable th { cursor: pointer; } table.overview { width: 100%; }
+table.overview td.region { width: 190px; } table.overview td.why { width: 380px; }
+.ctl { color: #666; } td.win { background: #dcf1dc; font-weight: bold; }
+.bar { height: 5px; width: 56px; background: #eee; margin: 1px 0 1px auto; } .bar i { display: block; height: 100%; }
+.dbar { position: relative; height: 6px; width: 96px; background: linear-gradient(90deg, #eee 49.5%, #999 49.5%, #999 50.5%, #eee 50.5%);
+        margin: 1px 0 1px auto; } .dbar i { position: absolute; top: 0; height: 100%; }
+.badge { display: inline-block; min-width: 24px; padding: 0 4px; border-radius: 3px; font: bold 12px/18px ui-monospace, monospace;
+         text-align: center; } a.nolink { text-decoration: none; }
+details.var { border: 1px solid #ddd; border-left: 8px solid #999; padding: 4px 12px; margin: 8px 0; }
+details.var > summary { cursor: pointer; } details.var > summary h3 { display: inline; }
+.desc { margin: 2px 0 6px; font-size: 13px; max-width: 1200px; }
+.cardrow { display: flex; gap: 22px; align-items: flex-start; flex-wrap: wrap; }
+figure { margin: 0; } figcaption { font-size: 12px; color: #444; max-width: 200px; }
+img.region { image-rendering: pixelated; border: 1px solid #ccc; display: block; }
+.verdict { font-size: 13px; margin: 6px 0 2px; } .verdict.with { color: #135f13; } .verdict.against { color: #a10000; }
+.units { font-size: 13px; margin: 4px 0; } .ul { margin-right: 12px; white-space: nowrap; }
+button { font: inherit; cursor: pointer; }
+.ulink { font-size: 12px; padding: 0 4px; border: 1px solid #bbb; background: #fafafa; border-radius: 3px; }
+.legend { font-size: 13px; } .lg { font-size: 12px; border: 1px solid #ccc; background: #fff; border-radius: 3px; padding: 1px 4px; margin: 1px; }
+.lg.on { outline: 2px solid #000; }
+.grid { display: grid; grid-template-columns: 44px repeat(32, 38px); gap: 2px; margin: 4px 0; }
+.rowlab { font-size: 12px; color: #666; text-align: right; padding-right: 4px; line-height: 26px; }
+.u { height: 26px; padding: 0; border: 1px solid #fff; font: 12px/24px ui-monospace, monospace; }
+.u.sel { outline: 3px solid #000; outline-offset: -1px; } .grid.hl .u:not(.on) { opacity: 0.15; }
+.panel { border: 1px solid #bbb; background: #fbfbfb; padding: 8px 12px; margin: 6px 0 16px; min-height: 60px; }
+.phead { font-size: 14px; margin-bottom: 6px; } .pbody { display: flex; gap: 26px; flex-wrap: wrap; align-items: flex-start; }
+.ptitle { font-size: 13px; font-weight: bold; margin-bottom: 4px; }
+.eff { display: grid; grid-template-columns: auto 84px 170px 44px; gap: 2px 6px; font-size: 12px; align-items: center; }
+.eff .b { height: 10px; } .frames { display: flex; gap: 12px; flex-wrap: wrap; }
+.frames figure { width: 168px; } .frames svg { display: block; image-rendering: pixelated; border: 1px solid #999; }
+.frames figcaption { font-size: 12px; }
+"""
 
 SCRIPT = """
+var DATA = JSON.parse(document.getElementById('atlas-data').textContent);
+function esc(s) { return String(s).replace(/[&<>'"]/g, function (c) { return '&#' + c.charCodeAt(0) + ';'; }); }
+function badge(j) {
+  var v = DATA.vars[j];
+  return "<span class='badge' style='background:" + v.colour + ";color:" + v.ink + "' title='" + esc(v.name) + "'>" + v.hex + "</span>";
+}
+function showUnit(layer, u, scroll) {
+  var L = DATA.layers[layer], U = L.units[u], panel = document.getElementById('panel-' + layer);
+  document.querySelectorAll(".grid[data-layer='" + layer + "'] .u").forEach(function (b) {
+    b.classList.toggle('sel', Number(b.dataset.unit) === u);
+  });
+  var h = "<div class='phead'><b>" + esc(L.module) + " " + L.kind + " " + u + "</b> — ";
+  if (U.v >= 0) {
+    h += "label " + badge(U.v) + " " + esc(DATA.vars[U.v].name) + " (" + esc(DATA.vars[U.v].what) + "): effect " +
+         U.e.toFixed(2) + " SD of its natural spread, specificity " + U.s.toFixed(2);
+  } else {
+    h += "no label: " + esc(U.why);
+  }
+  if (U.sd !== null) { h += "; natural spread (SD) " + U.sd; }
+  h += "</div><div class='pbody'><div><div class='ptitle'>Effect of each variable on it (SD)</div><div class='eff'>";
+  var max = U.top.length ? U.top[0][1] : 1;
+  U.top.forEach(function (t) {
+    var v = DATA.vars[t[0]];
+    h += "<span>" + badge(t[0]) + "</span><span>" + esc(v.name) + "</span><span class='b' style='width:" +
+         Math.max(1, Math.round(170 * t[1] / max)) + "px;background:" + v.colour + "'></span><span>" + t[1].toFixed(2) + "</span>";
+  });
+  h += "</div>" + (U.more > 0 ? "<div class='note'>and " + U.more + " more variables with smaller effects</div>" : "") +
+       (U.top.length ? "" : "<div class='note'>no variable moves it</div>") + "</div>";
+  h += "<div><div class='ptitle'>Natural frames that activate it most" +
+       (L.field ? " (box: the " + L.field[0] + "×" + L.field[0] + " px receptive field of its most active position)" :
+        " (an fc unit sees the whole frame)") + "</div>";
+  if (!U.f) {
+    h += "<div class='note'>" + esc(L.no_frames) + "</div>";
+  } else if (!U.f.length) {
+    h += "<div class='note'>zero on every natural frame</div>";
+  } else {
+    h += "<div class='frames'>";
+    U.f.forEach(function (f) {
+      var w = DATA.where[f[0]];
+      h += "<figure><svg width='168' height='168' viewBox='0 0 84 84'><image width='84' height='84' href='data:image/png;base64," +
+           DATA.frames[f[0]] + "'></image><rect x='" + (f[4] - 0.25) + "' y='" + (f[2] - 0.25) + "' width='" + (f[5] - f[4] + 1.5) +
+           "' height='" + (f[3] - f[2] + 1.5) + "' fill='none' stroke='#ffd400' stroke-width='1'></rect></svg><figcaption>activation " +
+           f[1].toFixed(2) + (U.v >= 0 ? "; " + esc(DATA.vars[U.v].name) + " = " + DATA.values[f[0]][U.v] : "") +
+           "<br>emulator " + w[0] + ", episode " + w[1] + ", agent step " + w[2] + "</figcaption></figure>";
+    });
+    h += "</div>";
+  }
+  panel.innerHTML = h + "</div></div>";
+  if (scroll) { panel.scrollIntoView({block: 'nearest'}); }
+}
+document.querySelectorAll('.grid').forEach(function (g) {
+  g.addEventListener('click', function (ev) {
+    var b = ev.target.closest('.u');
+    if (b) { showUnit(g.dataset.layer, Number(b.dataset.unit), false); }
+  });
+});
+document.querySelectorAll('.ulink').forEach(function (b) {
+  b.addEventListener('click', function () {
+    showUnit(b.dataset.layer, Number(b.dataset.unit), false);
+    document.getElementById('layer-' + b.dataset.layer).scrollIntoView();
+  });
+});
+document.querySelectorAll('.lg').forEach(function (b) {
+  b.addEventListener('click', function () {
+    var g = document.querySelector(".grid[data-layer='" + b.dataset.layer + "']"), on = !b.classList.contains('on');
+    document.querySelectorAll(".lg[data-layer='" + b.dataset.layer + "']").forEach(function (x) { x.classList.remove('on'); });
+    b.classList.toggle('on', on);
+    g.classList.toggle('hl', on);
+    g.querySelectorAll('.u').forEach(function (u) { u.classList.toggle('on', on && u.dataset.var === b.dataset.var); });
+  });
+});
+function unfold() {
+  var el = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if (el && el.tagName === 'DETAILS' && !el.open) { el.open = true; el.scrollIntoView(); }
+}
+window.addEventListener('hashchange', unfold);
+unfold();
+document.querySelectorAll('.panel').forEach(function (p) { showUnit(p.id.slice(6), Number(p.dataset.initial), false); });
 document.querySelectorAll('table.sortable th').forEach(function (th, col) {
   th.addEventListener('click', function () {
-    var table = th.closest('table'), body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
+    var body = th.closest('table').tBodies[0], rows = Array.prototype.slice.call(body.rows);
     var dir = th.dataset.dir === 'asc' ? -1 : 1;
     th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+    function key(r) { var c = r.cells[col]; return c.dataset.sort !== undefined ? c.dataset.sort : c.textContent; }
     rows.sort(function (a, b) {
-      var x = a.cells[col].textContent, y = b.cells[col].textContent;
-      var nx = parseFloat(x), ny = parseFloat(y);
+      var x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
       if (!isNaN(nx) && !isNaN(ny)) { return dir * (nx - ny); }
       return dir * x.localeCompare(y);
     });
@@ -358,162 +762,27 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 document.body.setAttribute('data-rendered', String(document.images.length));
 """
 
-STYLE = """
-body { font-family: sans-serif; margin: 1.5em; max-width: 1400px; }
-table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
-th { background: #eee; cursor: pointer; }
-td.l, th.l { text-align: left; }
-img { max-width: 100%; }
-.note { color: #555; font-size: 12px; }
-.why { color: #8a3b00; font-size: 12px; max-width: 40em; }
-td.win { background: #d9f2d9; font-weight: bold; }
-"""
 
-
-def natural_table(res):
-    """HTML: per variable and layer, the natural-frame probe (AtariARI's protocol; in brackets its shuffled-label
-    control), the same probe on a randomly initialised network, and the intervention probe, side by side."""
-    e = html.escape
-    nat = res.get("natural") or {}
-    if not nat.get("run"):
-        why = nat.get("reason") or f"results.json version {res.get('version')} has no natural-frame probes"
-        return f"<h2>Natural frames</h2><p class='why'>{e(why)}</p>"
-    layers = list(res["layers"])
-    sp = nat["split"]
-    dropped = ", ".join(f"{d['name']} ({d['entropy_bits']:.2f} bits)" for d in nat["dropped"] if d["reason"].startswith("dropped"))
-    parts = ["<h2>Natural frames vs interventions vs a random network</h2>",
-             f"<p class='note'>{nat['samples']} unedited frames of the pixel agent's own play ({nat['duplicates_dropped']} "
-             f"duplicate stacks dropped), split by {e(sp['by'])}: {sp['train_groups']} groups ({sp['n_train']} frames) to fit, "
-             f"{sp['test_groups']} held out ({sp['n_test']} frames)" + (f"; {e(sp['fallback'])}" if sp.get("fallback") else "")
-             + f". Read-out: {e(nat['classifier'])} (categorical), {e(nat['regressor'])} (ordinal). Random network: "
-             f"{e(nat['random_network']['how'])} (seed {nat['random_network']['seed']}). Dropped for entropy &lt; "
-             f"{nat['min_entropy_bits']} bits: {e(dropped) or 'none'}.</p>",
-             "<p class='note'><b>How to read it:</b> per layer, <i>natural</i> is the held-out score (R² for ordinal, "
-             "weighted F1 for categorical variables; 1 = perfect) of a linear read-out from the trained agent on unedited "
-             "frames (in brackets the same fit on shuffled labels), <i>random</i> is that read-out from the same network "
-             "with random weights, and <i>interv.</i> is the probe on screens whose RAM value was set; a green cell marks a "
-             "layer where training, not the architecture, put the variable there (natural beats both random and the "
-             "shuffled control by &ge; 0.05).</p>",
-             "<table><thead><tr><th class='l' rowspan='2'>variable</th><th class='l' rowspan='2'>metric</th>"
-             + "".join(f"<th colspan='3'>{e(k)}</th>" for k in layers) + "<th class='l' rowspan='2'>why a cell is empty</th></tr><tr>"
-             + "<th>natural (shuffled)</th><th>random</th><th>interv.</th>" * len(layers) + "</tr></thead><tbody>"]
-    for v in res["variables"]:
-        n = v.get("natural") or {}
-        cells, why = [], set()
-        for k in layers:
-            p, q = n.get(k) or {}, v["probe"].get(k) or {}
-            s, c, r = p.get("score"), p.get("control"), p.get("random_network")
-            win = s is not None and s - max(r if r is not None else -np.inf, c if c is not None else -np.inf) >= 0.05
-            cls = " class='win'" if win else ""
-            cells.append(f"<td{cls}>{fmt(s)} ({fmt(c)})</td><td>{fmt(r)}</td><td>{fmt(q.get('score'))}</td>")
-            if p.get("reason"):
-                why.add("natural: " + p["reason"])
-            if q.get("score") is None:
-                why.add("interventions: " + ((v.get("status") or {}).get("reason") or q.get("reason") or "not scored"))
-        metric = (n.get(layers[0]) or {}).get("metric") or ("weighted_f1" if v["categorical"] else "r2")
-        parts.append(f"<tr><td class='l'>{e(v['name'])}</td><td class='l'>{e(metric)}</td>{''.join(cells)}"
-                     f"<td class='l why'>{e('; '.join(sorted(why)))}</td></tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
-
-
-def html_report(res, imgs):
-    vs = res["variables"]
-    layers = list(res["layers"])
-    e = html.escape
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Probe report: {e(res['env_id'])}</title>"
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>What the pixel agent knows about the RAM: {e(res['env_id'])}</h1>",
-             f"<p class='note'>pixel checkpoint {e(str(res['inputs']['pixel_checkpoint']))} (step {fmt(res['inputs'].get('pixel_global_step'))}), "
-             f"memory checkpoint {e(str(res['inputs']['ram_checkpoint']))} (step {fmt(res['inputs'].get('ram_global_step'))}), "
-             f"ram vars {e(str(res['inputs']['ram_vars']))}; {res['counts']['samples']} samples on {res['counts']['base_states']} base states "
-             f"({len(res['counts']['test_base_states'])} held out); {res['timing']['probe_samples_per_s']:.0f} probe samples/s; "
-             f"created {e(res['created'])}.</p>",
-             f"<p class='note'>Observation check against {e(res['preprocessing_check'].get('pipeline', 'AtariVectorEnv'))}: {e(json.dumps(res['preprocessing_check']))}. "
-             f"Restore + replay reproduced the rollout's observation for {res['restore_check']['identical_to_rollout']}/"
-             f"{res['restore_check']['base_states']} base states.</p>",
-             "<h2>Variables</h2><p class='note'>Probe score: R² (ordinal) or weighted F1 (categorical) of a ridge probe on "
-             "held-out base states; in brackets the shuffled-label control. Causal: cosine between the logit move caused by "
-             "adding the function vector at relu_fc (resp. a random direction of the same norm) and the true logit move. "
-             "Top units: the relu_fc units the variable moves most (effect in SDs of the unit's natural spread). "
-             "Click a column header to sort.</p>",
-             "<table class='sortable'><thead><tr><th class='l'>variable</th><th class='l'>address</th><th class='l'>kind</th>"
-             "<th>importance (TV)</th><th>rank</th><th class='l'>screen region rows, cols</th>"
-             + "".join(f"<th>{e(k)}</th>" for k in layers)
-             + "<th>causal fv</th><th>causal random</th><th class='l'>top relu_fc units (effect)</th>"
-             "<th class='l'>why a cell is empty</th></tr></thead><tbody>"]
-    for v in vs:
-        reg = raw_region(v)
-        c = (v.get("causal") or {}).get("relu_fc") or {}
-        cf = (c.get("function_vector") or {}).get("cos_actor")
-        cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
-        tops = ", ".join(f"{u['unit']} ({u['effect']:.2f})" for u in v["top_units"].get("relu_fc", [])[:3])
-        where = "{}-{}, {}-{}".format(*reg["bbox"]) if reg else "none" + (f": {v['screen_region']['reason']}" if v["screen_region"].get("reason") else "")
-        why = empty_reason(v)
-        role = f"<br><small title='{e(v.get('role_evidence') or '')}'>{e(v['role'])}</small>" if v.get("role") else ""
-        parts.append(f"<tr><td class='l'><a href='#{e(v['name'])}'>{e(v['name'])}</a>{role}</td><td class='l'>{e(v['address'])}</td>"
-                     f"<td class='l'>{e(v['kind'])}{' (cat.)' if v['categorical'] else ''}</td>"
-                     f"<td>{fmt(v['importance']['tv'], 4)}</td><td>{v['importance']['rank']}</td>"
-                     f"<td class='l'>{where}</td>"
-                     + "".join(f"<td>{fmt(v['probe'][k].get('score'))} ({fmt(v['probe'][k].get('control'))})</td>" for k in layers)
-                     + f"<td>{fmt(cf)}</td><td>{fmt(cr)}</td><td class='l'>{e(tops)}</td><td class='l why'>{e(why)}</td></tr>")
-    parts.append("</tbody></table>")
-    parts.append(natural_table(res))
-    parts += ["<h2>Overview</h2>", img_tag(imgs["importance"], "importance"), img_tag(imgs["probe_scores"], "probe scores"),
-              img_tag(imgs["causal"], "causal effect")]
-    min_eff = res.get("args", {}).get("min_unit_effect", 0)
-    parts.append("<h2>Layers: every unit labelled with its RAM address</h2>"
-                 "<p class='note'>Each fc unit / conv channel is labelled with the variable whose intervention moves it most: "
-                 "<b>effect</b> = mean over the variable's draws (changing at most "
-                 f"{e(str(res.get('args', {}).get('unit_max_other_changed', '—')))} other bytes) of |activation − its control's "
-                 "activation| (a conv channel: averaged over its positions), in SDs of the unit's natural spread across base "
-                 "states; <b>specificity</b> = that effect / the sum of the unit's effects over all variables (1 = only this "
-                 f"variable moves it). Units whose largest effect is below {e(str(min_eff))} SD, and dead units, are unlabelled "
-                 "(grey). Below each chart: the screen region of each address that labels units in that layer.</p>")
-    for k in HIDDEN:
-        L = res["layers"][k]
-        lab = [u for u in L["units"] if u["var"] >= 0]
-        spec = f", median specificity {np.median([u['specificity'] for u in lab]):.2f}" if lab else ""
-        parts.append(f"<h3>{e(L['module'])} {e(str(L['shape']))}: {len(lab)} labelled, {L.get('dead_units', 0)} dead, "
-                     f"{L.get('weak_units', 0)} below {e(str(min_eff))} SD{spec}</h3>{img_tag(imgs['units_' + k], k)}")
-    parts.append("<h2>Per variable</h2>")
-    for j, v in enumerate(vs):
-        s = v["samples"]
-        parts.append(f"<h3 id='{e(v['name'])}'>{e(v['name'])}{' (' + e(v['role']) + ')' if v.get('role') else ''} — "
-                     f"{e(v['address'])}, {e(v['kind'])}, "
-                     f"importance rank {v['importance']['rank']} (TV {fmt(v['importance']['tv'], 4)}, KL {fmt(v['importance']['kl'], 4)})</h3>"
-                     f"<p class='note'>{s['kept']}/{s['drawn']} drawn values changed the byte ({s['reached_intended']} reached the intended value); "
-                     f"other bytes changed in {fmt(s['other_bytes_changed_fraction'])} of them; the screen changed in "
-                     f"{fmt(s['screen_changed_fraction'])}. Intervention: {e((v.get('status') or {}).get('intervention', 'held'))}.</p>"
-                     + (f"<p class='note'>What the extractor found it is: {e(v['role'])} ({e(v.get('role_evidence') or '')}).</p>"
-                        if v.get("role") else "")
-                     + (f"<p class='why'>{e(empty_reason(v))}</p>" if empty_reason(v) else "")
-                     + img_tag(imgs['var_' + str(j)], v['name']))
-        parts.append("<table><thead><tr><th class='l'>layer</th><th>metric</th><th>score</th><th>within-base R²</th><th>control</th>"
-                     "<th>n train/test</th><th>|fv|</th><th>steer cos(next layer) fv / random</th><th>cos(logits) fv / random</th>"
-                     "<th>policy gap closed fv / random / oracle</th><th class='l'>units it moves most (effect SD, specificity; eta, r)</th>"
-                     "</tr></thead><tbody>")
-        for k in layers:
-            p = v["probe"][k]
-            c = (v.get("causal") or {}).get(k)
-            row = f"<tr><td class='l'>{e(k)}</td><td>{e(p['metric'])}</td><td>{fmt(p.get('score'))}</td><td>{fmt(p.get('r2_within_base'))}</td>" \
-                  f"<td>{fmt(p.get('control'))}</td><td>{p.get('n_train', '—')}/{p.get('n_test', '—')}</td><td>{fmt(p.get('fv_norm'), 3)}</td>"
-            if c:
-                nxt = HIDDEN[HIDDEN.index(k) + 1] if k != "relu_fc" else "actor"
-                f, r, o = c["function_vector"], c["random"], c["oracle"]
-                rm = lambda key: (r.get(key) or {}).get("mean")  # noqa: E731
-                row += (f"<td>{fmt(f.get('cos_' + nxt))} / {fmt(rm('cos_' + nxt))}</td><td>{fmt(f.get('cos_actor'))} / {fmt(rm('cos_actor'))}</td>"
-                        f"<td>{fmt(f.get('gap_closed_policy_tv'))} / {fmt(rm('gap_closed_policy_tv'))} / {fmt(o.get('gap_closed_policy_tv'))}</td>")
-            else:  # no causal test at this layer (heads are never steered)
-                why = (v.get("causal_reasons") or {}).get(k) or ("not steered (a head)" if k not in HIDDEN else "no reason recorded")
-                row += f"<td colspan='3' class='l why'>{e(why)}</td>"
-            tops = ", ".join(f"{u['unit']} ({u['effect']:.2f}, {u['specificity']:.2f}; {fmt(u['eta'])}, {fmt(u['r'])})"
-                             for u in v["top_units"].get(k, [])[:5])
-            parts.append(row + f"<td class='l'>{e(tops)}</td></tr>")
-        parts.append("</tbody></table>")
-    parts.append(f"<script>{SCRIPT}</script></body></html>")
-    return "".join(parts)
+def html_page(ctx, args) -> str:
+    """The atlas. Its sections are the list `sections` (id, title, html): a new section is one more entry."""
+    res = ctx["res"]
+    inp = res["inputs"]
+    sections = [("variables", "Variables", section_variables(ctx)),
+                ("units", "Units and channels", section_units(ctx)),
+                ("run", "Run and checks", section_run(ctx))]
+    data = json.dumps(units_data(ctx, args.effects_shown), separators=(",", ":")).replace("</", "<\\/")
+    nav = " ".join(f"<a href='#{sid}'>{esc(title)}</a>" for sid, title, _ in sections)
+    H, W = ctx["screen"]
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Atlas: {esc(res['env_id'])}</title>"
+            f"<style>{STYLE}</style></head><body>"
+            f"<h1>Atlas: what the pixel agent knows about {esc(res['env_id'])}'s RAM</h1>"
+            f"<p class='note'>{len(ctx['vs'])} RAM variables probed in every layer of the pixel agent "
+            f"({esc(str(inp['pixel_checkpoint']))}, step {fmt(inp.get('pixel_global_step'))}), ranked by how much the memory agent "
+            f"({esc(str(inp['ram_checkpoint']))}, step {fmt(inp.get('ram_global_step'))}) relies on them; screen {H}×{W}. "
+            "Each address has one colour on every chart.</p>"
+            f"<nav>{nav}</nav>"
+            + "".join(f"<section id='{sid}'><h2>{esc(title)}</h2>{body}</section>" for sid, title, body in sections)
+            + f"<script type='application/json' id='atlas-data'>{data}</script><script>{SCRIPT}</script></body></html>")
 
 
 def main(args: Args):
@@ -522,19 +791,16 @@ def main(args: Args):
     out_dir = Path(args.out_dir)
     res, npz = load_inputs(out_dir)
     vs = res["variables"]
-    cols = colours(len(vs))
-    imgs = {"importance": save_png(fig_importance(res), out_dir / "importance.png"),
-            "probe_scores": save_png(fig_probe_scores(res), out_dir / "probe_scores.png"),
-            "causal": save_png(fig_causal(res), out_dir / "causal.png")}
-    for k in HIDDEN:
-        imgs["units_" + k] = save_png(fig_units(res, npz, k, args.max_unit_labels), out_dir / f"units_{k}.png")
-    for j, v in enumerate(vs):
-        name = v["name"].replace("[", "_").replace("]", "")
-        imgs[f"var_{j}"] = save_png(fig_variable(res, npz, j, v, cols[j]), out_dir / f"var_{name}.png")
-    page = html_report(res, imgs).encode()
+    cols = address_colours(len(vs))  # the one address -> colour map of the page
+    rgb = npz["base_rgb"][0]
+    regions = [png64(region_picture(rgb, npz["diff_raw"][j], raw_region(v), cols[j])) for j, v in enumerate(vs)]
+    ctx = {"res": res, "npz": npz, "vs": vs, "cols": cols, "regions": regions, "layers": list(res["layers"]),
+           "screen": tuple(int(x) for x in rgb.shape[:2]), "open_cards": args.open_cards}
+    page = html_page(ctx, args).encode()
     path = out_dir / "report.html"
     write_atomic(path, lambda f: f.write(page))
-    print(f"[report] {path} ({len(page) / 1e6:.1f} MB, {len(imgs)} figures)", flush=True)
+    print(f"[report] {path} ({len(page) / 1e6:.1f} MB: {len(vs)} variables, "
+          f"{sum(len(res['layers'][k]['units']) for k in HIDDEN)} units, {len(npz.get('top_stacks', []))} natural frames)", flush=True)
 
 
 if __name__ == "__main__":

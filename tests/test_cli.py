@@ -7,7 +7,7 @@ from conftest import run_script
 # every script a user runs, with one of its int flags
 SCRIPTS = {
     "ppo_pixel_breakout.py": "--num-envs", "ppo_ram_breakout.py": "--num-envs", "extract_ram_vars.py": "--seed",
-    "probe_function_vectors.py": "--top-k", "probe_report.py": "--max-unit-labels", "compare_runs.py": "--smooth",
+    "probe_function_vectors.py": "--top-k", "probe_report.py": "--effects-shown", "compare_runs.py": "--smooth",
     "sweep.py": "--workers", "bench/bench_throughput.py": "--num-envs", "bench/bench_probe.py": "--num-base-states",
 }
 
@@ -26,7 +26,8 @@ OUT_OF_RANGE = [
     ("probe_function_vectors.py", "--epsilon", "1.5"),
     ("probe_function_vectors.py", "--test-fraction", "1"),
     ("probe_function_vectors.py", "--random-directions", "0"),
-    ("probe_report.py", "--max-unit-labels", "-1"),
+    ("probe_function_vectors.py", "--top-frames", "-1"),
+    ("probe_report.py", "--effects-shown", "0"),
     ("compare_runs.py", "--converge-fraction", "0"),
     ("compare_runs.py", "--final-episodes", "0"),
     ("compare_runs.py", "--threshold", "inf"),

@@ -6,15 +6,19 @@ Which RAM byte is the paddle is found here from the emulator (no address tables)
 """
 import hashlib
 import html
+import importlib
 import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 from ale_py import Action, ALEInterface, LoggerMode, roms
 
 from conftest import ROOT, assert_clean_error, run_script
@@ -24,6 +28,7 @@ TRAIN = ["--num-envs", "2", "--num-steps", "32", "--total-timesteps", "256", "--
 TINY = ["--num-base-states", "6", "--samples-per-var", "8", "--top-k", "4", "--rollout-steps", "60",
         "--importance-steps", "64", "--causal-pairs", "16", "--random-directions", "3"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
 
 
 def screen_dims(game):
@@ -226,36 +231,120 @@ def test_save_maps_all(chain, tmp_path):
     assert (tmp_path / "all" / "activations.npz").stat().st_size > (chain["out"] / "activations.npz").stat().st_size
 
 
+def chromium(page: Path, tmp_path: Path, *flags):
+    """Open `page` from disk in headless Chromium at 1,400 px width (--dump-dom unless flags say otherwise) ->
+    (the process, its console errors)."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+           f"--user-data-dir={tmp_path / ('profile-' + page.stem)}", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=5000", *(flags or ("--window-size=1400,1000", "--dump-dom")), page.as_uri()]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return p, [line for line in p.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+# Run in the page after it loads: click the first labelled relu_fc unit, then measure. Every element must lie within
+# the 1,400 px page (none wider than it, no horizontal scroll) and every text be >= 11 px (inside an SVG: its font size
+# times the SVG's scale). The result goes into <body data-layout>, which --dump-dom prints.
+MEASURE = """<script>
+window.addEventListener('load', function () {
+  var out = {overflow: [], small: [], texts: 0}, W = document.documentElement.clientWidth;
+  var b = document.querySelector(".grid[data-layer='relu_fc'] .u:not([data-var='-1'])");
+  if (b) { b.click(); out.clicked = Number(b.dataset.unit); }
+  var p = document.getElementById('panel-relu_fc');
+  out.panel = {text: p.textContent, frames: p.querySelectorAll('svg image').length, boxes: p.querySelectorAll('svg rect').length};
+  if (document.documentElement.scrollWidth > W) { out.overflow.push('page ' + document.documentElement.scrollWidth + ' > ' + W); }
+  document.querySelectorAll('body *').forEach(function (el) {
+    var r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.right > W + 1 || r.left < -1)) {
+      out.overflow.push(el.tagName + '.' + el.className + ' ' + Math.round(r.left) + '..' + Math.round(r.right));
+    }
+  });
+  var tw = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT), n;
+  while ((n = tw.nextNode())) {
+    var el = n.parentElement;
+    if (!n.textContent.trim() || el.closest('script, style')) { continue; }
+    out.texts++;
+    var size = parseFloat(getComputedStyle(el).fontSize), svg = el.closest('svg');
+    if (svg && svg.viewBox.baseVal && svg.viewBox.baseVal.width) { size *= svg.getBoundingClientRect().width / svg.viewBox.baseVal.width; }
+    if (size < 11) { out.small.push(size.toFixed(1) + ' px: ' + n.textContent.trim().slice(0, 40)); }
+  }
+  document.body.setAttribute('data-layout', JSON.stringify(out));
+});
+</script></body>"""
+
+
+def layout(page: Path, tmp_path: Path):
+    """The page with MEASURE appended, rendered at 1,400 px -> (measurements, console errors, dumped DOM)."""
+    measured = tmp_path / f"measured-{page.stem}.html"
+    measured.write_text(page.read_text().replace("</body>", MEASURE))
+    proc, errors = chromium(measured, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    m = re.search(r'data-layout="([^"]*)"', proc.stdout)
+    assert m, "the measuring script did not run"
+    return json.loads(html.unescape(m.group(1))), errors, proc.stdout
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium; not in "
                     "the Docker image: on its Ubuntu chromium is a snap, and snaps do not run in a container)")
-def test_report_renders_in_chromium(chain, tmp_path):
+def test_atlas_in_chromium(chain, tmp_path):
+    """The atlas opens from disk in headless Chromium without console errors; at 1,400 px no element is wider
+    than the page and no text is under 11 px; a click on a unit shows its label, its effects and its natural
+    frames with their boxes; a screenshot renders. The detectors are checked on broken copies first."""
     report = chain["out"] / "report.html"
     page = report.read_text()
-    assert "<img" in page and "data:image/png;base64," in page and "http://" not in page and "https://" not in page
-    for name in ("probe_scores.png", "units_relu_fc.png", "importance.png", "causal.png"):
-        assert (chain["out"] / name).stat().st_size > 1000
-
-    def render(path):
-        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / ('profile-' + path.stem)}", "--enable-logging=stderr", "--v=0",
-               "--virtual-time-budget=5000", "--dump-dom", path.as_uri()]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        errors = [line for line in p.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
-        return p, errors
-
-    # the detector itself must see a broken page
+    assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page  # nothing fetched
+    # the detectors must see a broken page, a too wide figure and a too small text
     broken = tmp_path / "broken.html"
     broken.write_text(page.replace("</body>", "<script>undefinedFunction();</script></body>"))
-    _, errors = render(broken)
+    _, errors = chromium(broken, tmp_path)
     assert any("undefinedFunction" in e for e in errors), "console-error detection does not work"
+    bad = tmp_path / "bad.html"
+    bad.write_text(page.replace("<section id='units'>", "<div style='width:1600px'>a wide figure</div><section id='units'>")
+                   .replace("<h2>Variables", "<span style='font-size:9px'>tiny text</span><h2>Variables"))
+    found, _, _ = layout(bad, tmp_path)
+    assert any("DIV" in o for o in found["overflow"]) and any("tiny text" in t for t in found["small"]), found
 
-    proc, errors = render(report)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    found, errors, dom = layout(report, tmp_path)
     assert not errors, errors
-    n_img = page.count("<img ")
-    m = re.search(r'data-rendered="(\d+)"', proc.stdout)
-    assert m and int(m.group(1)) == n_img > 0  # the page's script ran to the end and saw every image
+    assert not found["overflow"], found["overflow"][:10]
+    assert not found["small"], found["small"][:10]
+    assert found["texts"] > 500
+    m = re.search(r'data-rendered="(\d+)"', dom)
+    assert m and int(m.group(1)) == page.count("<img ") == len(chain["res"]["variables"])  # the script ran to the end
+    # the click: the unit's label (its address), its effects and its top natural frames, each boxed
+    unit = chain["res"]["layers"]["relu_fc"]["units"][found["clicked"]]
+    assert unit["var"] >= 0 and f"unit {unit['unit']}" in found["panel"]["text"] and unit["name"] in found["panel"]["text"]
+    n_frames = int((chain["npz"]["top_frame_relu_fc"][unit["unit"]] >= 0).sum())
+    assert found["panel"]["frames"] == found["panel"]["boxes"] == n_frames > 0, found["panel"]
+    # a screenshot at 1,400 px renders something
+    shot = tmp_path / "atlas.png"
+    proc, errors = chromium(report, tmp_path, "--window-size=1400,3000", f"--screenshot={shot}")
+    assert proc.returncode == 0 and not errors, proc.stderr[-2000:]
+    img = matplotlib.image.imread(shot)
+    assert img.shape[:2] == (3000, 1400) and img[..., :3].std() > 0.05
+
+
+def test_atlas_one_colour_per_address(chain, tmp_path):
+    """Every badge, bar and card border of an address has the one colour of that address (distinct addresses,
+    distinct colours), the units' panels get the same colours, and --open-cards unfolds that many cards."""
+    page = (chain["out"] / "report.html").read_text()
+    names = [v["name"] for v in chain["res"]["variables"]]
+    seen = {}
+    for colour, name in re.findall(r"<span class='badge' style='background:(#[0-9a-f]{6});color:#[0f]{3}' title='([^']*)'>", page):
+        seen.setdefault(html.unescape(name), set()).add(colour)
+    assert sorted(seen) == sorted(names) and all(len(c) == 1 for c in seen.values()), seen
+    colour = {n: c.pop() for n, c in seen.items()}
+    assert len(set(colour.values())) == len(names)
+    for name in names:
+        card = re.search(rf"<details class='var' id='{re.escape(html.escape(name))}' style='border-left-color:(#[0-9a-f]{{6}})'", page)
+        assert card.group(1) == colour[name], name
+    data = json.loads(re.search(r"<script type='application/json' id='atlas-data'>(.*?)</script>", page, re.S).group(1))
+    assert {v["name"]: v["colour"] for v in data["vars"]} == colour
+    shutil.copy(chain["out"] / "results.json", tmp_path)
+    shutil.copy(chain["out"] / "activations.npz", tmp_path)
+    run_script("probe_report.py", "--out-dir", tmp_path, "--open-cards", "2", cwd=tmp_path)
+    folded = (tmp_path / "report.html").read_text()
+    assert len(re.findall(r"<details class='var' [^>]* open>", folded)) == 2 < len(names)
 
 
 def test_bad_inputs(chain, tmp_path):
@@ -299,7 +388,7 @@ def test_bad_inputs(chain, tmp_path):
     assert after == before
 
 
-LAYERS = ["relu1", "relu2", "relu3", "relu_fc", "actor", "critic"]
+LAYERS = HIDDEN + ["actor", "critic"]
 
 
 def test_natural_frame_probes(chain):
@@ -307,7 +396,7 @@ def test_natural_frame_probes(chain):
     for the trained network, its shuffled-label control and the random network, or the reason it has none;
     the split is by episode (or its recorded fallback); nothing of it goes into the npz; the report shows it."""
     res, nat = chain["res"], chain["res"]["natural"]
-    assert res["version"] == 3 and nat["run"]
+    assert res["version"] == 4 and nat["run"]
     sp = nat["split"]
     assert sp["by"] in ("episode", "time_block") and (sp["fallback"] is None) == (sp["by"] == "episode")
     assert sp["train_groups"] >= 1 and sp["test_groups"] >= 1 and sp["n_train"] + sp["n_test"] == nat["samples"] > 0
@@ -326,11 +415,92 @@ def test_natural_frame_probes(chain):
                     assert np.isfinite(p[key]), (v["name"], k, key, p)
                 assert (p["n_train"], p["n_test"]) == (sp["n_train"], sp["n_test"])
     assert any(p["score"] is not None for v in res["variables"] for p in v["natural"].values())
-    assert not [k for k in chain["npz"] if "natural" in k or "random" in k]   # scores only, no activations saved
+    # scores only: of the natural frames, only the atlas's most activating ones are saved (top_*), no activation
+    assert not [k for k in chain["npz"] if "natural" in k or "random" in k]
+    assert {k for k in chain["npz"] if k.startswith("top_")} == {"top_stacks", "top_where", "top_ram"} | {
+        f"top_{a}_{k}" for k in HIDDEN for a in ("frame", "value", "box")}
+    # each variable's card shows its natural, shuffled and random-network scores beside the interventions
     page = (chain["out"] / "report.html").read_text()
-    table = page[page.index("<h2>Natural frames"):page.index("<h2>Overview")]
     for v in res["variables"]:
-        assert f"<td class='l'>{html.escape(v['name'])}</td>" in table
+        card = re.search(rf"<details class='var' id='{re.escape(html.escape(v['name']))}'.*?</details>", page).group(0)
+        table = card[card.index("<table class='scores'>"):]
+        rows = {r: table[table.index(f"<th class='l'>{r}</th>"):].split("</tr>")[0]
+                for r in ("natural", "shuffled", "random net", "interventions")}
+        for k, p in v["natural"].items():
+            for row, x in (("natural", p["score"]), ("shuffled", p["control"]), ("random net", p["random_network"]),
+                           ("interventions", v["probe"][k]["score"])):
+                if x is not None and x > -10:
+                    assert f"{x:.2f}" in rows[row], (v["name"], k, row, x)
+        for p in v["natural"].values():
+            if p.get("reason"):
+                assert html.escape(p["reason"]) in card
+
+
+def receptive_boxes(agent, layer_of_conv):
+    """{relu name: {(row, col): [row0, row1, col0, col1]}}: for every position of every conv map, the input pixels
+    it depends on, found by autograd through a copy of the conv stack with the same kernels and strides, weights
+    1 and no ReLU (so nothing cancels)."""
+    convs = [m for m in agent.network.children() if isinstance(m, nn.Conv2d)]
+    stack = [nn.Conv2d(1, 1, c.kernel_size, c.stride, bias=False) for c in convs]
+    for c in stack:
+        nn.init.ones_(c.weight)
+    x = torch.zeros(1, 1, 84, 84, requires_grad=True)
+    boxes, h = {}, x
+    for c, name in zip(stack, layer_of_conv):
+        h = c(h)
+        boxes[name] = {}
+        for i in range(h.shape[2]):
+            for j in range(h.shape[3]):
+                g, = torch.autograd.grad(h[0, 0, i, j], x, retain_graph=True)
+                rows, cols = np.nonzero(g[0, 0].numpy())
+                boxes[name][(i, j)] = [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
+    return boxes
+
+
+def test_top_natural_frames(chain):
+    """Step 7 keeps, per hidden unit, the natural frames that activate it most, with the receptive field of its
+    most active position: the saved stacks, run through the pixel agent, give the saved activations (a conv
+    channel: its maximum over positions); the box is what autograd finds that position depends on; no stack holds
+    a reset's blank frame; every saved stack is used."""
+    z, res = chain["npz"], chain["res"]
+    F = len(z["top_stacks"])
+    assert res["natural"]["top_frames"]["frames"] == F > 0 and res["natural"]["top_frames"]["per_unit"] == 4
+    assert z["top_stacks"].shape == (F, 4, 84, 84) and z["top_stacks"].dtype == np.uint8
+    assert z["top_ram"].shape == (F, 128) and z["top_where"].shape == (F, 3)
+    assert (z["top_stacks"].reshape(F, 4, -1).max(-1) > 0).all()
+    used = np.unique(np.concatenate([z[f"top_frame_{k}"].ravel() for k in HIDDEN]))
+    assert used[used >= 0].tolist() == list(range(F))
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    probe = importlib.import_module("probe_function_vectors")
+    ck = torch.load(chain["pixel"], map_location="cpu", weights_only=False)
+    agent = probe.Agent(**ck["model_kwargs"])
+    agent.load_state_dict(ck["state_dict"])
+    acts = {}
+    for k in HIDDEN:
+        agent.get_submodule(f"network.{k}").register_forward_hook(lambda m, i, o, k=k: acts.__setitem__(k, o.numpy()))
+    with torch.no_grad():
+        agent.get_value(torch.as_tensor(z["top_stacks"]))
+    boxes = receptive_boxes(agent, ["relu1", "relu2", "relu3"])
+    assert {k: res["natural"]["top_frames"]["receptive_field"][k]["size"] for k in boxes} == {
+        k: b[(0, 0)][1] + 1 for k, b in boxes.items()}
+    for k in HIDDEN:
+        units = res["layers"][k]["units"]
+        fr, val, box = z[f"top_frame_{k}"], z[f"top_value_{k}"], z[f"top_box_{k}"]
+        assert fr.shape == val.shape == (len(units), 4) and box.shape == (len(units), 4, 4)
+        for u in range(len(units)):
+            ok = fr[u] >= 0
+            assert ok.tolist() == sorted(ok.tolist(), reverse=True) and (np.diff(val[u][ok]) <= 1e-6).all()  # best first
+            crops = [z["top_stacks"][f][:, b[0]:b[1] + 1, b[2]:b[3] + 1].tobytes() for f, b in zip(fr[u][ok], box[u][ok])]
+            assert len(set(crops)) == len(crops), (k, u)  # each shows other pixels in its box
+            for f, a, b in zip(fr[u][ok], val[u][ok], box[u][ok]):
+                m = acts[k][f, u]
+                assert abs(float(m.max()) - a) <= 1e-4 * max(1.0, abs(a)), (k, u, f)
+                if k == "relu_fc":
+                    assert b.tolist() == [0, 83, 0, 83]
+                else:  # the box of one of the positions where the channel peaks
+                    peaks = np.argwhere(m >= m.max() - 1e-4 * max(1.0, abs(a)))
+                    assert b.tolist() in [boxes[k][tuple(p)] for p in peaks], (k, u, f, b)
 
 
 def test_natural_probe_of_trained_agent_beats_random_network(tmp_path):
@@ -423,8 +593,8 @@ def test_any_screen_size(tall_chain):
     for v in res["variables"]:
         if v["screen_region"]["raw"] is None:
             assert v["screen_region"]["reason"], v["name"]
-    for name in ("report.html", "probe_scores.png", "units_relu1.png"):
-        assert (tall_chain["out"] / name).stat().st_size > 1000
+    page = (tall_chain["out"] / "report.html").read_text()
+    assert page.count(f"width='{W}' height='{H}' src='data:image/png;base64,") == V  # each variable's region picture
 
 
 def test_every_row_explained(tall_chain):
