@@ -195,7 +195,7 @@ def test_probe_runs_on_an_sb3_zip_and_measures_the_preprocessing_difference(sb3,
     assert check["observation"]["max_abs_diff"] >= check["frame"]["max_abs_diff"]
     assert check["terminals"] > 0 and check["observation"]["steps_identical"] < check["steps"] + 1
     html = (out / "report.html").read_text()
-    assert "Observation check against SB3" in html
+    assert "Observation check: against SB3" in html
     z = np.load(out / "activations.npz")
     assert z["act_critic"].std() > 0 and z["act_actor"].shape[1] == 4
 
