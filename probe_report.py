@@ -364,7 +364,8 @@ table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; cursor: pointer; }
 td.l, th.l { text-align: left; }
-img { max-width: 100%; }
+img, video { max-width: 100%; }
+figure { margin: 0.5em 0; font-size: 12px; }
 .note { color: #555; font-size: 12px; }
 .why { color: #8a3b00; font-size: 12px; max-width: 40em; }
 td.win { background: #d9f2d9; font-weight: bold; }
@@ -418,7 +419,34 @@ def natural_table(res):
     return "".join(parts)
 
 
-def html_report(res, imgs):
+def videos_html(out_dir: Path) -> str:
+    """The decoded-state videos probe_video.py wrote into this folder (a `decoded_*.json` beside its .mp4), shown by
+    relative link (not inlined: the page stays small) with what each shows; "" when there is none."""
+    e, parts = html.escape, []
+    for path in sorted(out_dir.glob("decoded_*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            m = json.loads(path.read_text())
+            if m.get("format") != "memory-pixel-interp/probe-video" or not (out_dir / str(m.get("video"))).is_file():
+                continue
+            rows = "".join(
+                f"<li>{e(v['name'])}{' (' + e(v['role']) + ')' if v.get('role') else ''}: R² in the video "
+                f"{fmt((v.get('video_score') or {}).get('r2'))}, mean |error| {fmt((v.get('video_score') or {}).get('mae'))}; "
+                + (f"marker along {e(v['position']['axis'])} (r = {v['position']['r']:.2f})" if v.get("position")
+                   else f"no marker: {e(v.get('position_reason') or '')}")
+                + (f"; {e(str(v['unit']['unit']))}: {e(v['unit']['why'])}" if v.get("unit") else "") + "</li>"
+                for v in m["variables"])
+            parts.append(f"<figure><video src='{e(m['video'])}' controls loop muted playsinline></video><figcaption>"
+                         f"<a href='{e(m['video'])}'>{e(m['video'])}</a>: {m['frames']} frames ({m['frames'] / m['fps']:.0f} s), "
+                         f"pixel agent at step {fmt(m.get('pixel_global_step'))}, {e(m['module'])}, {e(m['readout'])} read-out "
+                         f"(python probe_video.py, {e(str(m.get('codec')))})<ul>{rows}</ul></figcaption></figure>")
+    if not parts:
+        return ""
+    return ("<h2>Decoded-state videos</h2><p class='note'>The agent plays a game it was not fitted on; per variable, the "
+            "value a linear read-out of the layer gives (dashed line on the screen for positions) against the RAM's "
+            "(triangles), and the activation map of the channel labelled with it. Made by probe_video.py.</p>" + "".join(parts))
+
+
+def html_report(res, imgs, videos=""):
     vs = res["variables"]
     layers = list(res["layers"])
     e = html.escape
@@ -460,6 +488,7 @@ def html_report(res, imgs):
                      + f"<td>{fmt(cf)}</td><td>{fmt(cr)}</td><td class='l'>{e(tops)}</td><td class='l why'>{e(why)}</td></tr>")
     parts.append("</tbody></table>")
     parts.append(natural_table(res))
+    parts.append(videos)  # probe_video.py's decoded-state videos, when there are any
     parts += ["<h2>Overview</h2>", img_tag(imgs["importance"], "importance"), img_tag(imgs["probe_scores"], "probe scores"),
               img_tag(imgs["causal"], "causal effect")]
     min_eff = res.get("args", {}).get("min_unit_effect", 0)
@@ -531,7 +560,7 @@ def main(args: Args):
     for j, v in enumerate(vs):
         name = v["name"].replace("[", "_").replace("]", "")
         imgs[f"var_{j}"] = save_png(fig_variable(res, npz, j, v, cols[j]), out_dir / f"var_{name}.png")
-    page = html_report(res, imgs).encode()
+    page = html_report(res, imgs, videos_html(out_dir)).encode()
     path = out_dir / "report.html"
     write_atomic(path, lambda f: f.write(page))
     print(f"[report] {path} ({len(page) / 1e6:.1f} MB, {len(imgs)} figures)", flush=True)
