@@ -578,7 +578,8 @@ def draw_row(panel, y0, row_h, var, t, colour, args):
         else:  # an fc unit: its activation as a bar
             cv2.rectangle(panel, (8, y0 + 38), (8 + m, y0 + 38 + 14), (70, 70, 70), 1)
             cv2.rectangle(panel, (8, y0 + 38), (8 + int(m * min(act / vmax, 1.0)), y0 + 38 + 14), colour, -1)
-        text(panel, f"{args.layer} {'channel' if np.ndim(act) == 2 else 'unit'} {unit['unit']}", 8, y0 + 38 + m + 13, size=0.36)
+        label = f"channel {unit['unit']}" if np.ndim(act) == 2 else f"unit {unit['unit']} = {float(act):.2f}"
+        text(panel, f"{args.layer} {label}", 8, y0 + 38 + m + 13, size=0.36)
         text(panel, unit["why"], 8, y0 + 38 + m + 26, (150, 150, 150), 0.32)
     x0, x1, ty0, ty1 = 8 + m + 12, PANEL_WIDTH - 10, y0 + 38, y0 + row_h - 8
     cv2.rectangle(panel, (x0, ty0), (x1, ty1), (70, 70, 70), 1)
