@@ -45,7 +45,17 @@ mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`,
 `--eval-num-envs`), `--runs-dir`, `--env-threads`, `--torch-threads`, `--precision`, `--compile`,
 `--channels-last`, run.json (with the env settings and the precision / threads used), `perf/*` timing tags
 (emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
-CleanRL's wandb / video flags are left out.
+Videos and tracking, as CleanRL's flags: `--capture-video` records env 0's games during training (games 0, 1, 8, 27,
+..., 729, then every 1000th: gymnasium RecordVideo's schedule) and every game of an evaluation, as MP4 files under
+`<video-dir>/<run_name>/` (evaluation: `.../eval-step<global_step>/`, each game's file named in eval.json): the
+RGB screen at full resolution, one frame per agent step at 15 frames/s (the game's own speed), VP9 in MP4 written by
+OpenCV's VideoWriter (browsers and W&B play it). ale-py's AtariVectorEnv returns only the 84x84 gray stack and
+cannot render one env, so a second AtariVectorEnv (`GameRecorder`) with RGB frames at the screen's own size plays
+the same games as env 0: seeded alike and given env 0's actions it is env 0 step for step (checked at every step;
+recording stops with a warning if it ever is not). It costs one more emulator; what the agent sees and learns is
+unchanged (tests/test_video.py: the same seed gives the same weights with and without it).
+`--track` logs to Weights & Biases (optional: `pip install wandb`; without it, one `error:` line): the TensorBoard
+scalars synced, the videos uploaded, `--wandb-project-name`, `--wandb-entity`; WANDB_MODE=offline needs no account.
 Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C (or SIGTERM) saves and exits 130.
 """
 import contextlib
@@ -64,6 +74,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal, Optional
 
 import ale_py
+import cv2
 import gymnasium as gym
 import numpy as np
 import torch
@@ -90,6 +101,18 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=False`"""
     cuda: bool = True
     """if toggled, cuda will be enabled by default"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (optional: `pip install wandb`): the
+    TensorBoard scalars synced, the --capture-video files uploaded"""
+    wandb_project_name: str = "memory-pixel-interp"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (MP4, full-resolution RGB, under `<video-dir>/<run_name>/`):
+    training records env 0's games 0, 1, 8, 27, ..., 729, then every 1000th; evaluation records every game"""
+    video_dir: str = "videos"
+    """folder that receives `<video-dir>/<run_name>/` with --capture-video"""
     runs_dir: str = "runs"
     """folder that receives the run folder `<runs-dir>/<run_name>/` (events, run.json, checkpoint.pt)"""
     save_interval: int = 100
@@ -255,6 +278,107 @@ def write_json(path, obj):
     write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def video_codec(folder):
+    """--capture-video: make `folder` and return the MP4 codec this OpenCV build writes: VP9 ("vp09", which browsers
+    and W&B play), else MPEG-4 Part 2 ("mp4v", which most browsers do not play; a warning says so). A folder that
+    cannot be written, or no MP4 encoder at all, is one `error:` line."""
+    test = os.path.join(folder, f".codec-test.tmp-{os.getpid()}.mp4")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        open(test, "wb").close()
+    except OSError as e:
+        fail(f"cannot write the video folder '{folder}': {e.strerror or e}")
+    try:
+        for fourcc in ("vp09", "mp4v"):
+            writer = cv2.VideoWriter(test, cv2.VideoWriter_fourcc(*fourcc), 15, (16, 16))
+            opened = writer.isOpened()
+            writer.release()
+            if opened:
+                if fourcc != "vp09":
+                    print("warning: this OpenCV build has no VP9 encoder: videos are MPEG-4 Part 2, which most browsers "
+                          "do not play (VLC and ffplay do)", flush=True)
+                return fourcc
+    finally:
+        os.remove(test)
+    fail("--capture-video: this OpenCV build writes no MP4 (pip install opencv-python-headless: its FFmpeg has VP9)")
+
+
+def video_wanted(game):
+    """Which games are recorded during training: gymnasium RecordVideo's default rule, which CleanRL's videos follow:
+    game 0, 1, 8, 27, ..., 729 (the cubes), then every 1000th; `game` counts a process's games of one env from 0."""
+    return round(game ** (1 / 3)) ** 3 == game if game < 1000 else game % 1000 == 0
+
+
+class VideoRecorder:
+    """The games of one env as MP4 files `<folder>/<prefix>-game<N>.mp4` (N counts this env's games from 0): RGB
+    screens at the emulator's full resolution, one per agent step, at `fps` (15 = 60 emulator frames/s over frame
+    skip 4: the game's own speed), written by OpenCV's VideoWriter (FFmpeg) with the `fourcc` of video_codec. Games
+    recorded: the first `games` (evaluation), else those of video_wanted. A file is written as `.<name>.tmp-<pid>.mp4`
+    and renamed when its game ends (or at close: a game cut by the end of training is kept, as far as it got), so
+    an .mp4 without the dot is complete."""
+
+    def __init__(self, folder, prefix, fps, fourcc, games=None):
+        self.folder, self.prefix, self.fps, self.fourcc, self.games = folder, prefix, fps, fourcc, games
+        self.game, self.writer, self.tmp, self.path = -1, None, None, None
+
+    def start_game(self, rgb):
+        """A new game starts with this screen, (H, W, 3) uint8 RGB; the game before it, if any, has ended."""
+        self.end_game()
+        self.game += 1
+        if (video_wanted(self.game) if self.games is None else self.game < self.games):
+            name = f"{self.prefix}-game{self.game}.mp4"
+            self.path, self.tmp = os.path.join(self.folder, name), os.path.join(self.folder, f".{name[:-4]}.tmp-{os.getpid()}.mp4")
+            self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (rgb.shape[1], rgb.shape[0]))
+            if not self.writer.isOpened():
+                print(f"warning: --capture-video: cannot write {self.tmp}; game {self.game} is not recorded", flush=True)
+                self.writer = None
+        self.add(rgb)
+
+    def add(self, rgb):
+        """The screen after an agent step of the game in progress, (H, W, 3) uint8 RGB."""
+        if self.writer is not None:
+            self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def end_game(self):
+        if self.writer is not None:
+            self.writer.release()
+            os.replace(self.tmp, self.path)
+            self.writer = None
+
+
+def require_wandb():
+    """--track's optional dependency, checked before anything is written: the wandb module, or one `error:` line."""
+    try:
+        import wandb
+    except ImportError:
+        fail("--track needs Weights & Biases, which is not installed: pip install wandb")
+    return wandb
+
+
+def start_wandb(wandb, args, name, job_type):
+    """A W&B run as CleanRL starts one (project, entity, the args as config, TensorBoard synced, code saved); call it
+    before the SummaryWriter is made. Its id is the run's name, so a resumed run continues its W&B run. Without an
+    account: WANDB_MODE=offline writes it under ./wandb/ (`wandb sync` uploads it later)."""
+    try:
+        return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                          name=name, id=re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:128], resume="allow", job_type=job_type,
+                          save_code=True)
+    except Exception as e:  # not logged in, no network, a bad entity, ...
+        fail(f"--track: wandb could not start a run: {(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}")
+
+
+def upload_videos(wandb_run, folder, uploaded, key):
+    """--track with --capture-video: log every finished video of `folder` not in the set `uploaded` (updated) to the
+    W&B run under `key` (CleanRL's runs upload theirs through wandb's gym monitor)."""
+    if wandb_run is None or not os.path.isdir(folder):
+        return
+    import wandb
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".mp4") and not name.startswith(".") and name not in uploaded:
+            uploaded.add(name)
+            wandb_run.log({key: wandb.Video(os.path.join(folder, name), format="mp4", caption=name)})
+
+
 def rom_name(env_id):
     """ALE ROM name of an id from ale_py's gymnasium registration (FORMATS.md), else None."""
     spec = gym.registry.get(env_id) if isinstance(env_id, str) else None
@@ -275,9 +399,17 @@ def env_settings(env_id):
     return float(kwargs.get("repeat_action_probability", 0.25)), int(kwargs.get("max_num_frames_per_episode") or 108000)
 
 
-def make_envs(env_id, num_envs, num_threads, max_frames=None, noop_max=30):
-    """The C++ vector env with CleanRL's preprocessing; see the module docstring for the flag choice."""
+def make_envs(env_id, num_envs, num_threads, max_frames=None, noop_max=30, rgb=False):
+    """The C++ vector env with CleanRL's preprocessing; see the module docstring for the flag choice. rgb: observe the
+    RGB screen at its own size (ale.getScreenDims(): 210x160 on most games), no max, no stack, instead of the agent's
+    84x84 gray stack (GameRecorder); the games are the same, only what is observed differs."""
     repeat_action_probability, default_max_frames = env_settings(env_id)
+    height, width = 84, 84
+    if rgb:
+        ale = ale_py.ALEInterface()
+        ale.setLoggerMode(ale_py.LoggerMode.Error)
+        ale.loadROM(ale_py.roms.get_rom_path(game_from_env_id(env_id)))
+        height, width = ale.getScreenDims()
     envs = AtariVectorEnv(
         game=game_from_env_id(env_id),
         num_envs=num_envs,
@@ -285,12 +417,12 @@ def make_envs(env_id, num_envs, num_threads, max_frames=None, noop_max=30):
         repeat_action_probability=repeat_action_probability,
         max_num_frames_per_episode=max_frames or default_max_frames,
         full_action_space=False,
-        img_height=84,
-        img_width=84,
-        grayscale=True,
-        stack_num=4,
+        img_height=height,
+        img_width=width,
+        grayscale=not rgb,
+        stack_num=1 if rgb else 4,
         frameskip=4,
-        maxpool=True,
+        maxpool=not rgb,
         noop_max=noop_max,
         use_fire_reset=True,
         episodic_life=False,  # True would reset the whole game on each lost life
@@ -302,6 +434,54 @@ def make_envs(env_id, num_envs, num_threads, max_frames=None, noop_max=30):
     # the action of the step after a terminal: FIRE after a lost life (CleanRL's FireResetEnv), else NOOP
     reset_action = action_set.index(ale_py.Action.FIRE) if ale_py.Action.FIRE in action_set else 0
     return envs, reset_action
+
+
+class GameRecorder:
+    """--capture-video for the C++ vector env, whose observation is the agent's 84x84 gray stack and which cannot
+    render one env's screen: a second AtariVectorEnv of `n` envs (make_envs with rgb) plays the same games as envs
+    0..n-1 of the agent's. Reset with the same seed (env i gets seed + i in both) and stepped with the same actions,
+    its env i is the agent's env i step for step: the same noop starts, sticky actions, rewards, lives and frame
+    counters (measured identical in ale-py 0.12.1; checked at every step: if they ever differ, recording stops with a
+    warning). One more emulator per recorded env; the agent's envs, random numbers and learning are untouched.
+    Env i's games go to a VideoRecorder with prefix `<prefix>env<i>`, recording its first games[i] games (evaluation),
+    or those of video_wanted (games=None, training)."""
+
+    def __init__(self, env_id, n, max_frames, folder, prefix, fourcc, games=None):
+        self.envs, _ = make_envs(env_id, n, 1, max_frames=max_frames, rgb=True)
+        self.recorders = [VideoRecorder(folder, f"{prefix}env{i}", 60 // 4, fourcc, None if games is None else games[i])
+                          for i in range(n)]
+        self.prev_frames = None
+
+    def reset(self, seed):
+        frames, infos = self.envs.reset(seed=seed)
+        self.prev_frames = infos["episode_frame_number"].copy()
+        for recorder, frame in zip(self.recorders, frames):
+            recorder.start_game(frame[0])
+
+    def step(self, actions, reward, infos):
+        """actions: the actions the agent's envs just took (the first n are replayed here); reward, infos: what the
+        agent's envs returned for them."""
+        if self.envs is None:
+            return
+        n = len(self.recorders)
+        frames, own_reward, _, _, own = self.envs.step(actions[:n])
+        if not (np.array_equal(own_reward, reward[:n]) and all(np.array_equal(own[k], infos[k][:n])
+                                                               for k in ("lives", "episode_frame_number"))):
+            print("warning: --capture-video: the recording env no longer plays the agent's games step for step; "
+                  "recording stopped", flush=True)
+            self.close()
+            return
+        started = own["episode_frame_number"] < self.prev_frames  # a new game: its frame counter starts again
+        self.prev_frames = own["episode_frame_number"].copy()
+        for i, recorder in enumerate(self.recorders):
+            (recorder.start_game if started[i] else recorder.add)(frames[i, 0])
+
+    def close(self):
+        for recorder in self.recorders:
+            recorder.end_game()
+        if self.envs is not None:
+            self.envs.close()
+            self.envs = None
 
 
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -545,11 +725,14 @@ def format_seconds(s):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def evaluate(args, ckpt, ckpt_path, device):
+def evaluate(args, ckpt, ckpt_path, device, wandb=None):
     """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json. An agent trained
     elsewhere (ckpt["source"]) plays on this script's observations (AtariVectorEnv), not its own pipeline's (README
     "Agents trained elsewhere" has the measured difference); a Q-network (CleanRL / SB3 DQN) acts greedily on its
-    Q-values (argmax; softmax sampling of Q-values is not how DQN acts), with --eval-epsilon as its exploration."""
+    Q-values (argmax; softmax sampling of Q-values is not how DQN acts), with --eval-epsilon as its exploration.
+    With --capture-video every game is recorded (GameRecorder) under `<video-dir>/<run_name>/eval-step<global_step>/`,
+    its file named in eval.json; with --track (wandb: the module) the scores and videos go to a W&B run
+    `<run_name>-eval-step<N>`."""
     agent = Agent(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
@@ -563,9 +746,15 @@ def evaluate(args, ckpt, ckpt_path, device):
     # a fixed number of games per env (not the first N to end, which would favour short games)
     quota = np.array([args.eval_episodes // n_envs + (i < args.eval_episodes % n_envs) for i in range(n_envs)])
     played = np.zeros(n_envs, dtype=int)
-    results = []
+    results, videos = [], []
+    video_folder = os.path.join(args.video_dir, ckpt["run_name"], f"eval-step{ckpt['global_step']}")
+    recorder = (GameRecorder(args.env_id, n_envs, args.eval_max_frames, video_folder, "", video_codec(video_folder), quota)
+                if args.capture_video else None)
+    wandb_run = start_wandb(wandb, args, f"{ckpt['run_name']}-eval-step{ckpt['global_step']}", "eval") if args.track else None
     rng = np.random.default_rng(args.seed)
     next_obs, infos = envs.reset(seed=args.seed)
+    if recorder is not None:
+        recorder.reset(seed=args.seed)
     done = np.zeros(n_envs, dtype=bool)
     truncated = np.zeros(n_envs, dtype=bool)
     game_return = np.zeros(n_envs)
@@ -578,6 +767,8 @@ def evaluate(args, ckpt, ckpt_path, device):
               + f"; it sees this script's observations, not those of its own pipeline ({source['pipeline']})", flush=True)
     while (played < quota).any():
         if STOP["requested"]:
+            if recorder is not None:
+                recorder.close()  # the games so far keep their videos
             print("interrupted: no eval.json written", file=sys.stderr)
             sys.exit(130)
         with torch.no_grad():
@@ -588,27 +779,40 @@ def evaluate(args, ckpt, ckpt_path, device):
         action[explore] = rng.integers(envs.single_action_space.n, size=int(explore.sum()))
         action[done] = reset_action
         next_obs, reward, terminations, truncations, infos = envs.step(action)
+        if recorder is not None:
+            recorder.step(action, reward, infos)
         ended = infos["episode_frame_number"] < prev_frames
         for i in np.flatnonzero(ended):
             if played[i] < quota[i]:
+                video = os.path.abspath(os.path.join(video_folder, f"env{i}-game{played[i]}.mp4"))
+                videos.append(video if os.path.isfile(video) else None)  # None: recording had stopped (a warning said why)
                 played[i] += 1
                 results.append((float(game_return[i]), int(prev_frames[i]), bool(truncated[i])))
                 print(f"game {len(results)}/{args.eval_episodes}: return {game_return[i]:.0f}, {prev_frames[i]} frames"
-                      + (" (truncated)" if truncated[i] else ""), flush=True)
+                      + (" (truncated)" if truncated[i] else "") + (f", video {videos[-1]}" if recorder else ""), flush=True)
+                if wandb_run is not None:
+                    wandb_run.log({"eval/episodic_return": game_return[i], "eval/episodic_length": prev_frames[i]})
         game_return = np.where(ended, 0.0, game_return) + reward
         truncated = np.where(ended, False, truncated | truncations)
         prev_frames = infos["episode_frame_number"].copy()
         done = np.logical_or(terminations, truncations)
     envs.close()
+    if recorder is not None:
+        recorder.close()
     returns = [r for r, _, _ in results]
     report = {"checkpoint": os.path.abspath(ckpt_path), "episodes": len(returns), "returns": returns,
               "mean": float(np.mean(returns)), "std": float(np.std(returns)), "lengths": [l for _, l, _ in results],
               "truncated": [t for _, _, t in results], "agent": AGENT_KIND, "env_id": args.env_id,
               "global_step": None if ckpt["global_step"] is None else int(ckpt["global_step"]), "greedy": greedy,
-              "epsilon": args.eval_epsilon, "max_frames": args.eval_max_frames, "seed": args.seed, "source": source}
+              "epsilon": args.eval_epsilon, "max_frames": args.eval_max_frames, "seed": args.seed, "source": source,
+              "videos": videos if recorder else None}
     out = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
     write_json(out, report)
     print(f"eval: {report['mean']:.2f} ± {report['std']:.2f} over {len(returns)} games (unclipped score) -> {out}")
+    if wandb_run is not None:
+        upload_videos(wandb_run, video_folder, set(), "videos/eval")
+        wandb_run.summary.update({"eval/mean": report["mean"], "eval/std": report["std"]})
+        wandb_run.finish()
 
 
 if __name__ == "__main__":
@@ -627,12 +831,15 @@ if __name__ == "__main__":
         else:
             saved = {f.name: ckpt["args"][f.name] for f in fields(Args) if f.name in ckpt["args"]}
             saved.update(resume=None, eval_checkpoint=None)
+            if args.eval_checkpoint:  # an evaluation records or tracks only when asked to, whatever the training did
+                saved.update(capture_video=False, track=False)
             saved.setdefault("precision", "fp32")  # runs saved before --precision existed trained in fp32
             args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
             if args.env_id != ckpt["env_id"]:
                 fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
     check_ranges(args, RANGES)
     game = game_from_env_id(args.env_id)
+    wandb = require_wandb() if args.track else None
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = args.total_timesteps // args.batch_size
@@ -650,7 +857,7 @@ if __name__ == "__main__":
     trunk_dtype = resolve_precision(args.precision, device)
 
     if args.eval_checkpoint:
-        evaluate(args, ckpt, args.eval_checkpoint, device)
+        evaluate(args, ckpt, args.eval_checkpoint, device, wandb)
         sys.exit(0)
 
     # run folder: a new one, or the resumed checkpoint's own
@@ -676,6 +883,8 @@ if __name__ == "__main__":
     except OSError as e:
         fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    video_folder = os.path.join(args.video_dir, run_name)
+    fourcc = video_codec(video_folder) if args.capture_video else None
     machine = machine_description(device)
     repeat_action_probability, max_frames = env_settings(args.env_id)
     env_config = {"repeat_action_probability": repeat_action_probability, "frameskip": 4,
@@ -687,6 +896,9 @@ if __name__ == "__main__":
     # env setup
     envs, reset_action = make_envs(args.env_id, args.num_envs, args.env_threads)
     n_actions = int(envs.single_action_space.n)
+    # --capture-video: env 0's games in full-resolution RGB, from a twin of env 0 (a resumed run's files say from where)
+    recorder = (GameRecorder(args.env_id, 1, None, video_folder, f"from-step{global_step}-" if ckpt is not None else "", fourcc)
+                if args.capture_video else None)
 
     agent = Agent(n_actions=n_actions, in_channels=4).to(device)
     agent.trunk_dtype = trunk_dtype
@@ -708,6 +920,8 @@ if __name__ == "__main__":
         agent.get_action_and_value = torch.compile(agent.get_action_and_value)
         agent.get_value = torch.compile(agent.get_value)
 
+    wandb_run = start_wandb(wandb, args, run_name, "train") if args.track else None
+    uploaded = set()
     # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if ckpt is not None else None)
     writer.add_text(
@@ -752,6 +966,8 @@ if __name__ == "__main__":
     start_step = global_step
     start_time = time.time()
     next_obs, infos = envs.reset(seed=args.seed + global_step)  # a resumed run does not replay the same games
+    if recorder is not None:
+        recorder.reset(seed=args.seed + global_step)
     next_obs = torch.from_numpy(next_obs).to(device)
     next_done = torch.zeros(args.num_envs).to(device)
     done_np = np.zeros(args.num_envs, dtype=bool)
@@ -791,6 +1007,8 @@ if __name__ == "__main__":
 
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs, reward, terminations, truncations, infos = envs.step(action_np)
+            if recorder is not None:
+                recorder.step(action_np, reward, infos)
             t2 = time.perf_counter()
             done_np = np.logical_or(terminations, truncations)
             rewards[step] = torch.from_numpy(np.sign(reward).astype(np.float32)).to(device).view(-1)
@@ -918,6 +1136,7 @@ if __name__ == "__main__":
               f"ETA={format_seconds((args.total_timesteps - global_step) / max(sps, 1))}", flush=True)
         if iteration % args.save_interval == 0 and iteration < args.num_iterations:
             save_checkpoint("running")
+        upload_videos(wandb_run, video_folder, uploaded, "videos/env0")
         iteration_perf["logging"] += time.perf_counter() - t_log
         for key, seconds in iteration_perf.items():
             perf[key] += seconds
@@ -928,7 +1147,12 @@ if __name__ == "__main__":
     interrupted = STOP["requested"] and iteration_done < args.num_iterations
     save_checkpoint("interrupted" if interrupted else "finished")
     envs.close()
+    if recorder is not None:
+        recorder.close()
     writer.close()
+    upload_videos(wandb_run, video_folder, uploaded, "videos/env0")
+    if wandb_run is not None:
+        wandb_run.finish(exit_code=130 if interrupted else 0)
     total = sum(perf.values()) or 1.0
     print("time split: " + ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in perf.items())
           + f"; wall {time.time() - start_time:.1f}s", flush=True)

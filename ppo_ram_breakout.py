@@ -46,8 +46,16 @@ an evaluation mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--
 `--eval-max-frames`, `--eval-num-envs`), `--runs-dir`, `--env-processes`, `--async-envs`, `--torch-threads`,
 `--compile`, run.json (with the env settings and the processes / threads used), `perf/*` timing tags
 (emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
-CleanRL's wandb / video flags are left out. Bad input ends with one line `error: ...` on stderr and exit
-code 2; Ctrl-C (or SIGTERM) saves and exits 130.
+Videos and tracking, as CleanRL's flags: `--capture-video` records env 0's games during training (games 0, 1, 8, 27,
+..., 729, then every 1000th: gymnasium RecordVideo's schedule) and every game of an evaluation, as MP4 files under
+`<video-dir>/<run_name>/` (evaluation: `.../eval-step<global_step>/`, each game's file named in eval.json): the
+RGB screen at full resolution, one frame per agent step at 15 frames/s (the game's own speed), VP9 in MP4 written by
+OpenCV's VideoWriter (browsers and W&B play it). Env 0 (`AtariRamEnv`, in this process or an env process) records
+the screen its emulator draws anyway; what the agent sees and learns is unchanged (tests/test_video.py: the same
+seed gives the same weights with and without it).
+`--track` logs to Weights & Biases (optional: `pip install wandb`; without it, one `error:` line): the TensorBoard
+scalars synced, the videos uploaded, `--wandb-project-name`, `--wandb-entity`; WANDB_MODE=offline needs no account.
+Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C (or SIGTERM) saves and exits 130.
 """
 import contextlib
 import functools
@@ -56,6 +64,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import sys
 import time
@@ -64,6 +73,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Optional
 
 import ale_py
+import cv2
 import gymnasium as gym
 import numpy as np
 import torch
@@ -89,6 +99,18 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=False`"""
     cuda: bool = True
     """if toggled, cuda will be enabled by default"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases (optional: `pip install wandb`): the
+    TensorBoard scalars synced, the --capture-video files uploaded"""
+    wandb_project_name: str = "memory-pixel-interp"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (MP4, full-resolution RGB, under `<video-dir>/<run_name>/`):
+    training records env 0's games 0, 1, 8, 27, ..., 729, then every 1000th; evaluation records every game"""
+    video_dir: str = "videos"
+    """folder that receives `<video-dir>/<run_name>/` with --capture-video"""
     runs_dir: str = "runs"
     """folder that receives the run folder `<runs-dir>/<run_name>/` (events, run.json, checkpoint.pt)"""
     save_interval: int = 100
@@ -251,6 +273,107 @@ def write_json(path, obj):
     write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+def video_codec(folder):
+    """--capture-video: make `folder` and return the MP4 codec this OpenCV build writes: VP9 ("vp09", which browsers
+    and W&B play), else MPEG-4 Part 2 ("mp4v", which most browsers do not play; a warning says so). A folder that
+    cannot be written, or no MP4 encoder at all, is one `error:` line."""
+    test = os.path.join(folder, f".codec-test.tmp-{os.getpid()}.mp4")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        open(test, "wb").close()
+    except OSError as e:
+        fail(f"cannot write the video folder '{folder}': {e.strerror or e}")
+    try:
+        for fourcc in ("vp09", "mp4v"):
+            writer = cv2.VideoWriter(test, cv2.VideoWriter_fourcc(*fourcc), 15, (16, 16))
+            opened = writer.isOpened()
+            writer.release()
+            if opened:
+                if fourcc != "vp09":
+                    print("warning: this OpenCV build has no VP9 encoder: videos are MPEG-4 Part 2, which most browsers "
+                          "do not play (VLC and ffplay do)", flush=True)
+                return fourcc
+    finally:
+        os.remove(test)
+    fail("--capture-video: this OpenCV build writes no MP4 (pip install opencv-python-headless: its FFmpeg has VP9)")
+
+
+def video_wanted(game):
+    """Which games are recorded during training: gymnasium RecordVideo's default rule, which CleanRL's videos follow:
+    game 0, 1, 8, 27, ..., 729 (the cubes), then every 1000th; `game` counts a process's games of one env from 0."""
+    return round(game ** (1 / 3)) ** 3 == game if game < 1000 else game % 1000 == 0
+
+
+class VideoRecorder:
+    """The games of one env as MP4 files `<folder>/<prefix>-game<N>.mp4` (N counts this env's games from 0): RGB
+    screens at the emulator's full resolution, one per agent step, at `fps` (15 = 60 emulator frames/s over frame
+    skip 4: the game's own speed), written by OpenCV's VideoWriter (FFmpeg) with the `fourcc` of video_codec. Games
+    recorded: the first `games` (evaluation), else those of video_wanted. A file is written as `.<name>.tmp-<pid>.mp4`
+    and renamed when its game ends (or at close: a game cut by the end of training is kept, as far as it got), so
+    an .mp4 without the dot is complete."""
+
+    def __init__(self, folder, prefix, fps, fourcc, games=None):
+        self.folder, self.prefix, self.fps, self.fourcc, self.games = folder, prefix, fps, fourcc, games
+        self.game, self.writer, self.tmp, self.path = -1, None, None, None
+
+    def start_game(self, rgb):
+        """A new game starts with this screen, (H, W, 3) uint8 RGB; the game before it, if any, has ended."""
+        self.end_game()
+        self.game += 1
+        if (video_wanted(self.game) if self.games is None else self.game < self.games):
+            name = f"{self.prefix}-game{self.game}.mp4"
+            self.path, self.tmp = os.path.join(self.folder, name), os.path.join(self.folder, f".{name[:-4]}.tmp-{os.getpid()}.mp4")
+            self.writer = cv2.VideoWriter(self.tmp, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (rgb.shape[1], rgb.shape[0]))
+            if not self.writer.isOpened():
+                print(f"warning: --capture-video: cannot write {self.tmp}; game {self.game} is not recorded", flush=True)
+                self.writer = None
+        self.add(rgb)
+
+    def add(self, rgb):
+        """The screen after an agent step of the game in progress, (H, W, 3) uint8 RGB."""
+        if self.writer is not None:
+            self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def end_game(self):
+        if self.writer is not None:
+            self.writer.release()
+            os.replace(self.tmp, self.path)
+            self.writer = None
+
+
+def require_wandb():
+    """--track's optional dependency, checked before anything is written: the wandb module, or one `error:` line."""
+    try:
+        import wandb
+    except ImportError:
+        fail("--track needs Weights & Biases, which is not installed: pip install wandb")
+    return wandb
+
+
+def start_wandb(wandb, args, name, job_type):
+    """A W&B run as CleanRL starts one (project, entity, the args as config, TensorBoard synced, code saved); call it
+    before the SummaryWriter is made. Its id is the run's name, so a resumed run continues its W&B run. Without an
+    account: WANDB_MODE=offline writes it under ./wandb/ (`wandb sync` uploads it later)."""
+    try:
+        return wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True, config=vars(args),
+                          name=name, id=re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:128], resume="allow", job_type=job_type,
+                          save_code=True)
+    except Exception as e:  # not logged in, no network, a bad entity, ...
+        fail(f"--track: wandb could not start a run: {(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}")
+
+
+def upload_videos(wandb_run, folder, uploaded, key):
+    """--track with --capture-video: log every finished video of `folder` not in the set `uploaded` (updated) to the
+    W&B run under `key` (CleanRL's runs upload theirs through wandb's gym monitor)."""
+    if wandb_run is None or not os.path.isdir(folder):
+        return
+    import wandb
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".mp4") and not name.startswith(".") and name not in uploaded:
+            uploaded.add(name)
+            wandb_run.log({key: wandb.Video(os.path.join(folder, name), format="mp4", caption=name)})
+
+
 def rom_name(env_id):
     """ALE ROM name of an id from ale_py's gymnasium registration (FORMATS.md), else None."""
     spec = gym.registry.get(env_id) if isinstance(env_id, str) else None
@@ -297,9 +420,11 @@ def env_settings(env_id):
 
 
 class AtariRamEnv(gym.Env):
-    """One ALE game stepped as the pixel agent's AtariVectorEnv steps it, observing selected RAM bytes."""
+    """One ALE game stepped as the pixel agent's AtariVectorEnv steps it, observing selected RAM bytes. video: the
+    arguments of a VideoRecorder that records this env's games (--capture-video): the emulator draws its RGB screen
+    whatever it is observed by, so the screen after each step is the recorded frame."""
 
-    def __init__(self, env_id, ram_indices, max_frames=None, frameskip=4, noop_max=30):
+    def __init__(self, env_id, ram_indices, max_frames=None, frameskip=4, noop_max=30, video=None):
         repeat_action_probability, default_max_frames = env_settings(env_id)
         # the frame limit is counted here, from the end of the reset, as AtariVectorEnv counts it
         kwargs = dict(obs_type="ram", frameskip=1, repeat_action_probability=repeat_action_probability,
@@ -316,6 +441,7 @@ class AtariRamEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(len(self.action_set))
         self.rng = np.random.default_rng()
         self.lives = self.reset_frame = 0
+        self.recorder = VideoRecorder(*video) if video is not None else None
 
     def observe(self, life_loss):
         info = {"lives": self.ale.lives(), "episode_frame_number": self.ale.getEpisodeFrameNumber(), "life_loss": life_loss}
@@ -333,6 +459,8 @@ class AtariRamEnv(gym.Env):
         if self.has_fire:
             self.ale.act(ale_py.Action.FIRE)
         self.lives, self.reset_frame = self.ale.lives(), self.ale.getEpisodeFrameNumber()
+        if self.recorder is not None:
+            self.recorder.start_game(self.ale.getScreenRGB())
         return self.observe(False)
 
     def truncated(self):
@@ -346,10 +474,14 @@ class AtariRamEnv(gym.Env):
                 break
         life_loss = self.ale.lives() < self.lives
         self.lives = self.ale.lives()
+        if self.recorder is not None:
+            self.recorder.add(self.ale.getScreenRGB())
         obs, info = self.observe(life_loss)
         return obs, reward, self.ale.game_over(with_truncation=False), self.truncated(), info
 
     def close(self):
+        if self.recorder is not None:
+            self.recorder.end_game()
         self.env.close()
 
 
@@ -426,10 +558,12 @@ class SplitVectorEnv:
         self.local.close()
 
 
-def make_envs(env_id, num_envs, ram_indices, async_envs, max_frames=None, noop_max=30, processes=1):
+def make_envs(env_id, num_envs, ram_indices, async_envs, max_frames=None, noop_max=30, processes=1, videos=()):
     """Vector env of AtariRamEnv, NEXT_STEP autoreset (as the pixel agent's AtariVectorEnv): a SplitVectorEnv over
-    `processes` processes (1: gymnasium's SyncVectorEnv), or gymnasium's AsyncVectorEnv with `async_envs`."""
-    env_fns = [functools.partial(AtariRamEnv, env_id, ram_indices, max_frames, noop_max=noop_max) for _ in range(num_envs)]
+    `processes` processes (1: gymnasium's SyncVectorEnv), or gymnasium's AsyncVectorEnv with `async_envs`. videos[i]:
+    the VideoRecorder arguments of env i (--capture-video), or None; envs past the list's end are not recorded."""
+    env_fns = [functools.partial(AtariRamEnv, env_id, ram_indices, max_frames, noop_max=noop_max,
+                                 video=videos[i] if i < len(videos) else None) for i in range(num_envs)]
     if processes > 1 and not async_envs:
         envs = SplitVectorEnv(env_fns, min(processes, num_envs))
     elif async_envs:
@@ -536,18 +670,24 @@ def format_seconds(s):
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def evaluate(args, ckpt, ckpt_path, device, env_processes):
-    """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json."""
+def evaluate(args, ckpt, ckpt_path, device, env_processes, wandb=None):
+    """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json. With --capture-video
+    every game is recorded (each env its own games) under `<video-dir>/<run_name>/eval-step<global_step>/`, its file
+    named in eval.json; with --track (wandb: the module) the scores and videos go to a W&B run `<run_name>-eval-step<N>`."""
     agent = RamAgent(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
     n_envs = max(1, min(args.eval_episodes, args.eval_num_envs))
-    envs, reset_action = make_envs(args.env_id, n_envs, ckpt["ram_indices"], args.async_envs, max_frames=args.eval_max_frames,
-                                   processes=env_processes)  # make_envs caps it at n_envs
     # a fixed number of games per env (not the first N to end, which would favour short games)
     quota = np.array([args.eval_episodes // n_envs + (i < args.eval_episodes % n_envs) for i in range(n_envs)])
+    video_folder = os.path.join(args.video_dir, ckpt["run_name"], f"eval-step{ckpt['global_step']}")
+    fourcc = video_codec(video_folder) if args.capture_video else None
+    videos = [(video_folder, f"env{i}", 60 // 4, fourcc, int(quota[i])) for i in range(n_envs)] if args.capture_video else ()
+    envs, reset_action = make_envs(args.env_id, n_envs, ckpt["ram_indices"], args.async_envs, max_frames=args.eval_max_frames,
+                                   processes=env_processes, videos=videos)  # make_envs caps the processes at n_envs
+    wandb_run = start_wandb(wandb, args, f"{ckpt['run_name']}-eval-step{ckpt['global_step']}", "eval") if args.track else None
     played = np.zeros(n_envs, dtype=int)
-    results = []
+    results, game_videos = [], []
     rng = np.random.default_rng(args.seed)
     next_obs, infos = envs.reset(seed=args.seed)
     done = np.zeros(n_envs, dtype=bool)
@@ -558,6 +698,7 @@ def evaluate(args, ckpt, ckpt_path, device, env_processes):
           f"{'greedy' if args.eval_greedy else 'sampled'} actions, epsilon {args.eval_epsilon}", flush=True)
     while (played < quota).any():
         if STOP["requested"]:
+            envs.close()  # (recording envs finish their videos)
             print("interrupted: no eval.json written", file=sys.stderr)
             sys.exit(130)
         with torch.no_grad():
@@ -572,10 +713,16 @@ def evaluate(args, ckpt, ckpt_path, device, env_processes):
         ended = infos["episode_frame_number"] < prev_frames
         for i in np.flatnonzero(ended):
             if played[i] < quota[i]:
+                # env i (maybe in another process) finished this game's file when its next game started, this step
+                video = os.path.abspath(os.path.join(video_folder, f"env{i}-game{played[i]}.mp4"))
+                game_videos.append(video if os.path.isfile(video) else None)
                 played[i] += 1
                 results.append((float(game_return[i]), int(prev_frames[i]), bool(truncated[i])))
                 print(f"game {len(results)}/{args.eval_episodes}: return {game_return[i]:.0f}, {prev_frames[i]} frames"
-                      + (" (truncated)" if truncated[i] else ""), flush=True)
+                      + (" (truncated)" if truncated[i] else "") + (f", video {game_videos[-1]}" if args.capture_video else ""),
+                      flush=True)
+                if wandb_run is not None:
+                    wandb_run.log({"eval/episodic_return": game_return[i], "eval/episodic_length": prev_frames[i]})
         game_return = np.where(ended, 0.0, game_return) + reward
         truncated = np.where(ended, False, truncated | truncations)
         prev_frames = infos["episode_frame_number"].copy()
@@ -586,10 +733,14 @@ def evaluate(args, ckpt, ckpt_path, device, env_processes):
               "mean": float(np.mean(returns)), "std": float(np.std(returns)), "lengths": [l for _, l, _ in results],
               "truncated": [t for _, _, t in results], "agent": AGENT_KIND, "env_id": args.env_id,
               "global_step": int(ckpt["global_step"]), "greedy": args.eval_greedy, "epsilon": args.eval_epsilon,
-              "max_frames": args.eval_max_frames, "seed": args.seed}
+              "max_frames": args.eval_max_frames, "seed": args.seed, "videos": game_videos if args.capture_video else None}
     out = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
     write_json(out, report)
     print(f"eval: {report['mean']:.2f} ± {report['std']:.2f} over {len(returns)} games (unclipped score) -> {out}")
+    if wandb_run is not None:
+        upload_videos(wandb_run, video_folder, set(), "videos/eval")
+        wandb_run.summary.update({"eval/mean": report["mean"], "eval/std": report["std"]})
+        wandb_run.finish()
 
 
 if __name__ == "__main__":
@@ -603,6 +754,8 @@ if __name__ == "__main__":
         ckpt = load_checkpoint(ckpt_path)
         saved = {f.name: ckpt["args"][f.name] for f in fields(Args) if f.name in ckpt["args"]}
         saved.update(resume=None, eval_checkpoint=None)
+        if args.eval_checkpoint:  # an evaluation records or tracks only when asked to, whatever the training did
+            saved.update(capture_video=False, track=False)
         args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
         if args.env_id != ckpt["env_id"]:
             fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
@@ -610,6 +763,7 @@ if __name__ == "__main__":
             fail(f"--ram-vars cannot change for a checkpoint: '{ckpt_path}' holds its own RAM selection")
     check_ranges(args, RANGES)
     game = game_from_env_id(args.env_id)
+    wandb = require_wandb() if args.track else None
     if ckpt is not None:
         ram_indices, ram_vars = ckpt["ram_indices"], ckpt["ram_vars"]
     else:
@@ -634,7 +788,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     if args.eval_checkpoint:
-        evaluate(args, ckpt, args.eval_checkpoint, device, env_processes)
+        evaluate(args, ckpt, args.eval_checkpoint, device, env_processes, wandb)
         sys.exit(0)
 
     # run folder: a new one, or the resumed checkpoint's own
@@ -660,6 +814,8 @@ if __name__ == "__main__":
     except OSError as e:
         fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    video_folder = os.path.join(args.video_dir, run_name)
+    fourcc = video_codec(video_folder) if args.capture_video else None
     machine = machine_description(device)
     repeat_action_probability, max_frames = env_settings(args.env_id)
     env_config = {"repeat_action_probability": repeat_action_probability, "frameskip": 4,
@@ -669,7 +825,10 @@ if __name__ == "__main__":
                "async_envs": args.async_envs, "torch": torch.__version__, "ale_py": ale_py.__version__}
 
     # env setup
-    envs, reset_action = make_envs(args.env_id, args.num_envs, ram_indices, args.async_envs, processes=env_processes)
+    # --capture-video: env 0 records its games (a resumed run's files say from where)
+    videos = [(video_folder, f"from-step{global_step}-env0" if ckpt is not None else "env0", 60 // 4, fourcc)] if fourcc else ()
+    envs, reset_action = make_envs(args.env_id, args.num_envs, ram_indices, args.async_envs, processes=env_processes,
+                                   videos=videos)
     n_actions = int(envs.single_action_space.n)
     model_kwargs = {"n_actions": n_actions, "n_ram": len(ram_indices), "hidden": 256}
 
@@ -689,6 +848,8 @@ if __name__ == "__main__":
         agent.get_action_and_value = torch.compile(agent.get_action_and_value)
         agent.get_value = torch.compile(agent.get_value)
 
+    wandb_run = start_wandb(wandb, args, run_name, "train") if args.track else None
+    uploaded = set()
     # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step
     writer = SummaryWriter(run_dir, purge_step=global_step + 1 if ckpt is not None else None)
     writer.add_text(
@@ -902,6 +1063,7 @@ if __name__ == "__main__":
               f"ETA={format_seconds((args.total_timesteps - global_step) / max(sps, 1))}", flush=True)
         if iteration % args.save_interval == 0 and iteration < args.num_iterations:
             save_checkpoint("running")
+        upload_videos(wandb_run, video_folder, uploaded, "videos/env0")
         iteration_perf["logging"] += time.perf_counter() - t_log
         for key, seconds in iteration_perf.items():
             perf[key] += seconds
@@ -911,8 +1073,11 @@ if __name__ == "__main__":
 
     interrupted = STOP["requested"] and iteration_done < args.num_iterations
     save_checkpoint("interrupted" if interrupted else "finished")
-    envs.close()
+    envs.close()  # env 0 finishes its video file
     writer.close()
+    upload_videos(wandb_run, video_folder, uploaded, "videos/env0")
+    if wandb_run is not None:
+        wandb_run.finish(exit_code=130 if interrupted else 0)
     total = sum(perf.values()) or 1.0
     print("time split: " + ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in perf.items())
           + f"; wall {time.time() - start_time:.1f}s", flush=True)

@@ -647,6 +647,7 @@ details.var > summary { cursor: pointer; } details.var > summary h3 { display: i
 .cardrow { display: flex; gap: 22px; align-items: flex-start; flex-wrap: wrap; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #444; max-width: 200px; }
 img.region { image-rendering: pixelated; border: 1px solid #ccc; display: block; }
+video { max-width: 100%; } #videos figcaption { max-width: 1100px; } #videos figure { margin: 8px 0; }
 .verdict { font-size: 13px; margin: 6px 0 2px; } .verdict.with { color: #135f13; } .verdict.against { color: #a10000; }
 .units { font-size: 13px; margin: 4px 0; } .ul { margin-right: 12px; white-space: nowrap; }
 button { font: inherit; cursor: pointer; }
@@ -763,6 +764,33 @@ document.body.setAttribute('data-rendered', String(document.images.length));
 """
 
 
+def section_videos(out_dir: Path) -> str:
+    """The decoded-state videos probe_video.py wrote into this folder (a `decoded_*.json` beside its .mp4), shown by
+    relative link (not inlined: the page stays small) with what each shows; "" when there is none."""
+    parts = []
+    for path in sorted(out_dir.glob("decoded_*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            m = json.loads(path.read_text())
+            if m.get("format") != "memory-pixel-interp/probe-video" or not (out_dir / str(m.get("video"))).is_file():
+                continue
+            rows = "".join(
+                f"<li>{esc(v['name'])}{' (' + esc(v['role']) + ')' if v.get('role') else ''}: R² in the video "
+                f"{fmt((v.get('video_score') or {}).get('r2'))}, mean |error| {fmt((v.get('video_score') or {}).get('mae'))}; "
+                + (f"marker along {esc(v['position']['axis'])} (r = {v['position']['r']:.2f})" if v.get("position")
+                   else f"no marker: {esc(v.get('position_reason') or '')}")
+                + (f"; {esc(str(v['unit']['unit']))}: {esc(v['unit']['why'])}" if v.get("unit") else "") + "</li>"
+                for v in m["variables"])
+            parts.append(f"<figure><video src='{esc(m['video'])}' controls loop muted playsinline></video><figcaption>"
+                         f"<a href='{esc(m['video'])}'>{esc(m['video'])}</a>: {m['frames']} frames ({m['frames'] / m['fps']:.0f} s), "
+                         f"pixel agent at step {fmt(m.get('pixel_global_step'))}, {esc(m['module'])}, {esc(m['readout'])} read-out "
+                         f"(python probe_video.py, {esc(str(m.get('codec')))})<ul>{rows}</ul></figcaption></figure>")
+    if not parts:
+        return ""
+    return ("<p class='note'>The agent plays a game it was not fitted on; per variable, the value a linear read-out of the "
+            "layer gives (dashed line on the screen for positions) against the RAM's (triangles), and the activation map "
+            "of the channel labelled with it. Made by probe_video.py.</p>" + "".join(parts))
+
+
 def html_page(ctx, args) -> str:
     """The atlas. Its sections are the list `sections` (id, title, html): a new section is one more entry."""
     res = ctx["res"]
@@ -770,6 +798,9 @@ def html_page(ctx, args) -> str:
     sections = [("variables", "Variables", section_variables(ctx)),
                 ("units", "Units and channels", section_units(ctx)),
                 ("run", "Run and checks", section_run(ctx))]
+    videos = section_videos(Path(args.out_dir))
+    if videos:  # probe_video.py's decoded-state videos, when there are any
+        sections.insert(2, ("videos", "Decoded-state videos", videos))
     data = json.dumps(units_data(ctx, args.effects_shown), separators=(",", ":")).replace("</", "<\\/")
     nav = " ".join(f"<a href='#{sid}'>{esc(title)}</a>" for sid, title, _ in sections)
     H, W = ctx["screen"]

@@ -13,17 +13,17 @@ import pytest
 from conftest import ROOT
 
 PIXEL, RAM, EXTRACT, PROBE = "ppo_pixel_breakout.py", "ppo_ram_breakout.py", "extract_ram_vars.py", "probe_function_vectors.py"
-REPORT, COMPARE, SWEEP = "probe_report.py", "compare_runs.py", "sweep.py"
+REPORT, COMPARE, SWEEP, VIDEO = "probe_report.py", "compare_runs.py", "sweep.py", "probe_video.py"
 BENCH_THROUGHPUT, BENCH_PROBE = "bench/bench_throughput.py", "bench/bench_probe.py"
-SCRIPTS = [PIXEL, RAM, EXTRACT, PROBE, REPORT, COMPARE, SWEEP, BENCH_THROUGHPUT, BENCH_PROBE]
+SCRIPTS = [PIXEL, RAM, EXTRACT, PROBE, REPORT, COMPARE, SWEEP, BENCH_THROUGHPUT, BENCH_PROBE, VIDEO]
 TEST_PPO, FORMATS = "tests/test_ppo.py", "docs/FORMATS.md"
 MODELS = [TEST_PPO, FORMATS]  # the model classes' other homes
 
 # name -> groups of files whose copies of it must be identical
 COPIES = {
     # the models of FORMATS.md section 3: every script that builds or loads a checkpoint
-    "layer_init": [[PIXEL, RAM, EXTRACT, PROBE, BENCH_PROBE, *MODELS]],
-    "Agent": [[PIXEL, EXTRACT, PROBE, BENCH_PROBE, *MODELS]],
+    "layer_init": [[PIXEL, RAM, EXTRACT, PROBE, BENCH_PROBE, VIDEO, *MODELS]],
+    "Agent": [[PIXEL, EXTRACT, PROBE, BENCH_PROBE, VIDEO, *MODELS]],
     "encode_ram": [[RAM, EXTRACT, PROBE, BENCH_PROBE, *MODELS]],
     "RamAgent": [[RAM, EXTRACT, PROBE, BENCH_PROBE, *MODELS]],
     # agents trained elsewhere (FORMATS.md section 6): the pixel agent's eval and the probe read them alike
@@ -34,14 +34,14 @@ COPIES = {
     "fail": [SCRIPTS],
     "parse_args": [SCRIPTS],
     "check_ranges": [SCRIPTS],
-    "InputError": [[EXTRACT, PROBE, REPORT, COMPARE]],
+    "InputError": [[EXTRACT, PROBE, REPORT, COMPARE, VIDEO]],
     # env ids: the training scripts' lookup returns None for an unknown id (ppo_ram_breakout.py also checks a RAM
     # file's env id with it); the extractor's and the probe's raise InputError
-    "rom_name": [[PIXEL, RAM], [EXTRACT, PROBE]],
+    "rom_name": [[PIXEL, RAM], [EXTRACT, PROBE, VIDEO]],
     "game_from_env_id": [[PIXEL, RAM]],
     "env_settings": [[PIXEL, RAM]],
     # atomic writes (FORMATS.md: temp file + fsync + rename)
-    "write_atomic": [[PIXEL, RAM, EXTRACT, PROBE, REPORT, SWEEP]],
+    "write_atomic": [[PIXEL, RAM, EXTRACT, PROBE, REPORT, SWEEP, VIDEO]],
     "write_json": [[PIXEL, RAM, SWEEP]],
     # the two training scripts' run machinery
     "request_stop": [[PIXEL, RAM]],
@@ -50,6 +50,16 @@ COPIES = {
     "machine_description": [[PIXEL, RAM]],
     "usable_cores": [[PIXEL, RAM, SWEEP]],
     "format_seconds": [[PIXEL, RAM]],
+    # --capture-video and --track (the same in both training scripts)
+    "video_codec": [[PIXEL, RAM]],
+    "video_wanted": [[PIXEL, RAM]],
+    "VideoRecorder": [[PIXEL, RAM]],
+    "require_wandb": [[PIXEL, RAM]],
+    "start_wandb": [[PIXEL, RAM]],
+    "upload_videos": [[PIXEL, RAM]],
+    # the decoded-state video plays the agent and fits its read-out as the probe does
+    "Emulator": [[PROBE, VIDEO]],
+    "fit_ridge": [[PROBE, VIDEO]],
 }
 
 # name defined in several scripts -> why its copies differ on purpose
@@ -57,11 +67,12 @@ DIFFERENT = {
     "Args": "each script's own flags",
     "main": "each script's own main",
     "load_checkpoint": "each script checks what it needs of a checkpoint (resume / eval, the extractor's policy, the "
-                       "probe's two agents) and reports problems its own way (fail vs InputError)",
+                       "probe's two agents; probe_video.py has the probe's) and reports problems its own way (fail vs "
+                       "InputError)",
     "load_ram_vars": "the memory agent needs `selected`; the probe also needs every selected byte's record",
     "make_envs": "the pixel agent's C++ AtariVectorEnv vs the memory agent's gymnasium RAM envs",
     "evaluate": "the same evaluation loop on the two agents' different envs and observations",
-    "Progress": "the extractor counts emulated frames, the probe counts items of any kind",
+    "Progress": "the extractor counts emulated frames, the probe (and probe_video.py, its copy) items of any kind",
     "render_html": "compare_runs.py's report page vs sweep.py's cross-game index",
 }
 
