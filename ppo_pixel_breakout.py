@@ -747,10 +747,13 @@ def evaluate(args, ckpt, ckpt_path, device, wandb=None):
     quota = np.array([args.eval_episodes // n_envs + (i < args.eval_episodes % n_envs) for i in range(n_envs)])
     played = np.zeros(n_envs, dtype=int)
     results, videos = [], []
-    video_folder = os.path.join(args.video_dir, ckpt["run_name"], f"eval-step{ckpt['global_step']}")
+    # an agent trained elsewhere has no run name (its file's name stands in) and may have no step count
+    eval_name = os.path.join(ckpt.get("run_name") or os.path.splitext(os.path.basename(ckpt_path))[0],
+                             "eval" if ckpt["global_step"] is None else f"eval-step{ckpt['global_step']}")
+    video_folder = os.path.join(args.video_dir, eval_name)
     recorder = (GameRecorder(args.env_id, n_envs, args.eval_max_frames, video_folder, "", video_codec(video_folder), quota)
                 if args.capture_video else None)
-    wandb_run = start_wandb(wandb, args, f"{ckpt['run_name']}-eval-step{ckpt['global_step']}", "eval") if args.track else None
+    wandb_run = start_wandb(wandb, args, eval_name.replace(os.sep, "-"), "eval") if args.track else None
     rng = np.random.default_rng(args.seed)
     next_obs, infos = envs.reset(seed=args.seed)
     if recorder is not None:
