@@ -45,21 +45,27 @@ No per-game address table is used anywhere: everything is measured on the emulat
    could differ); a null intervention (a byte's own value written back) is run at every base and must differ in
    no trial (`produced_by.null_interventions`). A byte that never changed in play is written with a few other
    values: if the future differs it is "latent" (state play did not reach, e.g. a high score digit), else
-   "constant". A changing byte with no effect is "derived" when, over every frame of the twins, it is a function
-   (copy, offset, affine, table) of one other byte on the same or the previous frame (a display copy: the
-   record names the source), else it is re-tested with each action of the minimal set held for the horizon:
-   an effect then makes it "input-driven" (the controller rewrites it under random actions), none "scratch".
+   "constant". A changing byte with no effect is, in this order: "derived" when, over every frame of the twins,
+   it is a function (copy, offset, affine, table) of one byte that has an effect, on the same or the previous
+   frame (a display copy: the record names the source); "stored" when the game kept a value written into it
+   past the first frame in >= 25% of the trials (memory, not a temporary: state read only at events the
+   trials did not reach, e.g. the pins of a bowling frame); "derived" (mapping "computed") when the game
+   overwrote it and writing some bytes with an effect changed it on the next frame (a value recomputed every
+   frame from several bytes, e.g. a multiplexed sprite's position: the record names them); else it is
+   re-tested with each action of the minimal set held for the horizon: an effect then makes it "input-driven"
+   (the controller rewrites it under random actions), none "scratch".
 5. Roles. Every selected or derived byte gets a role with its evidence, from play and interventions alone:
    lives (changes when ale.lives() does), score / BCD score (changes on rewarded frames), counter / timer /
    toggle (fixed step at fixed intervals), x- / y-position (holding it at several values moves a screen
-   object's centre along one axis, |r| >= 0.9), flag (two values), bitmap, copy / function of byte N, latent,
-   or unknown. `coverage` reports how far play got (best score, lives seen, rarely changing selected bytes).
+   object's centre along one axis, |r| >= 0.9), flag (two values), bitmap, copy / function of byte N (or of
+   bytes [N, ...] for a computed byte), latent, or unknown. `coverage` reports how far play got (best score, lives seen, rarely changing selected bytes).
 
 Selection rule (default): selected = kinds "state", "bitmap", "latent" and "input-driven", i.e. bytes whose
 written value altered the future screen or other RAM bytes in more than `--min-effect` of the trials
-(default 0: in at least one trial); excluded: "constant", "scratch", "derived" (a label: its source is the
-state). `--drop-bitmaps` also excludes bitmap bytes (reason "bitmap"); bytes at or below `--min-effect` are
-excluded with reason "weak-effect".
+(default 0: in at least one trial), and "stored" (no effect seen, but memory the game keeps); excluded:
+"constant", "scratch", "derived" (a label: its sources are the state). `--drop-bitmaps` also excludes bitmap
+bytes (reason "bitmap"); bytes at or below `--min-effect` are excluded with reason "weak-effect", and so are
+stored bytes when `--min-effect` is above 0.
 
 Output: `<out-dir>/<env-id with / -> _>.json` in the FORMATS.md section 1 schema (written atomically):
 selected indices, excluded indices with reasons, one record per byte (kind, min, max, n_distinct,
@@ -123,7 +129,8 @@ class Args:
     drop_bitmaps: bool = False
     """exclude bitmap bytes (graphics-like state such as brick rows) from the selection"""
     min_effect: float = 0.0
-    """a state byte is selected only if the fraction of its trials whose future differed is above this"""
+    """a state byte is selected only if the fraction of its trials whose future differed is above this (above 0,
+    stored bytes, which had no effect in any trial, are excluded too)"""
 
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
@@ -652,7 +659,7 @@ def intervention_trial(ale, base, index, value):
     screen = np.zeros(base["twin_screen"].shape[1:], np.uint8)
     other = np.zeros(128, bool)
     pixels = np.zeros(len(base["actions"]))
-    first_diff, value_after_1, persisted_1 = None, None, False
+    first_diff, value_after_1, persisted_1, first = None, None, False, np.zeros(128, bool)
     for t, a in enumerate(base["actions"]):
         ale.act(a)
         ale.getRAM(ram)
@@ -663,12 +670,12 @@ def intervention_trial(ale, base, index, value):
         other |= d
         pixels[t] = np.count_nonzero(screen != base["twin_screen"][t])
         if t == 0:
-            value_after_1, persisted_1 = int(ram[index]), own
+            value_after_1, persisted_1, first = int(ram[index]), own, d.copy()
         if first_diff is None and (pixels[t] > 0 or d.any()):
             first_diff = t + 1
     return {"differed": first_diff is not None, "screen_differed": bool(pixels.any()),
             "ram_differed": bool(other.any()), "first_diff_frame": first_diff,
-            "other_ram_changed": int(other.sum()), "other_ram_set": other,
+            "other_ram_changed": int(other.sum()), "other_ram_set": other, "other_ram_first": first,
             "screen_pixels_mean": float(pixels.mean()), "screen_pixels_first": float(pixels[0]),
             "value": int(value), "value_after_1": value_after_1, "kept_1": value_after_1 == int(value),
             "persisted_1": persisted_1, "persisted_end": bool(ram[index] != base["twin_ram"][-1][index])}
@@ -841,10 +848,11 @@ def make_bases(ale, ex, args, actions, rng, n_bases):
 
 def test_bytes(ale, changing, observed, bases, long_bases, args, rng):
     """Intervention trials for every changing byte, long re-test of kept-but-inert bytes, bitmap test.
-    -> ({index: intervention summary}, intervention frames, bitmap-test frames)."""
+    -> ({index: intervention summary}, {index: (128,) int, per other byte the trials in which it differed from the
+    twin right after the first frame}, intervention frames, bitmap-test frames)."""
     planned = sum(min(args.values_per_base, len(observed[i]) - 1) for i in changing) * len(bases) * args.horizon
     prog = Progress("intervene", planned)
-    done_frames, results = 0, {}
+    done_frames, results, first_hits = 0, {}, {}
     for n, i in enumerate(changing):
         trials = []
         for base in bases:
@@ -855,6 +863,7 @@ def test_bytes(ale, changing, observed, bases, long_bases, args, rng):
                 done_frames += args.horizon
                 prog.update(done_frames, f"byte {n + 1}/{len(changing)} (index {i})")
         results[i] = summarize_trials(trials, args.horizon)
+        first_hits[i] = sum((t["other_ram_first"] for t in trials), np.zeros(128, int))
     prog.update(done_frames, "done", force=True)
 
     # no effect, but the game kept the value: it may be read only rarely -> re-test over a long horizon
@@ -881,7 +890,7 @@ def test_bytes(ale, changing, observed, bases, long_bases, args, rng):
             bitmap_frames += r["bitmap"]["contexts"] * 9 * 2
         else:
             r["bitmap"] = {"tested": False}
-    return results, done_frames, bitmap_frames
+    return results, first_hits, done_frames, bitmap_frames
 
 
 # ---------------------------------------------------------------- what the bytes are (kinds beyond state / scratch, roles)
@@ -936,9 +945,11 @@ def held_action_trials(ale, held_bases, index, observed, rng):
     return trials, sorted(showed), varies
 
 
-def find_source(index, twins):
-    """Is byte `index` a function of one other byte, on the same frame (lag 0) or the frame before (lag 1), over
-    every frame of the untouched twins? twins: list of (T, 128) uint8 RAM arrays. -> {"source", "lag",
+def find_source(index, twins, candidates):
+    """Is byte `index` a function of one other byte of `candidates` (bytes with an effect of their own, so that two
+    bytes that only change together, or a chain of copies, do not name each other), on the same frame (lag 0) or
+    the frame before (lag 1), over every frame of the untouched twins? twins: list of (T, 128) uint8 RAM arrays.
+    -> {"source", "lag",
     "mapping": "copy" | "offset" | "affine" | "table", "offset" | "a", "b" | "table", "frames"} or None. A source
     must take at most a quarter as many values as there are frames (else anything is a function of it)."""
     for lag in (0, 1):
@@ -947,9 +958,7 @@ def find_source(index, twins):
         if len(y) < 8 or len(np.unique(y)) < 2:
             return None
         found = []
-        for j in range(128):
-            if j == index:
-                continue
+        for j in sorted(set(candidates) - {index}):
             x = xs[:, j]
             n_x = len(np.unique(x))
             if n_x < 2 or n_x > len(x) / 4:
@@ -978,6 +987,23 @@ def find_source(index, twins):
             return {"source": j, "lag": lag, **rec, "frames": int(len(y)),
                     "other_sources": [f[2] for f in sorted(found, key=lambda f: (f[0], -f[1], f[2]))[1:6]]}
     return None
+
+
+STORED_MIN_PERSISTED = 0.25  # an inert changing byte the game kept (past frame 1) in >= 25% of trials is "stored"
+
+
+def computed_source(index, first_hits, candidates, results):
+    """The bytes of `candidates` whose written value changed byte `index` right after the first frame, in the
+    intervention trials (`first_hits[j][index]` of `results[j]["trials"]`): a byte the game rewrites every frame from
+    several others (a display position computed from an object table, a multiplexed sprite slot). -> {"source" (the
+    byte that changed it most often), "sources" (all of them, most often first), "mapping": "computed", "lag": 0,
+    "trials_changed": {"<j>": [trials in which it changed, trials]}} or None when no write changed it."""
+    hits = sorted(((int(first_hits[j][index]), j) for j in candidates if j != index and first_hits[j][index] > 0),
+                  key=lambda h: (-h[0], h[1]))
+    if not hits:
+        return None
+    return {"source": hits[0][1], "sources": [j for _, j in hits], "mapping": "computed", "lag": 0,
+            "trials_changed": {str(j): [n, results[j]["trials"]] for n, j in hits[:8]}}
 
 
 def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=10):
@@ -1092,13 +1118,19 @@ def describe_byte(rec, bases, ale, observed):
     """A role for a selected (or derived) byte, with its evidence, from play and interventions alone."""
     i = rec["index"]
     twins = [b["twin_ram"][:, i] for b in bases]
+    if rec["kind"] == "derived" and rec["derived"]["mapping"] == "computed":
+        src = rec["derived"]
+        n, of = src["trials_changed"][str(src["source"])]
+        return {"role": f"function of bytes {src['sources'][:4]}" + (" ..." if len(src["sources"]) > 4 else ""),
+                "evidence": f"rewritten every frame; writing byte {src['source']} (ram[0x{0x80 + src['source']:02X}]) "
+                            f"changed it on the next frame in {n} of {of} trials, {len(src['sources'])} byte(s) did"}
     if rec["kind"] == "derived":
         src = rec["derived"]
         what = {"copy": "a copy of", "offset": f"byte + {src.get('offset')} of", "affine": "an affine function of",
                 "table": "a function (table) of"}[src["mapping"]]
         return {"role": f"copy of byte {src['source']}" if src["mapping"] == "copy" else f"function of byte {src['source']}",
-                "evidence": f"rewritten every frame as {what} byte {src['source']} (ram[0x{0x80 + src['source']:02X}])"
-                            f"{' one frame later' if src['lag'] else ''}, over {src['frames']} frames of play"}
+                "evidence": f"on each of {src['frames']} frames of play, {what} byte {src['source']} "
+                            f"(ram[0x{0x80 + src['source']:02X}]){' one frame before' if src['lag'] else ''}"}
     if rec["kind"] == "bitmap":
         blocks = sum(b["effect"] == "block" for b in rec["intervention"]["bitmap"]["bits"])
         return {"role": "bitmap", "evidence": f"{blocks} bits each toggle a fixed screen block"}
@@ -1127,7 +1159,7 @@ def describe_byte(rec, bases, ale, observed):
 
 
 # ---------------------------------------------------------------- main
-KINDS = ("constant", "latent", "scratch", "derived", "input-driven", "state", "bitmap")
+KINDS = ("constant", "latent", "scratch", "derived", "stored", "input-driven", "state", "bitmap")
 
 
 def main(args: Args) -> int:
@@ -1169,18 +1201,25 @@ def main(args: Args) -> int:
         bases, long_bases, dropped = make_bases(det, ex, args, actions, np_rng, n_bases)
         if not bases:
             raise InputError(f"emulation of {game} is not deterministic under cloneState/restoreState: no usable base state")
-        results, done_frames, bitmap_frames = test_bytes(det, changing, observed, bases, long_bases, args, np_rng)
+        results, first_hits, done_frames, bitmap_frames = test_bytes(det, changing, observed, bases, long_bases, args, np_rng)
         null = null_interventions(det, bases, np_rng)
         # never changed in play, but does writing it change the future? (state that play did not reach)
         latent = {i: summarize_trials(latent_trials(det, bases, i, np_rng), args.horizon) for i in range(128)
                   if n_distinct[i] <= 1}
-        # no effect under random actions: rewritten every frame from another byte, or by the next input?
+        # no effect under random actions: a function of a byte that has one, memory read only at events the tests
+        # did not reach (the game keeps what is written), computed each frame from other bytes, or set by the input?
         inert = [i for i in changing if results[i]["effect_fraction"] == 0]
-        sources = {i: find_source(i, [b["twin_ram"] for b in bases]) for i in inert}
-        held_bases = held_action_bases(det, bases, actions, args.horizon) if any(v is None for v in sources.values()) else []
+        effective = [i for i in changing if results[i]["effect_fraction"] > 0]
+        sources = {i: find_source(i, [b["twin_ram"] for b in bases], effective) for i in inert}
+        stored = {i for i in inert if sources[i] is None and results[i]["persisted_fraction"] >= STORED_MIN_PERSISTED}
+        for i in inert:
+            if sources[i] is None and i not in stored:
+                sources[i] = computed_source(i, first_hits, effective, results)
+        held_bases = (held_action_bases(det, bases, actions, args.horizon)
+                      if any(sources[i] is None and i not in stored for i in inert) else [])
         held = {}
         for i in inert:
-            if sources[i] is None and held_bases:
+            if sources[i] is None and i not in stored and held_bases:
                 trials, showed, varies = held_action_trials(det, held_bases, i, observed[i], np_rng)
                 held[i] = dict(summarize_trials(trials, args.horizon), actions_that_showed=showed, varies_with_action=varies)
     t_tested = time.time()
@@ -1208,11 +1247,25 @@ def main(args: Args) -> int:
             r = results[i]
             rec["intervention"] = r
             lh = r.get("long_horizon")
-            if r["effect_fraction"] == 0 and sources.get(i):
+            if r["effect_fraction"] == 0 and sources.get(i) and sources[i]["mapping"] == "computed":
+                src = sources[i]
+                rec["kind"], rec["derived"] = "derived", src
+                rec["reason"] = (f"derived: setting it never changed the future ({r['trials']} trials) and the game "
+                                 f"overwrote it within 1 frame in {r['overwritten_fraction']:.0%} of them; writing byte(s) "
+                                 f"{src['sources']} changed it on the next frame: computed every frame from them "
+                                 f"(a label, not an agent input)")
+            elif r["effect_fraction"] == 0 and sources.get(i):
                 rec["kind"], rec["derived"] = "derived", sources[i]
-                rec["reason"] = (f"derived: setting it never changed the future ({r['trials']} trials); the game rewrites "
-                                 f"it every frame as a {sources[i]['mapping']} of byte {sources[i]['source']}"
+                rec["reason"] = (f"derived: setting it never changed the future ({r['trials']} trials); over every frame "
+                                 f"of play it is a {sources[i]['mapping']} of byte {sources[i]['source']}"
                                  f"{' one frame later' if sources[i]['lag'] else ''} (a label, not an agent input)")
+            elif r["effect_fraction"] == 0 and i in stored:
+                rec["kind"] = "stored"
+                rec["reason"] = (f"stored: setting it never changed the future ({r['trials']} trials"
+                                 + (f", nor over {args.long_horizon} frames" if lh else "")
+                                 + f"), but it changes in play and the game kept the written value past the first frame "
+                                 f"in {r['persisted_fraction']:.0%} of trials: memory, not a temporary, read only at "
+                                 f"events the tests did not reach")
             elif r["effect_fraction"] == 0 and held.get(i, {}).get("actions_that_showed"):
                 rec["kind"], rec["held_actions"] = "input-driven", held[i]
                 rec["reason"] = (f"input-driven: no effect under random actions ({r['trials']} trials), but with an action "
@@ -1235,11 +1288,14 @@ def main(args: Args) -> int:
                                  + (f"; {r['bitmap']['why']}" if rec["kind"] == "bitmap" else ""))
         if rec["kind"] in ("constant", "scratch", "derived"):
             excluded[str(i)] = rec["kind"]
+        elif rec["kind"] == "stored" and args.min_effect > 0:
+            excluded[str(i)] = "weak-effect"
+            rec["reason"] += f" -- excluded: no effect seen, and --min-effect is {args.min_effect}"
         elif rec["kind"] == "bitmap" and args.drop_bitmaps:
             excluded[str(i)] = "bitmap"
             rec["reason"] += " -- excluded by --drop-bitmaps"
         elif rec["intervention"].get("effect_fraction", rec["intervention"]["differed_fraction"]) <= args.min_effect \
-                and rec["kind"] != "input-driven":
+                and rec["kind"] not in ("input-driven", "stored"):
             excluded[str(i)] = "weak-effect"
             rec["reason"] += f" -- excluded: effect fraction <= --min-effect {args.min_effect}"
         else:
@@ -1255,7 +1311,7 @@ def main(args: Args) -> int:
                 rec["role"] = {"role": "latent screen element" if r["screen_differed_fraction"] > 0 else "latent",
                                "evidence": f"never changed in play; written values changed the screen in "
                                            f"{r['screen_differed_fraction']:.0%} and other RAM in {r['ram_differed_fraction']:.0%} of trials"}
-            elif rec["kind"] in ("state", "bitmap", "input-driven", "derived"):
+            elif rec["kind"] in ("state", "bitmap", "input-driven", "stored", "derived"):
                 rec["role"] = describe_byte(rec, bases, det, observed[rec["index"]])
     lives_seen = sorted({int(v) for b in bases for v in b["twin_lives"]} | set(ex.lives_seen))
     rare = [{"index": i, "n_distinct": int(n_distinct[i]), "change_rate": round(float(ex.changes[i]) / max(ex.transitions, 1), 6)}
@@ -1273,15 +1329,18 @@ def main(args: Args) -> int:
             f"{args.min_effect:g} of the trials; {args.horizon} frames, {args.long_horizon} for bytes the game kept "
             "without effect), 'bitmap' (state whose bits each toggle a fixed screen block), 'latent' (never changed "
             "in play, but writing it changed the future) and 'input-driven' (no effect under random actions, an "
-            "effect with an action held: the controller rewrites it); excluded: 'constant' (never changed, writing "
-            "it changed nothing), 'scratch' (no effect, not a function of another byte), 'derived' (rewritten "
-            "every frame as a function of another byte: a label, see its 'derived' record)"
+            "effect with an action held: the controller rewrites it)"
+            + (" and 'stored' (changed in play, no effect seen, but the game keeps values written into it: memory "
+               "read at events the trials did not reach)" if args.min_effect == 0 else "")
+            + "; excluded: 'constant' (never changed, writing it changed nothing), 'scratch' (no effect, not a "
+            "function of other bytes), 'derived' (a function of one byte with an effect over every frame of play, or "
+            "recomputed every frame from bytes whose writes changed it: a label, see its 'derived' record)"
             + (", 'weak-effect' (effect at or below --min-effect)" if args.min_effect > 0 else "")
             + ("; bitmap bytes excluded by --drop-bitmaps" if args.drop_bitmaps
                else "; bitmap bytes included (--drop-bitmaps not set)"))
     seconds = time.time() - t_start
     out = {
-        "format": "memory-pixel-interp/ram-vars", "version": 2,
+        "format": "memory-pixel-interp/ram-vars", "version": 3,
         "env_id": args.env_id, "game": game,
         "selected": selected, "excluded": excluded, "bytes": records,
         "selection_rule": rule,

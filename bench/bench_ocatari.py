@@ -6,7 +6,8 @@
 For every game in the reads file, `extract_ram_vars.py` runs at its default budget (or `--total-frames`) into
 `--extract-dir` (a game whose JSON is already there with the same budget and seed is not re-run, so an interrupted
 benchmark goes on where it stopped). A byte OCAtari reads is *found* when the extractor selects it, or calls it
-`derived` from a source byte it selects (a display copy: the state is the source). Printed per game: the bytes
+`derived` from source byte(s) it all selects (a display copy, or a byte computed every frame from others: the
+state is in the sources). Printed per game: the bytes
 read, recall, each missed byte with its kind and reason, the extractor's seconds, and how our role agrees with
 the object class OCAtari feeds from the byte: a class whose name contains "score" should get a score role, one
 containing "live" a lives role, any other class a role other than "unknown". The class names are OCAtari's;
@@ -26,7 +27,8 @@ import tyro
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXTRACTOR = os.path.join(HERE, "..", "extract_ram_vars.py")
-SELECTED_KINDS = ("state", "bitmap", "latent", "input-driven")
+SELECTED_KINDS = ("state", "bitmap", "latent", "stored", "input-driven")
+RAM_VARS_VERSION = 3  # an output of another version in --extract-dir is re-run, not reused
 
 
 @dataclass
@@ -71,7 +73,7 @@ def extract(env_id, args):
             data = json.load(f)
         pb = data.get("produced_by", {})
         budget_ok = args.total_frames == 0 or pb.get("args", {}).get("total_frames") == args.total_frames
-        if budget_ok and pb.get("args", {}).get("seed") == args.seed:
+        if budget_ok and pb.get("args", {}).get("seed") == args.seed and data.get("version") == RAM_VARS_VERSION:
             return data, pb.get("seconds"), True
     cmd = [sys.executable, EXTRACTOR, "--env-id", env_id, "--seed", str(args.seed), "--out-dir", args.extract_dir]
     if args.total_frames:
@@ -93,7 +95,8 @@ def score_game(reads, data):
     for i in reads["read"]:
         rec = records[i]
         derived = rec.get("derived") or {}
-        if i in selected or (rec["kind"] == "derived" and derived.get("source") in selected):
+        sources = derived.get("sources") or [derived.get("source")]   # "computed" bytes name several
+        if i in selected or (rec["kind"] == "derived" and all(j in selected for j in sources)):
             found.append(i)
         else:
             missed.append({"index": i, "kind": rec["kind"], "reason": rec.get("reason", ""),

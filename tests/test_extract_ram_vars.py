@@ -21,7 +21,7 @@ SCRIPT = "extract_ram_vars.py"
 ENV_ID = "BreakoutNoFrameskip-v4"
 OUT_NAME = "BreakoutNoFrameskip-v4.json"
 FRAMES = 5000          # small budget (~10 s) that still lets Go-Explore break a few bricks
-KINDS = {"constant", "latent", "scratch", "derived", "input-driven", "state", "bitmap"}
+KINDS = {"constant", "latent", "scratch", "derived", "stored", "input-driven", "state", "bitmap"}
 HORIZON = 80           # frames the test emulates after its own interventions
 
 
@@ -130,7 +130,7 @@ def emu():
 # ---------------------------------------------------------------- schema + paddle
 def test_schema_complete(result):
     d = result
-    assert d["format"] == "memory-pixel-interp/ram-vars" and d["version"] == 2
+    assert d["format"] == "memory-pixel-interp/ram-vars" and d["version"] == 3
     assert d["env_id"] == ENV_ID and d["game"] == "breakout"
     recs = d["bytes"]
     assert [r["index"] for r in recs] == list(range(128))
@@ -148,7 +148,9 @@ def test_schema_complete(result):
             for key in ("screen_differed_fraction", "ram_differed_fraction", "mean_other_ram_changed",
                         "mean_screen_pixels_changed", "persisted_fraction", "overwritten_fraction"):
                 assert key in iv
-            assert (r["kind"] in ("scratch", "derived", "input-driven")) == (iv["effect_fraction"] == 0.0)
+            assert (r["kind"] in ("scratch", "derived", "stored", "input-driven")) == (iv["effect_fraction"] == 0.0)
+            if r["kind"] == "stored":  # the game kept written values: memory, not a temporary
+                assert iv["persisted_fraction"] >= 0.25 and r["selected"]
         if r["selected"] or r["kind"] == "derived":   # every kept byte says what it is, with its evidence
             assert r["role"]["role"] and r["role"]["evidence"], r
     changing = {r["index"] for r in recs if r["n_distinct"] > 1}
@@ -159,7 +161,7 @@ def test_schema_complete(result):
     assert set(d["excluded"]) == {str(i) for i in range(128)} - {str(i) for i in sel}
     for i, why in d["excluded"].items():
         assert why == recs[int(i)]["kind"] and why in ("constant", "scratch", "derived")   # default flags
-    assert all(recs[i]["kind"] in ("state", "bitmap", "latent", "input-driven") for i in sel)
+    assert all(recs[i]["kind"] in ("state", "bitmap", "latent", "stored", "input-driven") for i in sel)
     assert "drop-bitmaps" in d["selection_rule"] and "latent" in d["selection_rule"]
     pb = d["produced_by"]
     assert pb["script"] == SCRIPT and pb["frames"] == FRAMES and pb["seed"] == 1 and pb["policy"]
@@ -262,15 +264,34 @@ def emulator_effects(result, emu):
     return effects
 
 
-def test_scratch_bytes_have_no_effect_on_emulator(result, emulator_effects):
-    scratch = [r["index"] for r in result["bytes"] if r["kind"] == "scratch"]
-    assert scratch, "expected some scratch bytes on Breakout"
-    for i in scratch:
-        assert emulator_effects[i] == 0, f"byte {i} is labelled scratch but setting it changed the future"
-        assert not result["bytes"][i]["selected"] and result["excluded"][str(i)] == "scratch"
-    # a byte the emulator shows to be inert (changes while playing, setting it changes nothing) exists and is scratch
+def test_excluded_changing_bytes_have_no_effect_on_emulator(result, emulator_effects):
+    """Changing bytes excluded as scratch or derived (a temporary, or a value the game recomputes every frame from
+    selected bytes) change nothing when the test sets them."""
+    inert_kinds = [r["index"] for r in result["bytes"] if r["kind"] in ("scratch", "derived")]
+    assert inert_kinds, "expected some scratch or derived bytes on Breakout"
+    for i in inert_kinds:
+        assert emulator_effects[i] == 0, f"byte {i} is labelled {result['bytes'][i]['kind']} but setting it changed the future"
+        assert not result["bytes"][i]["selected"] and result["excluded"][str(i)] == result["bytes"][i]["kind"]
+    # a byte the emulator shows to be inert (changes while playing, setting it changes nothing) exists and is excluded
     inert = {i for i, h in emulator_effects.items() if h == 0}
-    assert inert & set(scratch)
+    assert inert & set(inert_kinds)
+
+
+def test_stored_bytes_keep_a_written_value_on_emulator(result, emu):
+    """A `stored` byte changed in play, had no effect in the script's trials, and the game keeps a value the test
+    writes into it (past the next frame) at some of the test's own states: memory, not a temporary."""
+    ale, states, actions = emu
+    stored = [r for r in result["bytes"] if r["kind"] == "stored"]
+    assert stored, "expected some stored bytes on Breakout at this budget"
+    for rec in stored:
+        i, kept = rec["index"], 0
+        assert rec["n_distinct"] > 1 and rec["selected"]
+        for s in states:
+            ale.restoreState(s)
+            v = int(ale.getRAM()[i]) ^ 0x80
+            ale.setRAM(i, v)
+            kept += play(ale, [Action.NOOP, Action.NOOP])[0][-1][i] == v
+        assert kept > 0, i
 
 
 def test_state_bytes_with_strong_effect_matter_on_emulator(result, emulator_effects):
@@ -355,7 +376,8 @@ def test_drop_bitmaps_and_min_effect_change_selection(result, tmp_path):
         assert a["intervention"].get("differed_fraction") == b["intervention"].get("differed_fraction")
     bitmaps = {r["index"] for r in recs if r["kind"] == "bitmap"}
     weak = {r["index"] for r in recs if (r["kind"] == "state" and r["intervention"]["effect_fraction"] <= 0.3)
-            or (r["kind"] == "latent" and r["intervention"]["differed_fraction"] <= 0.3)}  # latent: its write test
+            or (r["kind"] == "latent" and r["intervention"]["differed_fraction"] <= 0.3)  # latent: its write test
+            or r["kind"] == "stored"}                                                    # no effect seen at all
     assert bitmaps and weak
     expected = [i for i in result["selected"] if i not in bitmaps and i not in weak]
     assert d["selected"] == expected
@@ -491,7 +513,9 @@ def play_from(ale, state, actions):
 
 
 def test_derived_bytes_follow_their_source_on_emulator(result, emu):
-    """A derived byte is, on every frame of the test's own play, the recorded function of its source byte."""
+    """A derived byte is, on every frame of the test's own play, the recorded function of its source byte; one
+    computed from several bytes changes on the next frame when the test writes one of its sources, and the game
+    overwrites a value the test writes into it. Every source is a selected byte."""
     ale, states, actions = emu
     derived = [r for r in result["bytes"] if r["kind"] == "derived"]
     assert derived, "no derived byte on Breakout at this budget"
@@ -499,6 +523,22 @@ def test_derived_bytes_follow_their_source_on_emulator(result, emu):
     rams, _ = play(ale, sticky_actions(np.random.default_rng(9), actions, 1500))
     for rec in derived:
         src = rec["derived"]
+        assert set(src.get("sources", [src["source"]])) <= set(result["selected"]), rec["index"]
+        if src["mapping"] == "computed":
+            i, j = rec["index"], src["source"]
+            changed = overwritten = 0
+            for s in states:
+                own = play_from(ale, s, [Action.NOOP])[0][-1]
+                for v in (own[j] ^ 1, own[j] ^ 0x80):
+                    ale.restoreState(s)
+                    ale.setRAM(j, int(v))
+                    changed += play(ale, [Action.NOOP])[0][-1][i] != own[i]
+                ale.restoreState(s)
+                ale.setRAM(i, int(own[i] ^ 0x80))
+                overwritten += play(ale, [Action.NOOP])[0][-1][i] == own[i]
+            assert changed > 0 and overwritten >= len(states) / 2, (rec["index"], changed, overwritten)
+            assert not rec["selected"] and result["excluded"][str(rec["index"])] == "derived"
+            continue
         x = rams[: len(rams) - src["lag"], src["source"]].astype(int)
         y = rams[src["lag"]:, rec["index"]].astype(int)
         if src["mapping"] == "copy":
