@@ -14,7 +14,8 @@ containing "live" a lives role, any other class a role other than "unknown". The
 this comparison lives only here, never in the extractor. Target (the extractor issue): recall >= 0.98 over every
 covered game.
 
-Output: the table on stdout, and `--out` (JSON: per game the figures and missed bytes; written atomically).
+Output: the table on stdout, `--out` (JSON: per game the figures and missed bytes) and the same table as Markdown
+next to it (`--out` with `.md`, the table the README shows); both written atomically.
 """
 import json
 import os
@@ -111,6 +112,25 @@ def score_game(reads, data):
             "selected": len(selected)}
 
 
+def markdown_table(rows, summary):
+    """Per-game rows + summary (as in --out) -> a Markdown table, one line per game and a total line."""
+    lines = ["| game | env id | bytes read | found | recall | role agreement | extractor s | missed (index: kind) |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for game, r in sorted(rows.items()):
+        if r.get("error"):
+            lines.append(f"| {game} | {r['env_id']} | | | | | | extractor failed: {r['error']} |")
+            continue
+        ra = "-" if r["role_agreement"] is None else f"{r['role_agreement']:.2f}"
+        missed = ", ".join(f"{m['index']}: {m['kind']}" for m in r["missed"]) or "-"
+        lines.append(f"| {game} | `{r['env_id']}` | {r['read']} | {r['found']} | {r['recall']:.2f} | {ra} | "
+                     f"{r['seconds'] or 0:.0f} | {missed} |")
+    lines.append(f"| **all {summary['games']} games** | | {summary['bytes_read']} | {summary['bytes_found']} | "
+                 f"**{summary['recall']:.3f}** | {summary['role_agreement'] or 0:.2f} | median "
+                 f"{summary['extractor_seconds_median'] or 0:.0f}, max {summary['extractor_seconds_max'] or 0:.0f} | "
+                 f"{summary['games_at_full_recall']} games at 1.00 |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     args = tyro.cli(Args, description=__doc__)
     if not os.path.exists(args.reads):
@@ -159,10 +179,11 @@ def main():
           f"max {summary['extractor_seconds_max'] or 0:.0f}")
     out = {"summary": summary, "games": rows, "reads": args.reads,
            "reads_produced_by": reads.get("produced_by"), "args": vars(args)}
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, args.out)
+    for path, text in ((args.out, json.dumps(out, indent=1)),
+                       (os.path.splitext(args.out)[0] + ".md", markdown_table(rows, summary))):
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

@@ -95,5 +95,9 @@ def test_bench_ocatari_recall_counts_selected_and_derived_sources(tmp_path):
     assert {m["index"] for m in row["missed"]} == set(range(128)) - expect
     assert any(r["kind"] == "derived" for r in data["bytes"] if r["index"] in expect)  # the derived rule was used
     assert "all games: recall" in proc.stdout
+    table = (tmp_path / "recall.md").read_text().splitlines()   # the README's table
+    assert table[0].startswith("| game |") and any(l.startswith("| pong | `PongNoFrameskip-v4` | 128 | " + str(len(expect)))
+                                                   for l in table)
+    assert table[-1].startswith("| **all 1 games** |") and f"{len(expect) / 128:.3f}" in table[-1]
     again = run_script("bench/bench_ocatari.py", *args, timeout=120)
     assert json.loads((tmp_path / "recall.json").read_text())["games"]["pong"]["reused"], again.stdout
