@@ -121,8 +121,9 @@ def markdown_table(rows, summary):
             lines.append(f"| {game} | {r['env_id']} | | | | | | extractor failed: {r['error']} |")
             continue
         ra = "-" if r["role_agreement"] is None else f"{r['role_agreement']:.2f}"
+        rc = "-" if r["recall"] is None else f"{r['recall']:.2f}"   # OCAtari's code read no byte in play
         missed = ", ".join(f"{m['index']}: {m['kind']}" for m in r["missed"]) or "-"
-        lines.append(f"| {game} | `{r['env_id']}` | {r['read']} | {r['found']} | {r['recall']:.2f} | {ra} | "
+        lines.append(f"| {game} | `{r['env_id']}` | {r['read']} | {r['found']} | {rc} | {ra} | "
                      f"{r['seconds'] or 0:.0f} | {missed} |")
     lines.append(f"| **all {summary['games']} games** | | {summary['bytes_read']} | {summary['bytes_found']} | "
                  f"**{summary['recall']:.3f}** | {summary['role_agreement'] or 0:.2f} | median "
