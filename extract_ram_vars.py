@@ -58,7 +58,8 @@ No per-game address table is used anywhere: everything is measured on the emulat
    lives (changes when ale.lives() does), score / BCD score (changes on rewarded frames), counter / timer /
    toggle (fixed step at fixed intervals), x- / y-position (holding it at several values moves a screen
    object's centre along one axis, |r| >= 0.9), flag (two values), bitmap, copy / function of byte N (or of
-   bytes [N, ...] for a computed byte), latent, or unknown. `coverage` reports how far play got (best score, lives seen, rarely changing selected bytes).
+   bytes [N, ...] for a computed byte), latent, or unknown. `coverage` reports how far play got (best score,
+   lives seen, rarely changing selected bytes).
 
 Selection rule (default): selected = kinds "state", "bitmap", "latent" and "input-driven", i.e. bytes whose
 written value altered the future screen or other RAM bytes in more than `--min-effect` of the trials
@@ -949,9 +950,9 @@ def find_source(index, twins, candidates):
     """Is byte `index` a function of one other byte of `candidates` (bytes with an effect of their own, so that two
     bytes that only change together, or a chain of copies, do not name each other), on the same frame (lag 0) or
     the frame before (lag 1), over every frame of the untouched twins? twins: list of (T, 128) uint8 RAM arrays.
-    -> {"source", "lag",
-    "mapping": "copy" | "offset" | "affine" | "table", "offset" | "a", "b" | "table", "frames"} or None. A source
-    must take at most a quarter as many values as there are frames (else anything is a function of it)."""
+    -> {"source", "lag", "mapping": "copy" | "offset" | "affine" | "table", "offset" | "a", "b" | "table", "frames",
+    "other_sources"} or None. A source must take at most a quarter as many values as there are frames (else anything
+    is a function of it)."""
     for lag in (0, 1):
         y = np.concatenate([t[lag:, index] for t in twins]).astype(int)
         xs = np.concatenate([t[: len(t) - lag] for t in twins]).astype(int)
