@@ -26,9 +26,8 @@ No per-game address table is used anywhere: everything is measured on the emulat
    replayed twice (clones include the RNG) and a base whose two untouched replays differ is dropped, so
    differences are causal, not noise. Whether the game kept the set value or overwrote it on the next frame
    is recorded; overwritten alone does not make a byte scratch if the future differed. Bytes with no effect
-   whose value the game kept are re-tested over `--long-horizon` frames. A byte that never changed the
-   future is "scratch" (stack, temporaries rewritten before they are read, copies the game recomputes every
-   frame from another byte -- that source byte is the state); every other changing byte is "state".
+   whose value the game kept are re-tested over `--long-horizon` frames. A changing byte that altered the
+   future is "state"; one that never did is sorted further in step 4 (derived, stored, input-driven, scratch).
 3. Bitmaps. For every state byte whose change reached the screen, each bit is flipped in
    `--bitmap-contexts` (base state, byte value) contexts, the value is held (re-applied) for 1-2 frames,
    and the screens are diffed. Contexts where the game rewrote a held value, or where no bit changes the
@@ -47,13 +46,13 @@ No per-game address table is used anywhere: everything is measured on the emulat
    values: if the future differs it is "latent" (state play did not reach, e.g. a high score digit), else
    "constant". A changing byte with no effect is, in this order: "derived" when, over every frame of the twins,
    it is a function (copy, offset, affine, table) of one byte that has an effect, on the same or the previous
-   frame (a display copy: the record names the source); "stored" when the game kept a value written into it
-   past the first frame in >= 25% of the trials (memory, not a temporary: state read only at events the
-   trials did not reach, e.g. the pins of a bowling frame); "derived" (mapping "computed") when the game
-   overwrote it and writing some bytes with an effect changed it on the next frame (a value recomputed every
-   frame from several bytes, e.g. a multiplexed sprite's position: the record names them); else it is
-   re-tested with each action of the minimal set held for the horizon: an effect then makes it "input-driven"
-   (the controller rewrites it under random actions), none "scratch".
+   frame (a display copy: the record names the source); "stored" when the written change was still in the
+   byte after the first frame in >= 25% of the trials (memory, not a temporary: state read only at events the
+   trials did not reach, e.g. the pins of a bowling frame); "input-driven" when, re-tested with each action of
+   the minimal set held for the horizon, it had an effect (the controller rewrites it under random actions);
+   "derived" (mapping "computed") when the game overwrote it within one frame (in > 75% of the trials) and
+   writing some bytes with an effect changed it on the next frame (a value recomputed every frame from other
+   bytes, e.g. a multiplexed sprite's position: the record names them); else "scratch".
 5. Roles. Every selected or derived byte gets a role with its evidence, from play and interventions alone:
    lives (changes when ale.lives() does), score / BCD score (changes on rewarded frames), counter / timer /
    toggle (fixed step at fixed intervals), x- / y-position (holding it at several values moves a screen
@@ -64,7 +63,8 @@ No per-game address table is used anywhere: everything is measured on the emulat
 Selection rule (default): selected = kinds "state", "bitmap", "latent" and "input-driven", i.e. bytes whose
 written value altered the future screen or other RAM bytes in more than `--min-effect` of the trials
 (default 0: in at least one trial), and "stored" (no effect seen, but memory the game keeps); excluded:
-"constant", "scratch", "derived" (a label: its sources are the state). `--drop-bitmaps` also excludes bitmap
+"constant", "scratch", "derived" (a label: its sources, selected at the default flags, are the state).
+Input-driven bytes are not compared with `--min-effect`. `--drop-bitmaps` also excludes bitmap
 bytes (reason "bitmap"); bytes at or below `--min-effect` are excluded with reason "weak-effect", and so are
 stored bytes when `--min-effect` is above 0.
 
@@ -1213,16 +1213,15 @@ def main(args: Args) -> int:
         effective = [i for i in changing if results[i]["effect_fraction"] > 0]
         sources = {i: find_source(i, [b["twin_ram"] for b in bases], effective) for i in inert}
         stored = {i for i in inert if sources[i] is None and results[i]["persisted_fraction"] >= STORED_MIN_PERSISTED}
-        for i in inert:
-            if sources[i] is None and i not in stored:
-                sources[i] = computed_source(i, first_hits, effective, results)
-        held_bases = (held_action_bases(det, bases, actions, args.horizon)
-                      if any(sources[i] is None and i not in stored for i in inert) else [])
+        rest = [i for i in inert if sources[i] is None and i not in stored]
+        held_bases = held_action_bases(det, bases, actions, args.horizon) if rest else []
         held = {}
-        for i in inert:
-            if sources[i] is None and i not in stored and held_bases:
+        for i in rest:
+            if held_bases:
                 trials, showed, varies = held_action_trials(det, held_bases, i, observed[i], np_rng)
                 held[i] = dict(summarize_trials(trials, args.horizon), actions_that_showed=showed, varies_with_action=varies)
+            if not held.get(i, {}).get("actions_that_showed"):   # no effect of its own even with an action held
+                sources[i] = computed_source(i, first_hits, effective, results)
     t_tested = time.time()
 
     # 5. classify and select
@@ -1248,7 +1247,12 @@ def main(args: Args) -> int:
             r = results[i]
             rec["intervention"] = r
             lh = r.get("long_horizon")
-            if r["effect_fraction"] == 0 and sources.get(i) and sources[i]["mapping"] == "computed":
+            if r["effect_fraction"] == 0 and held.get(i, {}).get("actions_that_showed"):
+                rec["kind"], rec["held_actions"] = "input-driven", held[i]
+                rec["reason"] = (f"input-driven: no effect under random actions ({r['trials']} trials), but with an action "
+                                 f"held the future differed in {held[i]['differed_fraction']:.0%} of {held[i]['trials']} "
+                                 f"trials (actions {held[i]['actions_that_showed']}); the controller rewrites it")
+            elif r["effect_fraction"] == 0 and sources.get(i) and sources[i]["mapping"] == "computed":
                 src = sources[i]
                 rec["kind"], rec["derived"] = "derived", src
                 rec["reason"] = (f"derived: setting it never changed the future ({r['trials']} trials) and the game "
@@ -1264,14 +1268,9 @@ def main(args: Args) -> int:
                 rec["kind"] = "stored"
                 rec["reason"] = (f"stored: setting it never changed the future ({r['trials']} trials"
                                  + (f", nor over {args.long_horizon} frames" if lh else "")
-                                 + f"), but it changes in play and the game kept the written value past the first frame "
-                                 f"in {r['persisted_fraction']:.0%} of trials: memory, not a temporary, read only at "
-                                 f"events the tests did not reach")
-            elif r["effect_fraction"] == 0 and held.get(i, {}).get("actions_that_showed"):
-                rec["kind"], rec["held_actions"] = "input-driven", held[i]
-                rec["reason"] = (f"input-driven: no effect under random actions ({r['trials']} trials), but with an action "
-                                 f"held the future differed in {held[i]['differed_fraction']:.0%} of {held[i]['trials']} "
-                                 f"trials (actions {held[i]['actions_that_showed']}); the controller rewrites it")
+                                 + f"), but it changes in play and the written change was still in the byte after the "
+                                 f"first frame in {r['persisted_fraction']:.0%} of trials: memory, not a temporary, read "
+                                 f"only at events the tests did not reach")
             elif r["effect_fraction"] == 0:
                 rec["kind"] = "scratch"
                 kept = (f"the game kept the value in {r['persisted_fraction']:.0%} of trials"
