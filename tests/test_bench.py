@@ -96,7 +96,7 @@ def test_bench_ocatari_recall_counts_selected_and_derived_sources(tmp_path):
     assert any(r["kind"] == "derived" for r in data["bytes"] if r["index"] in expect)  # the derived rule was used
     assert "all games: recall" in proc.stdout
     table = (tmp_path / "recall.md").read_text().splitlines()   # the README's table
-    assert table[0].startswith("| game |") and any(l.startswith("| pong | `PongNoFrameskip-v4` | 128 | " + str(len(expect)))
+    assert table[0].startswith("| game |") and any(l.startswith(f"| pong | `PongNoFrameskip-v4` | 128 | {len(expect)} |")
                                                    for l in table)
     assert table[-1].startswith("| **all 1 games** |") and f"{len(expect) / 128:.3f}" in table[-1]
     again = run_script("bench/bench_ocatari.py", *args, timeout=120)

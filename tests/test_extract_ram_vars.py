@@ -278,8 +278,9 @@ def test_excluded_changing_bytes_have_no_effect_on_emulator(result, emulator_eff
 
 
 def test_stored_bytes_keep_a_written_value_on_emulator(result, emu):
-    """A `stored` byte changed in play, had no effect in the script's trials, and the game keeps a value the test
-    writes into it (past the next frame) at some of the test's own states: memory, not a temporary."""
+    """A `stored` byte changed in play, had no effect in the script's trials, and a change the test writes into it is
+    still there after the next frame (it differs from an untouched twin's) at some of the test's own states:
+    memory, not a temporary."""
     ale, states, actions = emu
     stored = [r for r in result["bytes"] if r["kind"] == "stored"]
     assert stored, "expected some stored bytes on Breakout at this budget"
@@ -287,10 +288,10 @@ def test_stored_bytes_keep_a_written_value_on_emulator(result, emu):
         i, kept = rec["index"], 0
         assert rec["n_distinct"] > 1 and rec["selected"]
         for s in states:
+            twin = play_from(ale, s, [Action.NOOP])[0][-1][i]
             ale.restoreState(s)
-            v = int(ale.getRAM()[i]) ^ 0x80
-            ale.setRAM(i, v)
-            kept += play(ale, [Action.NOOP, Action.NOOP])[0][-1][i] == v
+            ale.setRAM(i, int(ale.getRAM()[i]) ^ 0x80)
+            kept += play(ale, [Action.NOOP])[0][-1][i] != twin
         assert kept > 0, i
 
 
@@ -378,7 +379,7 @@ def test_drop_bitmaps_and_min_effect_change_selection(result, tmp_path):
     weak = {r["index"] for r in recs if (r["kind"] == "state" and r["intervention"]["effect_fraction"] <= 0.3)
             or (r["kind"] == "latent" and r["intervention"]["differed_fraction"] <= 0.3)  # latent: its write test
             or r["kind"] == "stored"}                                                    # no effect seen at all
-    assert bitmaps and weak
+    assert bitmaps and any(recs[i]["kind"] != "stored" for i in weak)
     expected = [i for i in result["selected"] if i not in bitmaps and i not in weak]
     assert d["selected"] == expected
     for i in bitmaps:
@@ -513,9 +514,8 @@ def play_from(ale, state, actions):
 
 
 def test_derived_bytes_follow_their_source_on_emulator(result, emu):
-    """A derived byte is, on every frame of the test's own play, the recorded function of its source byte; one
-    computed from several bytes changes on the next frame when the test writes one of its sources, and the game
-    overwrites a value the test writes into it. Every source is a selected byte."""
+    """A derived byte is, on every frame of the test's own play, the recorded function of its source byte (a
+    "computed" one, named by interventions, is checked on Asterix). Every source is a selected byte."""
     ale, states, actions = emu
     derived = [r for r in result["bytes"] if r["kind"] == "derived"]
     assert derived, "no derived byte on Breakout at this budget"
@@ -524,20 +524,7 @@ def test_derived_bytes_follow_their_source_on_emulator(result, emu):
     for rec in derived:
         src = rec["derived"]
         assert set(src.get("sources", [src["source"]])) <= set(result["selected"]), rec["index"]
-        if src["mapping"] == "computed":
-            i, j = rec["index"], src["source"]
-            changed = overwritten = 0
-            for s in states:
-                own = play_from(ale, s, [Action.NOOP])[0][-1]
-                for v in (own[j] ^ 1, own[j] ^ 0x80):
-                    ale.restoreState(s)
-                    ale.setRAM(j, int(v))
-                    changed += play(ale, [Action.NOOP])[0][-1][i] != own[i]
-                ale.restoreState(s)
-                ale.setRAM(i, int(own[i] ^ 0x80))
-                overwritten += play(ale, [Action.NOOP])[0][-1][i] == own[i]
-            assert changed > 0 and overwritten >= len(states) / 2, (rec["index"], changed, overwritten)
-            assert not rec["selected"] and result["excluded"][str(rec["index"])] == "derived"
+        if src["mapping"] == "computed":   # several sources: checked by intervention in the Asterix test
             continue
         x = rams[: len(rams) - src["lag"], src["source"]].astype(int)
         y = rams[src["lag"]:, rec["index"]].astype(int)
@@ -552,6 +539,57 @@ def test_derived_bytes_follow_their_source_on_emulator(result, emu):
             seen = np.isin(x, list(table))
             assert seen.mean() > 0.5 and all(table[a] == b for a, b in zip(x[seen], y[seen])), rec["index"]
         assert not rec["selected"] and result["excluded"][str(rec["index"])] == "derived"
+
+
+def test_computed_bytes_on_asterix_follow_their_sources_on_emulator(tmp_path):
+    """On Asterix (tiny budget) some bytes are derived with mapping "computed". In the test's own emulator, at states of
+    its own random play, writing one of the recorded sources changes such a byte after one frame (against an
+    untouched twin), and a value written into the byte itself is gone after one frame, at some state."""
+    data, _ = run_json(tmp_path, "--total-frames", "3000", "--n-bases", "6", "--long-horizon", "0",
+                       "--bitmap-contexts", "4", env_id="AsterixNoFrameskip-v4")
+    computed = [r for r in data["bytes"] if r["kind"] == "derived" and r["derived"]["mapping"] == "computed"]
+    assert computed, "expected computed bytes on Asterix"
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.setInt("random_seed", 3)
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.loadROM(roms.get_rom_path("asterix"))
+    actions, rng, states = list(ale.getMinimalActionSet()), np.random.default_rng(5), []
+    while len(states) < 10:
+        play(ale, sticky_actions(rng, actions, 60))
+        if ale.game_over():
+            ale.reset_game()
+        states.append(ale.cloneState(include_rng=True))
+    for rec in computed:
+        i, changed, overwritten = rec["index"], 0, 0
+        assert set(rec["derived"]["sources"]) <= set(data["selected"]) and not rec["selected"]
+        for s in states:
+            after = play_from(ale, s, [Action.NOOP])[0][-1]
+            ale.restoreState(s)
+            now = ale.getRAM().copy()
+            for j in rec["derived"]["sources"]:
+                for v in (now[j] ^ 1, now[j] ^ 0x80):
+                    ale.restoreState(s)
+                    ale.setRAM(j, int(v))
+                    changed += play(ale, [Action.NOOP])[0][-1][i] != after[i]
+            ale.restoreState(s)
+            ale.setRAM(i, int(now[i] ^ 0x80))
+            overwritten += play(ale, [Action.NOOP])[0][-1][i] == after[i]
+        assert changed > 0 and overwritten > 0, (i, changed, overwritten)
+
+
+def test_computed_source_names_the_writes_that_changed_a_byte():
+    """computed_source, on first-frame counts the test makes up: byte 5 changed after writes of byte 9 (3 of 4 trials)
+    and byte 2 (1 of 4), not after byte 7's, and byte 8 (not a candidate) is ignored; a byte no write changed has no
+    source."""
+    mod = load_script()
+    hits = {j: np.zeros(128, int) for j in (2, 7, 8, 9)}
+    hits[9][5], hits[2][5], hits[8][5] = 3, 1, 4
+    results = {j: {"trials": 4} for j in hits}
+    src = mod.computed_source(5, hits, [2, 7, 9], results)
+    assert src["mapping"] == "computed" and src["source"] == 9 and src["sources"] == [9, 2]
+    assert src["trials_changed"] == {"9": [3, 4], "2": [1, 4]}
+    assert mod.computed_source(6, hits, [2, 7, 9], results) is None
 
 
 def test_sticky_action_id_replays_exactly(tmp_path):
