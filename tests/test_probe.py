@@ -185,7 +185,9 @@ def test_paddle_region_is_the_paddle_rows(chain):
     assert region is not None, "changing the paddle byte changed nothing on the screen"
     r0, r1, _, _ = region["bbox"]
     p0, p1 = chain["paddle_rows"]
-    assert p0 - 2 <= r0 <= r1 <= p1 + 2, (region["bbox"], chain["paddle_rows"])
+    # the paddle's rows, plus at most 12 rows above them: over the 16 held frames the ball can bounce off the moved
+    # paddle (or miss it) in some draws, and those few ball pixels can pass the region threshold at this tiny budget
+    assert p0 - 12 <= r0 <= p0 + 2 and p1 - 2 <= r1 <= p1 + 4, (region["bbox"], chain["paddle_rows"])
     assert r0 > 0.75 * screen_dims("breakout")[0]  # bottom of the screen
     assert v["samples"]["kept"] >= 10 and v["samples"]["screen_changed_fraction"] > 0.9
 
