@@ -17,6 +17,8 @@ covered game.
 Output: the table on stdout, `--out` (JSON: per game the figures and missed bytes) and the same table as Markdown
 next to it (`--out` with `.md`, the table the README shows); both written atomically.
 """
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -50,10 +52,52 @@ class Args:
     """torch threads of each extractor run (it uses torch only with a --checkpoint; kept low beside other work)"""
 
 
+# The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
+RANGES = {"total_frames": "[0, inf)", "seed": "[0, 2147483647]", "torch_threads": "[1, inf)"}
+
+
 def fail(message):
-    """One line `error: ...` on stderr, exit code 2."""
-    print(f"error: {message}", file=sys.stderr)
+    """Bad input: one line `error: ...` on stderr, exit code 2, nothing written."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(2)
+
+
+def parse_args(default=None):
+    """tyro.cli on Args, with tyro's boxed error message squeezed into one `error:` line (exit code 2). --help shows
+    the module docstring and every flag. default: an Args whose values replace the declared defaults."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(Args, default=default, description=__doc__)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            sys.stderr.write(captured.getvalue())
+            raise
+        lines = [l.strip().strip("│┃").strip() for l in captured.getvalue().splitlines()]
+        boxed = bool(lines) and lines[0].startswith("╭")  # ╭─ title ─╮, the message, a ─── rule, a hint, ╰───╯
+        message = []
+        for l in lines[1:] if boxed else lines:
+            if boxed and (not l or set(l) <= set("─━╰╯ ")):
+                break
+            message.append(l)
+        fail("bad command line: " + (" ".join(m for m in message if m) or "see --help"))
+
+
+def check_ranges(args, ranges):
+    """Refuse a numeric flag outside its valid range with one `error:` line (exit code 2). ranges: {field: interval},
+    the interval written as in maths, "[1, inf)" or "(0, 1]"; a field left at None (an unset optional flag) passes."""
+    for name, interval in ranges.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value > low or (interval[0] == "[" and value == low)
+        below = value < high or (interval[-1] == "]" and value == high)
+        if not (above and below):  # NaN is neither
+            bound = f"in {interval}"
+            if high == float("inf") and low > float("-inf"):
+                bound = f"{'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+            fail(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 def role_agrees(cls, role):
@@ -133,7 +177,8 @@ def markdown_table(rows, summary):
 
 
 def main():
-    args = tyro.cli(Args, description=__doc__)
+    args = parse_args()
+    check_ranges(args, RANGES)
     if not os.path.exists(args.reads):
         fail(f"no reads file {args.reads}: run bench/ocatari_reads.py in OCAtari's environment first")
     with open(args.reads) as f:

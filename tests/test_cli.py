@@ -9,7 +9,7 @@ SCRIPTS = {
     "ppo_pixel_breakout.py": "--num-envs", "ppo_ram_breakout.py": "--num-envs", "extract_ram_vars.py": "--seed",
     "probe_function_vectors.py": "--top-k", "probe_report.py": "--effects-shown", "compare_runs.py": "--smooth",
     "sweep.py": "--workers", "bench/bench_throughput.py": "--num-envs", "bench/bench_probe.py": "--num-base-states",
-    "probe_video.py": "--frames",
+    "probe_video.py": "--frames", "bench/bench_ocatari.py": "--seed",
 }
 
 # (script, flag, a value outside the flag's valid range): a representative set per script
@@ -40,6 +40,7 @@ OUT_OF_RANGE = [
     ("bench/bench_probe.py", "--raw-seconds", "-1"),
     ("probe_video.py", "--frames", "0"),
     ("probe_video.py", "--epsilon", "1.5"),
+    ("bench/bench_ocatari.py", "--torch-threads", "0"),
 ]
 
 

@@ -15,7 +15,8 @@ from conftest import ROOT
 PIXEL, RAM, EXTRACT, PROBE = "ppo_pixel_breakout.py", "ppo_ram_breakout.py", "extract_ram_vars.py", "probe_function_vectors.py"
 REPORT, COMPARE, SWEEP, VIDEO = "probe_report.py", "compare_runs.py", "sweep.py", "probe_video.py"
 BENCH_THROUGHPUT, BENCH_PROBE = "bench/bench_throughput.py", "bench/bench_probe.py"
-SCRIPTS = [PIXEL, RAM, EXTRACT, PROBE, REPORT, COMPARE, SWEEP, BENCH_THROUGHPUT, BENCH_PROBE, VIDEO]
+BENCH_OCATARI = "bench/bench_ocatari.py"
+SCRIPTS = [PIXEL, RAM, EXTRACT, PROBE, REPORT, COMPARE, SWEEP, BENCH_THROUGHPUT, BENCH_PROBE, BENCH_OCATARI, VIDEO]
 TEST_PPO, FORMATS = "tests/test_ppo.py", "docs/FORMATS.md"
 MODELS = [TEST_PPO, FORMATS]  # the model classes' other homes
 
