@@ -10,7 +10,8 @@ without run.json: the run name `<env>__<exp_name>__<seed>__<time>`), and writes 
   losses.png               value/policy loss, entropy, approx KL, clip fraction, explained variance per agent
   sps.png                  env steps per second
   summary.md/.json         per agent: seeds, env steps, final return, steps and wall time to converge, SPS,
-                           and a plain-language answer (who converges faster, to what return, how sure)
+                           and a plain-language answer (who converges faster, to what return, how sure);
+                           per run, the pieces it was trained in (each process's steps, wall time, SPS, machine)
   index.html               the table and the plots in one self-contained page (images inlined)
 
 Final return: the mean of each seed's last --final-episodes episodes, then mean +- 95% CI over seeds
@@ -168,6 +169,7 @@ class Run:
     runtime: Optional[dict] = None  # run.json "runtime" (precision, threads, versions), reported only
     meta: dict = field(default_factory=dict)  # the whole run.json ({} without one), for --split-by
     scalars: dict = field(default_factory=dict)  # tag -> (steps, elapsed_seconds, values), sorted by step
+    pieces: list = field(default_factory=list)  # one dict per training process (piece) of the run; see run_pieces
     steps: int = 0
     wall_seconds: float = 0.0
     episodes: int = 0
@@ -394,6 +396,44 @@ def load_scalars(run, max_steps=0):
         return
     run.wall_seconds = float(max(s[1].max() for s in run.scalars.values())) if max_steps else float(offsets[-1])
     run.steps = int(max(s[0].max() for s in run.scalars.values()))
+    run.pieces = run_pieces(run.meta.get("sessions"), events, starts, ends, session)
+
+
+def run_pieces(sessions, events, starts, ends, session):
+    """The pieces a run was trained in: run.json "sessions" (written by the training scripts: each process's first
+    and last env step, wall seconds, SPS, machine and runtime settings) when it has them; otherwise one piece per
+    event file, with its step range and wall time read off the events and the machine "not recorded"."""
+    if isinstance(sessions, list) and sessions and all(isinstance(x, dict) for x in sessions):
+        keys = ("start_step", "end_step", "wall_seconds")
+        if all(isinstance(x.get(k), (int, float)) and not isinstance(x.get(k), bool) for x in sessions for k in keys):
+            return [{"start_step": int(x["start_step"]), "end_step": int(x["end_step"]),
+                     "wall_seconds": float(x["wall_seconds"]),
+                     "sps": (x["end_step"] - x["start_step"]) / x["wall_seconds"] if x["wall_seconds"] > 0 else None,
+                     "machine": x.get("machine"), "settings": piece_settings(x), "source": "run.json"}
+                    for x in sessions]
+    steps = np.concatenate([[e.step for e in evs] for evs in events.values() if evs])
+    k = session(np.concatenate([[e.wall_time for e in evs] for evs in events.values() if evs]))
+    pieces = []
+    for i in range(len(starts)):
+        here = steps[k == i]
+        if len(here):
+            wall = float(ends[i] - starts[i])
+            first, last = int(here.min()), int(here.max())
+            pieces.append({"start_step": first, "end_step": last, "wall_seconds": wall,
+                           "sps": (last - first) / wall if wall > 0 else None, "machine": None, "settings": "",
+                           "source": "event files"})
+    return pieces
+
+
+def piece_settings(session):
+    """'bf16, 2 torch threads, 2 env threads' from a session record's runtime keys (those it has)."""
+    parts = [str(session["precision"])] if session.get("precision") else []
+    for key, what in (("torch_threads", "torch thread"), ("env_threads", "env thread"),
+                      ("env_processes", "env process")):
+        n = session.get(key)
+        if isinstance(n, int) and not isinstance(n, bool):
+            parts.append(f"{n} {what}" + ("" if n == 1 else "es" if what.endswith("s") else "s"))
+    return ", ".join(parts)
 
 
 def analyse_run(run, args):
@@ -811,6 +851,18 @@ def run_table(groups, args):
     return head, rows
 
 
+def pieces_table(groups):
+    head = ["run", "piece", "env steps", "wall time", "SPS", "machine", "settings"]
+    rows = []
+    for g in groups:
+        for r in g.runs:
+            for i, p in enumerate(r.pieces, 1):
+                rows.append([r.name, str(i), f"{p['start_step']:,} → {p['end_step']:,}", fmt_seconds(p["wall_seconds"]),
+                             f"{p['sps']:.0f}" if p["sps"] is not None else "n/a",
+                             p["machine"] or "not recorded (run.json has no sessions)", p["settings"]])
+    return head, rows
+
+
 def md_table(head, rows):
     esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
     out = ["| " + " | ".join(map(esc, head)) + " |", "|" + "---|" * len(head)]
@@ -842,6 +894,10 @@ def definitions(args):
             " runs without them are pooled with each other)."]
 
 
+PIECES_NOTE = ("A piece is one training process: a run stopped (SIGTERM) and continued with --resume, maybe on"
+               " another machine, has several. Wall time and SPS are the piece's own (start-up included); SPS ="
+               " env steps / wall time. The whole run is listed, whatever --max-steps says.")
+
 PLOTS = [("return_vs_steps.png", "Episodic return vs env steps"),
          ("return_vs_wallclock.png", "Episodic return vs wall-clock time"),
          ("losses.png", "Losses"), ("sps.png", "Steps per second")]
@@ -859,6 +915,7 @@ def render_markdown(groups, lines, comparisons, warnings, args, created):
     out += ["", "## Per agent", "", md_table(*group_table(groups, args)), ""]
     out += [f"- {d}" for d in definitions(args)]
     out += ["", "## Per run", "", md_table(*run_table(groups, args)), ""]
+    out += ["## Pieces", "", PIECES_NOTE, "", md_table(*pieces_table(groups)), ""]
     if warnings:
         out += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     out += ["## Plots", ""] + [f"![{t}]({f})" for f, t in PLOTS] + [""]
@@ -885,6 +942,7 @@ def render_html(groups, lines, comparisons, warnings, args, created, pngs):
         b64 = base64.b64encode(pngs[name]).decode("ascii")
         parts.append(f"<h2>{e(title)}</h2><img alt='{e(name)}' src='data:image/png;base64,{b64}'>")
     parts += ["<h2>Per run</h2>", html_table(*run_table(groups, args))]
+    parts += ["<h2>Pieces</h2>", f"<p>{e(PIECES_NOTE)}</p>", html_table(*pieces_table(groups))]
     if warnings:
         parts += ["<h2>Warnings</h2><ul>"] + [f"<li class='warn'>{e(w)}</li>" for w in warnings] + ["</ul>"]
     parts.append("</body></html>")
@@ -897,7 +955,8 @@ def summary_json(groups, lines, comparisons, warnings, args, created):
              "wall_seconds": r.wall_seconds, "episodes": r.episodes, "final_return": r.final_return,
              "target": r.target, "steps_to_converge": r.converge_step, "seconds_to_converge": r.converge_seconds,
              "sps": r.sps, "final_return_episodes": r.final_return_episodes,
-             "too_few_episodes": r.too_few_episodes, "env_settings": r.env_settings, "runtime": r.runtime}
+             "too_few_episodes": r.too_few_episodes, "env_settings": r.env_settings, "runtime": r.runtime,
+             "pieces": r.pieces}
             for g in groups for r in g.runs]
     return {"format": "memory-pixel-interp/compare", "version": 1, "created": created,
             "args": dataclasses.asdict(args), "definitions": definitions(args), "answer": lines,

@@ -822,7 +822,7 @@ if __name__ == "__main__":
                   "max_num_frames_per_episode": max_frames, "noop_max": 30, "full_action_space": False}
     runtime = {"precision": "fp32", "torch_threads": torch.get_num_threads(),
                "env_processes": 1 if args.async_envs else min(env_processes, args.num_envs),
-               "async_envs": args.async_envs, "torch": torch.__version__, "ale_py": ale_py.__version__}
+               "async_envs": args.async_envs, "torch": str(torch.__version__), "ale_py": ale_py.__version__}
 
     # env setup
     # --capture-video: env 0 records its games (a resumed run's files say from where)
@@ -858,13 +858,22 @@ if __name__ == "__main__":
     )
 
     run_start = time.time()
+    # one record per training process (piece); a resumed run carries the earlier pieces in its checkpoint
+    sessions_before = list(ckpt.get("sessions") or []) if ckpt is not None else []
+    session_start_step = global_step
+
+    def sessions():
+        """The run's pieces so far, this process last (run.json and checkpoint "sessions", docs/FORMATS.md)."""
+        return sessions_before + [{"start_step": int(session_start_step), "end_step": int(global_step),
+                                   "wall_seconds": time.time() - run_start, "machine": machine,
+                                   "device": device.type, **runtime}]
 
     def write_run_json(status):
         write_json(os.path.join(run_dir, "run.json"), {
             "format": "memory-pixel-interp/run", "version": 1, "agent": AGENT_KIND, "env_id": args.env_id,
             "seed": args.seed, "run_name": run_name, "args": asdict(args), "device": device.type, "machine": machine,
             "status": status, "global_step": int(global_step), "wall_seconds": wall_before + time.time() - run_start,
-            "ram_vars": args.ram_vars, "env_settings": env_config, "runtime": runtime})
+            "ram_vars": args.ram_vars, "env_settings": env_config, "runtime": runtime, "sessions": sessions()})
 
     def save_checkpoint(status):
         checkpoint = {
@@ -873,7 +882,8 @@ if __name__ == "__main__":
             "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
             "optimizer": optimizer.state_dict(), "global_step": int(global_step), "iteration": int(iteration_done),
             "args": asdict(args), "run_name": run_name, "wall_seconds": wall_before + time.time() - run_start,
-            "ram_indices": list(ram_indices), "ram_vars": ram_vars, "rng": rng_state(), "env_settings": env_config}
+            "ram_indices": list(ram_indices), "ram_vars": ram_vars, "rng": rng_state(), "env_settings": env_config,
+            "sessions": sessions()}
         write_atomic(checkpoint_path, lambda f: torch.save(checkpoint, f))
         write_run_json(status)
 

@@ -273,6 +273,34 @@ def test_no_episodes_other_env_no_run_json_and_resumed_run(tmp_path):
     assert r["seconds_to_converge"] == pytest.approx(kept1 + (1800 - 1000) * 0.01, abs=1e-3)
     (c,) = summary["comparisons"]  # only Breakout has two groups
     assert c["env_id"] == "BreakoutNoFrameskip-v4"
+    # without run.json "sessions", its pieces are read off the event files: one per file, the machine unknown
+    p1, p2 = r["pieces"]
+    assert p1["end_step"] < 1000 <= p2["start_step"] and p2["end_step"] == 3000
+    assert p1["wall_seconds"] == pytest.approx(kept1, abs=0.1) and p2["wall_seconds"] == pytest.approx(d2, abs=0.1)
+    assert p1["machine"] is None and "not recorded" in md
+
+
+def test_pieces_come_from_run_json_sessions(tmp_path):
+    """A run trained in two pieces on two machines: the pieces table gives each one's steps, wall time, SPS (steps /
+    wall) and machine, from run.json "sessions" (what the training scripts write)."""
+    run = tmp_path / "runs" / "BreakoutNoFrameskip-v4__ppo_pixel_breakout__1__1700000001"
+    run.mkdir(parents=True)
+    write_events(run, 0, 3000, 0.01, 10.0, 2000, start=time.time() - 600)
+    sessions = [{"start_step": 0, "end_step": 1000, "wall_seconds": 4.0, "machine": "box A", "precision": "bf16",
+                 "torch_threads": 2, "env_threads": 2},
+                {"start_step": 1000, "end_step": 3000, "wall_seconds": 16.0, "machine": "box B", "precision": "fp32",
+                 "torch_threads": 1}]
+    (run / "run.json").write_text(json.dumps({"agent": "pixel", "env_id": "BreakoutNoFrameskip-v4", "seed": 1,
+                                              "status": "finished", "sessions": sessions}))
+    out = tmp_path / "out"
+    run_script("compare_runs.py", run, "--out-dir", out, "--smooth", "1")
+    (r,) = json.loads((out / "summary.json").read_text())["runs"]
+    assert [(p["start_step"], p["end_step"], p["machine"]) for p in r["pieces"]] == [(0, 1000, "box A"), (1000, 3000, "box B")]
+    assert [p["sps"] for p in r["pieces"]] == [250.0, 125.0]
+    md = (out / "summary.md").read_text()
+    assert "| 1 | 0 → 1,000 | 4.0 s | 250 | box A | bf16, 2 torch threads, 2 env threads |" in md
+    assert "| 2 | 1,000 → 3,000 | 16.0 s | 125 | box B | fp32, 1 torch thread |" in md
+    assert "box B" in (out / "index.html").read_text()
 
 
 def test_fewer_episodes_than_smooth_is_not_reached(tmp_path):

@@ -254,6 +254,11 @@ def test_pixel_resume_continues_the_run(pixel_run, tmp_path):
     run = json.loads((run_dir / "run.json").read_text())
     assert (run["status"], run["global_step"]) == ("finished", STEPS + 128)
     assert [p.name for p in tmp_path.iterdir()] == [pixel_run.name]  # no new run folder
+    # one session record per process (piece), in run.json and the checkpoint, carried over by the resume
+    assert [(x["start_step"], x["end_step"]) for x in run["sessions"]] == [(0, STEPS), (STEPS, STEPS + 128)]
+    assert [(x["start_step"], x["end_step"]) for x in ckpt["sessions"]] == [(0, STEPS), (STEPS, STEPS + 128)]
+    for x in run["sessions"]:
+        assert x["wall_seconds"] > 0 and x["machine"] == run["machine"] and x["torch_threads"] >= 1
 
 
 def test_pixel_channels_last_is_the_same_network(tmp_path):
@@ -413,7 +418,10 @@ def test_ram_resume_continues_the_run(ram_run, tmp_path):
     ckpt = load_ckpt(run_dir / "checkpoint.pt")
     assert ckpt["global_step"] == STEPS + 64 and ckpt["ram_indices"] == RAM_SELECTED
     assert max(s for s, _ in scalars(run_dir)["losses/value_loss"]) == STEPS + 64
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished"
+    assert [(x["start_step"], x["end_step"]) for x in run["sessions"]] == [(0, STEPS), (STEPS, STEPS + 64)]
+    assert [(x["start_step"], x["end_step"]) for x in ckpt["sessions"]] == [(0, STEPS), (STEPS, STEPS + 64)]
 
 
 def test_ram_eval_writes_eval_json(ram_run):
