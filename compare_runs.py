@@ -396,33 +396,39 @@ def load_scalars(run, max_steps=0):
         return
     run.wall_seconds = float(max(s[1].max() for s in run.scalars.values())) if max_steps else float(offsets[-1])
     run.steps = int(max(s[0].max() for s in run.scalars.values()))
-    run.pieces = run_pieces(run.meta.get("sessions"), events, starts, ends, session)
+    run.pieces = run_pieces(run.meta.get("sessions"), in_session, events, ends - starts)
 
 
-def run_pieces(sessions, events, starts, ends, session):
-    """The pieces a run was trained in: run.json "sessions" (written by the training scripts: each process's first
-    and last env step, wall seconds, SPS, machine and runtime settings) when it has them; otherwise one piece per
-    event file, with its step range and wall time read off the events and the machine "not recorded"."""
+def run_pieces(sessions, in_session, events, durations):
+    """The pieces a run was trained in, as dicts (start_step, end_step, wall_seconds, sps, machine, settings, source).
+
+    From run.json "sessions" (written by the training scripts: each process's first and last env step, wall
+    seconds, machine and runtime settings) when they cover the run from step 0 with no gap; otherwise one piece per
+    event file, each starting where the one before ended, with its last logged step and its wall time read off the
+    events and the machine unknown. `in_session`: every event's event-file index, in the order of `events`' tags
+    and events; `durations`: each file's seconds from its first to its last event."""
     if isinstance(sessions, list) and sessions and all(isinstance(x, dict) for x in sessions):
-        keys = ("start_step", "end_step", "wall_seconds")
-        if all(isinstance(x.get(k), (int, float)) and not isinstance(x.get(k), bool) for x in sessions for k in keys):
-            return [{"start_step": int(x["start_step"]), "end_step": int(x["end_step"]),
-                     "wall_seconds": float(x["wall_seconds"]),
-                     "sps": (x["end_step"] - x["start_step"]) / x["wall_seconds"] if x["wall_seconds"] > 0 else None,
-                     "machine": x.get("machine"), "settings": piece_settings(x), "source": "run.json"}
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        whole = all(number(x.get(k)) for x in sessions for k in ("start_step", "end_step", "wall_seconds"))
+        if whole and sessions[0]["start_step"] == 0 and all(
+                b["start_step"] == a["end_step"] for a, b in zip(sessions, sessions[1:])):
+            return [piece(x["start_step"], x["end_step"], x["wall_seconds"],
+                          x["machine"] if isinstance(x.get("machine"), str) else None, piece_settings(x), "run.json")
                     for x in sessions]
-    steps = np.concatenate([[e.step for e in evs] for evs in events.values() if evs])
-    k = session(np.concatenate([[e.wall_time for e in evs] for evs in events.values() if evs]))
-    pieces = []
-    for i in range(len(starts)):
-        here = steps[k == i]
+    steps = np.asarray([e.step for evs in events.values() for e in evs])
+    pieces, start = [], 0
+    for i, wall in enumerate(durations):
+        here = steps[in_session == i]
         if len(here):
-            wall = float(ends[i] - starts[i])
-            first, last = int(here.min()), int(here.max())
-            pieces.append({"start_step": first, "end_step": last, "wall_seconds": wall,
-                           "sps": (last - first) / wall if wall > 0 else None, "machine": None, "settings": "",
-                           "source": "event files"})
+            pieces.append(piece(start, int(here.max()), float(wall), None, "", "event files"))
+            start = int(here.max())
     return pieces
+
+
+def piece(start, end, wall, machine, settings, source):
+    return {"start_step": int(start), "end_step": int(end), "wall_seconds": float(wall),
+            "sps": (end - start) / wall if wall > 0 else None, "machine": machine, "settings": settings,
+            "source": source}
 
 
 def piece_settings(session):
@@ -859,7 +865,8 @@ def pieces_table(groups):
             for i, p in enumerate(r.pieces, 1):
                 rows.append([r.name, str(i), f"{p['start_step']:,} → {p['end_step']:,}", fmt_seconds(p["wall_seconds"]),
                              f"{p['sps']:.0f}" if p["sps"] is not None else "n/a",
-                             p["machine"] or "not recorded (run.json has no sessions)", p["settings"]])
+                             p["machine"] or "not recorded" + (" (read off the event files)" if p["source"] == "event files"
+                                                               else ""), p["settings"]])
     return head, rows
 
 
@@ -895,8 +902,10 @@ def definitions(args):
 
 
 PIECES_NOTE = ("A piece is one training process: a run stopped (SIGTERM) and continued with --resume, maybe on"
-               " another machine, has several. Wall time and SPS are the piece's own (start-up included); SPS ="
-               " env steps / wall time. The whole run is listed, whatever --max-steps says.")
+               " another machine, has several. Wall time and SPS are the piece's own, from the start of its training"
+               " loop (after loading and env set-up) to its last checkpoint; SPS = env steps / wall time. From"
+               " run.json sessions when they cover the run from step 0, else read off the event files (one piece per"
+               " file, ending at its last logged step). The whole run is listed, whatever --max-steps says.")
 
 PLOTS = [("return_vs_steps.png", "Episodic return vs env steps"),
          ("return_vs_wallclock.png", "Episodic return vs wall-clock time"),

@@ -858,8 +858,12 @@ if __name__ == "__main__":
     )
 
     run_start = time.time()
-    # one record per training process (piece); a resumed run carries the earlier pieces in its checkpoint
+    # one record per training process (piece); a resumed run carries the earlier pieces in its checkpoint (one
+    # written before pieces were recorded gets a single record for all of them, its machine unknown)
     sessions_before = list(ckpt.get("sessions") or []) if ckpt is not None else []
+    if global_step > 0 and not sessions_before:
+        sessions_before = [{"start_step": 0, "end_step": int(global_step), "wall_seconds": wall_before, "machine": None,
+                            "note": "pieces before sessions were recorded"}]
     session_start_step = global_step
 
     def sessions():

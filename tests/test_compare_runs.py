@@ -275,9 +275,10 @@ def test_no_episodes_other_env_no_run_json_and_resumed_run(tmp_path):
     assert c["env_id"] == "BreakoutNoFrameskip-v4"
     # without run.json "sessions", its pieces are read off the event files: one per file, the machine unknown
     p1, p2 = r["pieces"]
-    assert p1["end_step"] < 1000 <= p2["start_step"] and p2["end_step"] == 3000
+    assert p1["start_step"] == 0 and p1["end_step"] < 1000 and p2["end_step"] == 3000   # session 1 purged from 1000
     assert p1["wall_seconds"] == pytest.approx(kept1, abs=0.1) and p2["wall_seconds"] == pytest.approx(d2, abs=0.1)
-    assert p1["machine"] is None and "not recorded" in md
+    assert p1["machine"] is None and p2["start_step"] == p1["end_step"]
+    assert re.search(r"\| 2 \| [\d,]+ → 3,000 \| [^|]+ \| \d+ \| not recorded \(read off the event files\) \|", md), md
 
 
 def test_pieces_come_from_run_json_sessions(tmp_path):
@@ -301,6 +302,13 @@ def test_pieces_come_from_run_json_sessions(tmp_path):
     assert "| 1 | 0 → 1,000 | 4.0 s | 250 | box A | bf16, 2 torch threads, 2 env threads |" in md
     assert "| 2 | 1,000 → 3,000 | 16.0 s | 125 | box B | fp32, 1 torch thread |" in md
     assert "box B" in (out / "index.html").read_text()
+    # sessions that do not cover the run from step 0 (a resume of a checkpoint that had none) are not trusted
+    sessions[0]["start_step"] = 500
+    (run / "run.json").write_text(json.dumps({"agent": "pixel", "env_id": "BreakoutNoFrameskip-v4", "seed": 1,
+                                              "status": "finished", "sessions": sessions}))
+    run_script("compare_runs.py", run, "--out-dir", out, "--smooth", "1")
+    (r,) = json.loads((out / "summary.json").read_text())["runs"]
+    assert [(p["start_step"], p["end_step"], p["source"]) for p in r["pieces"]] == [(0, 3000, "event files")]
 
 
 def test_fewer_episodes_than_smooth_is_not_reached(tmp_path):

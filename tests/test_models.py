@@ -26,8 +26,10 @@ def reference(agent):
 
 def test_readme_quick_start_names_the_reference_pair():
     readme = (ROOT / "README.md").read_text()
-    for agent in SCRIPTS:
-        assert f"models/{reference(agent).name}" in readme, f"the README's quick start should use {reference(agent).name}"
+    start = readme.index("Or start from the trained Breakout agents")
+    block = readme[start:readme.index("```\n", readme.index("```bash", start) + 7)]
+    for agent, flag in (("pixel", "--pixel-checkpoint"), ("ram", "--ram-checkpoint")):
+        assert f"{flag} models/{reference(agent).name}" in block, f"the README's quick start should probe {reference(agent).name}"
 
 
 @pytest.mark.parametrize("src", SHIPPED, ids=[p.stem for p in SHIPPED])

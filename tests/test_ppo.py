@@ -411,6 +411,10 @@ def test_ram_encoding_is_value_and_bits():
 def test_ram_resume_continues_the_run(ram_run, tmp_path):
     run_dir = tmp_path / ram_run.name
     shutil.copytree(ram_run, run_dir)
+    # a checkpoint written before sessions were recorded: its pieces become one record, machine unknown
+    old = load_ckpt(run_dir / "checkpoint.pt")
+    del old["sessions"]
+    torch.save(old, run_dir / "checkpoint.pt")
     # the checkpoint holds the RAM selection: the file is not needed any more
     proc = run_script(RAM, "--resume", run_dir / "checkpoint.pt", "--total-timesteps", STEPS + 64, "--torch-threads", "1",
                       cwd=tmp_path)
@@ -422,6 +426,7 @@ def test_ram_resume_continues_the_run(ram_run, tmp_path):
     assert run["status"] == "finished"
     assert [(x["start_step"], x["end_step"]) for x in run["sessions"]] == [(0, STEPS), (STEPS, STEPS + 64)]
     assert [(x["start_step"], x["end_step"]) for x in ckpt["sessions"]] == [(0, STEPS), (STEPS, STEPS + 64)]
+    assert run["sessions"][0]["machine"] is None and run["sessions"][1]["machine"] == run["machine"]
 
 
 def test_ram_eval_writes_eval_json(ram_run):
