@@ -584,7 +584,7 @@ def compare_pair(a, b, args):
     to_what = (f" ({a.agent} {fmt_num(fa['mean'])} vs {b.agent} {fmt_num(fb['mean'])})"
                if fa["mean"] is not None and fb["mean"] is not None else "")
     short.append((f"{final['verdict']} reaches the higher final return" if final["verdict"] != "inconclusive"
-                  else "the final returns cannot be told apart") + to_what)
+                  else "who reaches the higher final return is inconclusive") + to_what)
     n = f"{a.agent} {a.stats['n_seeds']} seed(s), {b.agent} {b.stats['n_seeds']} seed(s)"
     arena = a.env_id + (f" [{a.variant}]" if a.variant else "")
     return {"env_id": a.env_id, "env_settings": a.env_settings, "arena": arena, "groups": [a.agent, b.agent],

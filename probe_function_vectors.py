@@ -77,6 +77,10 @@ class Args:
     """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`"""
     ram_vars: str = ""
     """ram_vars/<env-id>.json both agents were trained with"""
+    roles_from: str = ""
+    """optional: another ram vars file of the same game (version >= 2, e.g. a fresh `extract_ram_vars.py --out-dir X`
+    run) whose byte roles name the variables, for a --ram-vars file written before the extractor described bytes
+    (version 1); which bytes are probed still comes from --ram-vars"""
     out_dir: str = ""
     """output folder; default probe/<env-id> (with / replaced by _)"""
     top_k: int = 0
@@ -123,15 +127,17 @@ class Args:
     save_maps: Literal["reference", "all"] = "reference"
     """conv maps (act_relu1..3) and obs_last written to activations.npz: "reference" = only the unperturbed samples
     (natural references and controls, rows map_rows), every sample's per-channel spatial mean in act_<layer>_mean
-    (the shipped Breakout pair at the default budget: 245.6 MB with step 7's top frames, README's probe command,
-    2-core EPYC); "all" = every sample's maps (897 MB before the top frames, which add 16.6 MB). The analysis uses
-    all of them either way"""
+    (at the default budget: 248.3 MB on the shipped 10M Breakout pair, 245.6 MB on the 500k pair, with step 7's top
+    frames; README's probe command); "all" = every sample's maps (897 MB on the 500k pair before the top frames,
+    which add 16.6 MB). The analysis uses all of them either way"""
     seed: int = 1
     """seed of numpy, torch and the emulators"""
     cuda: bool = True
     """use CUDA when it is available"""
-    torch_threads: int = 1
-    """CPU threads for torch (0 = torch's default)"""
+    torch_threads: int = 0
+    """CPU threads for torch (0: torch's default, one per core). The analysis's fits run on them: the README gives the
+    default run's time with 1 and with 2 threads. Scores can differ in the second decimal between thread counts (by up
+    to 0.04 on the shipped 10M pair, 1 against 2 threads: the fits' sums are ordered differently)"""
     report: bool = True
     """run probe_report.py on the outputs (the atlas, report.html)"""
     natural: bool = True
@@ -502,6 +508,18 @@ def validate_inputs(args: Args):
     for ck, label in ((pix, "pixel"), (ram, "ram")):
         if ck["model_kwargs"].get("n_actions") != n_actions:
             raise InputError(f"{label} checkpoint has {ck['model_kwargs'].get('n_actions')} actions; {game} has {n_actions}")
+    if args.roles_from:
+        described = load_ram_vars(args.roles_from)
+        if rom_name(described["env_id"]) != game:
+            raise InputError(f"--roles-from: {args.roles_from} is for {described['env_id']}, the ram vars file for "
+                             f"{rv['env_id']}")
+        roles = {i: described["bytes"][i].get("role") for i in rv["selected"]}
+        if not any(isinstance(r, dict) and r.get("role") for r in roles.values()):
+            raise InputError(f"--roles-from: {args.roles_from} describes none of the selected bytes (no 'role' "
+                             "records: written before the extractor described bytes?)")
+        for i, r in roles.items():  # the roles only: selection, kind and ranges stay those of --ram-vars
+            if isinstance(r, dict) and r.get("role") and not rv["bytes"][i].get("role"):
+                rv["bytes"][i]["role"] = {"role": r["role"], "evidence": r.get("evidence"), "from": args.roles_from}
     include = [parse_var(t) for t in args.include_vars]
     for i in include:
         if i not in rv["selected"]:
@@ -1752,6 +1770,7 @@ def main(args: Args):
     results = {
         "format": "memory-pixel-interp/probe", "version": 4, "env_id": env_id, "game": game,
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
+                   "roles_from": args.roles_from or None,
                    "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step"),
                    "pixel_source": source},  # None: this project's checkpoint; else read_external_agent's "source"
         "args": asdict(args), "device": str(device),

@@ -387,7 +387,8 @@ def variable_card(v, j, ctx) -> str:
     if v.get("role"):
         desc = f"The extractor found: <b>{esc(v['role'])}</b> — {esc(v.get('role_evidence') or 'no evidence recorded')}."
     else:
-        desc = ("The extractor has not described this byte (no role in its ram vars record, e.g. a version 1 file): "
+        desc = ("The extractor has not described this byte (no role in its ram vars record, e.g. a version 1 file; "
+                "--roles-from names them from a newer extraction): "
                 f"kind <b>{esc(v['kind'])}</b>, {'categorical' if v['categorical'] else 'ordinal'}, values "
                 f"{v.get('min', '?')}–{v.get('max', '?')} in the extractor's record.")
     desc += f" Screen region it controls: {esc(region_text(v, res))}."
@@ -596,7 +597,8 @@ def section_run(ctx) -> str:
     else:
         prep_text = "not compared: " + str(prep.get("reason") or "no reason recorded")
     items = [f"Pixel agent {esc(str(inp['pixel_checkpoint']))} (step {fmt(inp.get('pixel_global_step'))}); memory agent "
-             f"{esc(str(inp['ram_checkpoint']))} (step {fmt(inp.get('ram_global_step'))}); ram vars {esc(str(inp['ram_vars']))}.",
+             f"{esc(str(inp['ram_checkpoint']))} (step {fmt(inp.get('ram_global_step'))}); ram vars {esc(str(inp['ram_vars']))}"
+             + (f" (variables named by the roles in {esc(str(inp['roles_from']))})" if inp.get("roles_from") else "") + ".",
              f"{cnt['samples']:,} emulated samples on {cnt['base_states']} base states ({len(cnt['test_base_states'])} held out); "
              f"{cnt.get('kept_draws', '—')} of {cnt.get('drawn', '—')} drawn values changed their byte. Device {esc(str(res.get('device')))}, "
              f"created {esc(res.get('created', '—'))}.",

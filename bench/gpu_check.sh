@@ -61,6 +61,9 @@ train() {  # train NAME SCRIPT BUDGET EXTRA...: one training run, its row, and i
   if [ "$HAS_CUDA" != "1" ] && [[ " $* " == *" --compile "* ]]; then  # CPU compile: ~40 s each, nothing learnt
     ROWS+=("$(printf '%-44s %-8s' "$name" "skipped (CPU smoke test)")"); return
   fi
+  if [ "$HAS_CUDA" != "1" ] && [[ " $* " == *" bf16 "* ]] && ! grep -qwE "avx512_bf16|amx_bf16" /proc/cpuinfo 2>/dev/null; then
+    ROWS+=("$(printf '%-44s %-8s' "$name" "skipped (this CPU has no native bf16)")"); return  # the script refuses it
+  fi
   local runs="$OUT/runs_$(echo "$name" | tr -c 'a-zA-Z0-9' _)" log rc
   log="$runs.log"
   timeout 300 $PY "$script" --env-id BreakoutNoFrameskip-v4 --num-envs "$NUM_ENVS" --num-steps "$NUM_STEPS" \

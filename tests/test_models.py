@@ -9,7 +9,7 @@ import torch
 from conftest import ROOT, run_script
 
 MODELS = ROOT / "models"
-SHIPPED = sorted(MODELS.glob("*.pt"))          # models/wip/ (a run still training) is not shipped
+SHIPPED = sorted(MODELS.glob("*.pt"))          # a work folder under models/ (a run still training) is not shipped
 SCRIPTS = {"pixel": "ppo_pixel_breakout.py", "ram": "ppo_ram_breakout.py"}
 
 

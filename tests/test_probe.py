@@ -26,7 +26,7 @@ from conftest import ROOT, assert_clean_error, run_script
 ENV = "BreakoutNoFrameskip-v4"
 TRAIN = ["--num-envs", "2", "--num-steps", "32", "--total-timesteps", "256", "--seed", "1", "--torch-threads", "1"]
 TINY = ["--num-base-states", "6", "--samples-per-var", "8", "--top-k", "4", "--rollout-steps", "60",
-        "--importance-steps", "64", "--causal-pairs", "16", "--random-directions", "3"]
+        "--importance-steps", "64", "--causal-pairs", "16", "--random-directions", "3", "--torch-threads", "1"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
 
@@ -374,6 +374,9 @@ def test_bad_inputs(chain, tmp_path):
     bad.write_bytes(chain["pixel"].read_bytes()[:5000])
     assert_clean_error(probe("--pixel-checkpoint", bad, "--ram-checkpoint", chain["ram"], "--ram-vars", chain["ram_vars"]), "checkpoint")
 
+    # --roles-from a file that describes no byte (the shipped version-1 ram vars file)
+    assert_clean_error(probe(*inputs, "--roles-from", ROOT / "ram_vars" / f"{ENV}.json"), "roles-from")
+
     # pixel and ram checkpoints swapped
     assert_clean_error(probe("--pixel-checkpoint", chain["ram"], "--ram-checkpoint", chain["pixel"], "--ram-vars", chain["ram_vars"]), "pixel")
 
@@ -505,21 +508,30 @@ def test_top_natural_frames(chain):
                     assert b.tolist() in [boxes[k][tuple(p)] for p in peaks], (k, u, f, b)
 
 
-def test_natural_probe_of_trained_agent_beats_random_network(tmp_path):
+def test_natural_probe_of_trained_agent_beats_random_network(chain, tmp_path):
     """On unedited frames of the shipped 500k agent's play, the paddle byte (found from the emulator) reads out
     of some layer better than out of the same network with random weights (AtariARI's random-CNN baseline) and
     than the shuffled-label control. A random CNN keeps the paddle's position well (R^2 ~ 0.99 at relu1 for
     both): the trained agent wins at relu_fc, by 0.15-0.25 R^2 over seeds 1-3 with 8 x 300 rollout steps
-    (8 episodes, 2 held out); with 4 x 300 the margin ranged 0.06-0.9, too noisy for a test."""
+    (8 episodes, 2 held out); with 4 x 300 the margin ranged 0.06-0.9, too noisy for a test.
+    The shipped ram vars file predates the extractor's byte roles (version 1): --roles-from names the variables
+    from the chain's fresh extraction, while the bytes probed stay the shipped file's."""
     paddle, _ = paddle_from_emulator()
+    shipped = ROOT / "ram_vars" / f"{ENV}.json"
+    assert not any(b.get("role") for b in json.loads(shipped.read_text())["bytes"]), "the shipped file has roles now"
     run_script("probe_function_vectors.py", "--pixel-checkpoint", ROOT / "models" / "breakout_pixel_ppo_500k.pt",
-               "--ram-checkpoint", ROOT / "models" / "breakout_ram_ppo_500k.pt", "--ram-vars", ROOT / "ram_vars" / f"{ENV}.json",
+               "--ram-checkpoint", ROOT / "models" / "breakout_ram_ppo_500k.pt", "--ram-vars", shipped,
+               "--roles-from", chain["ram_vars"],
                "--out-dir", tmp_path / "out", *TINY[:4], "--top-k", "1", "--include-vars", str(paddle), "--num-envs", "8", "--rollout-steps", "300",
                "--importance-steps", "32", "--causal-pairs", "8", "--random-directions", "1", "--no-report",
                "--torch-threads", "1", cwd=tmp_path)
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["natural"]["split"]["by"] == "episode" and res["natural"]["split"]["test_groups"] >= 1
-    nat = next(v for v in res["variables"] if v["index"] == paddle)["natural"]
+    var = next(v for v in res["variables"] if v["index"] == paddle)
+    assert res["inputs"]["roles_from"] == str(chain["ram_vars"])
+    role = json.loads(chain["ram_vars"].read_text())["bytes"][paddle]["role"]
+    assert role["role"] and var["role"] == role["role"] and var["role_evidence"] == role["evidence"], (var["role"], role)
+    nat = var["natural"]
     margin = {k: p["score"] - max(p["random_network"], p["control"]) for k, p in nat.items() if p["score"] is not None}
     assert margin and max(margin.values()) > 0.1, nat
 
@@ -574,7 +586,7 @@ def tall_chain(tmp_path_factory):
     stuck = unmovable_byte(TALL_GAME, rv["selected"], {b["index"]: (b["min"], b["max"]) for b in rv["bytes"]})
     run_script("probe_function_vectors.py", "--pixel-checkpoint", find_checkpoint(d / "runs", "pixel"),
                "--ram-checkpoint", find_checkpoint(d / "runs", "ram"), "--ram-vars", ram_vars, "--out-dir", d / "out",
-               *TINY, "--include-vars", str(stuck), "--torch-threads", "1", cwd=d)
+               *TINY, "--include-vars", str(stuck), cwd=d)
     with np.load(d / "out" / "activations.npz") as z:
         npz = {k: z[k] for k in z.files}
     return {"out": d / "out", "res": json.loads((d / "out" / "results.json").read_text()), "npz": npz, "stuck": stuck}

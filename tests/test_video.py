@@ -25,7 +25,8 @@ TRAIN = ["--env-id", ENV, "--num-envs", "2", "--num-steps", "64", "--total-times
 AGENTS = {"pixel": (PIXEL, []), "ram": (RAM, ["--ram-vars", RAM_VARS])}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PROBE_TINY = ["--num-base-states", "6", "--samples-per-var", "6", "--top-k", "2", "--rollout-steps", "60",
-              "--importance-steps", "32", "--causal-pairs", "8", "--random-directions", "2", "--no-report"]
+              "--importance-steps", "32", "--causal-pairs", "8", "--random-directions", "2", "--no-report",
+              "--torch-threads", "1"]
 
 
 def screen_size():
