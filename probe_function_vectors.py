@@ -509,7 +509,10 @@ def validate_inputs(args: Args):
         if ck["model_kwargs"].get("n_actions") != n_actions:
             raise InputError(f"{label} checkpoint has {ck['model_kwargs'].get('n_actions')} actions; {game} has {n_actions}")
     if args.roles_from:
-        described = load_ram_vars(args.roles_from)
+        try:
+            described = load_ram_vars(args.roles_from)
+        except InputError as e:
+            raise InputError(f"--roles-from: {e}") from None
         if rom_name(described["env_id"]) != game:
             raise InputError(f"--roles-from: {args.roles_from} is for {described['env_id']}, the ram vars file for "
                              f"{rv['env_id']}")

@@ -18,7 +18,7 @@ TINY = [
     "--total-timesteps", "256", "--workers", "2",
     "--extract-args=--total-frames 1500 --n-bases 3 --long-horizon 0",
     "--train-args=--num-envs 2 --num-steps 32 --torch-threads 1",
-    "--probe-args=--num-envs 2 --importance-steps 16 --rollout-steps 16 --num-base-states 8 --samples-per-var 2"
+    "--probe-args=--num-envs 2 --importance-steps 16 --rollout-steps 16 --num-base-states 8 --samples-per-var 2 --torch-threads 1"
     " --top-k 2 --control-draws 1 --causal-pairs 4 --random-directions 1 --batch-size 64",
 ]
 ENV = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
