@@ -513,7 +513,11 @@ def validate_inputs(args: Args):
             described = load_ram_vars(args.roles_from)
         except InputError as e:
             raise InputError(f"--roles-from: {e}") from None
-        if rom_name(described["env_id"]) != game:
+        try:
+            described_game = rom_name(described["env_id"])
+        except InputError as e:
+            raise InputError(f"--roles-from: {e}") from None
+        if described_game != game:
             raise InputError(f"--roles-from: {args.roles_from} is for {described['env_id']}, the ram vars file for "
                              f"{rv['env_id']}")
         roles = {i: described["bytes"][i].get("role") for i in rv["selected"]}

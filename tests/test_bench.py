@@ -40,7 +40,7 @@ def test_gpu_check_cpu_smoke_runs_every_row(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [l for l in proc.stdout.splitlines() if re.match(r"(pixel|RAM|probe) ", l)]
     assert len(rows) == 13, proc.stdout
-    cpuinfo = open("/proc/cpuinfo").read().split()
+    cpuinfo = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
     native_bf16 = "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo
     skipped = {r.split("  ")[0].strip() for r in rows if "skipped (" in r}
     expected = {"pixel throughput fp32 --compile", "pixel throughput bf16 --compile", "RAM throughput --compile"}
