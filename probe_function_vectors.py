@@ -511,9 +511,6 @@ def validate_inputs(args: Args):
     if args.roles_from:
         try:
             described = load_ram_vars(args.roles_from)
-        except InputError as e:
-            raise InputError(f"--roles-from: {e}") from None
-        try:
             described_game = rom_name(described["env_id"])
         except InputError as e:
             raise InputError(f"--roles-from: {e}") from None
