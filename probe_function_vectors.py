@@ -517,13 +517,14 @@ def validate_inputs(args: Args):
         if described_game != game:
             raise InputError(f"--roles-from: {args.roles_from} is for {described['env_id']}, the ram vars file for "
                              f"{rv['env_id']}")
-        roles = {i: described["bytes"][i].get("role") for i in rv["selected"]}
-        if not any(isinstance(r, dict) and r.get("role") for r in roles.values()):
+        roles = {i: r for i in rv["selected"]
+                 if isinstance(r := described["bytes"][i].get("role"), dict) and r.get("role")}
+        if not roles:
             raise InputError(f"--roles-from: {args.roles_from} describes none of the selected bytes (no 'role' "
                              "records: written before the extractor described bytes?)")
         for i, r in roles.items():  # the roles only: selection, kind and ranges stay those of --ram-vars
-            if isinstance(r, dict) and r.get("role") and not rv["bytes"][i].get("role"):
-                rv["bytes"][i]["role"] = {"role": r["role"], "evidence": r.get("evidence"), "from": args.roles_from}
+            if not rv["bytes"][i].get("role"):
+                rv["bytes"][i]["role"] = r
     include = [parse_var(t) for t in args.include_vars]
     for i in include:
         if i not in rv["selected"]:
