@@ -3,7 +3,7 @@
 #   docker run --rm --gpus all -v "$PWD/runs:/app/runs" memory-pixel-interp \
 #       python ppo_pixel_breakout.py --env-id BreakoutNoFrameskip-v4
 # The base is Ubuntu 22.04 with Python 3.11 and torch 2.5.1 (+cu124) in /opt/conda, as pip sees them.
-# What of this file was checked, and how: README "Docker"; rerun with `python3 docs/docker/check_dockerfile.py`.
+# What of this file was checked, and how: docs/docker.md; rerun with `python3 docs/docker/check_dockerfile.py`.
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 MPLBACKEND=Agg DEBIAN_FRONTEND=noninteractive

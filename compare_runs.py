@@ -35,6 +35,12 @@ The answer names a winner only where the two groups' 95% CIs do not overlap; oth
 single seed, it says "inconclusive" and gives the numbers. It also warns when runs differ in length, come
 from different hardware, or have not finished.
 
+Coverage: every event file is checked for a record cut short or corrupt (where TensorBoard's reader stops without a
+word), and what was read is checked against run.json: its global_step, and one event file per training piece of its
+"sessions" reaching the piece's end (more files than pieces: another run may share the folder). A run read only in
+part is warned about by name, on stderr and in summary.md / summary.json (runs[].coverage) / index.html, and its table
+rows and the plots say what they cover.
+
 Other splits and lengths: `--split-by runtime.precision` (any run.json key) keeps seeds with different values of
 that key apart, e.g. a bf16 and an fp32 run of one seed (the speed issue's parity check); `--max-steps N` reads
 every run only up to env step N, e.g. the first 1M steps of a 10M run beside a 1M one.
@@ -52,6 +58,7 @@ import io
 import json
 import math
 import os
+import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Optional
@@ -63,6 +70,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader  # noqa: E402
+from tensorboard.compat.proto import event_pb2  # noqa: E402
 
 
 @dataclass
@@ -180,6 +189,7 @@ class Run:
     converge_step: Optional[int] = None
     converge_seconds: Optional[float] = None
     sps: Optional[float] = None
+    coverage: dict = field(default_factory=dict)  # what the figures cover, checked against run.json; see cross_check
 
 
 @dataclass
@@ -399,6 +409,78 @@ def load_scalars(run, max_steps=0):
     run.pieces = run_pieces(run.meta.get("sessions"), in_session, events, ends - starts)
 
 
+def check_event_file(path):
+    """Read one event file as TensorBoard does and say what its reader drops without a word: it stops at the first
+    record that is cut short (a crash, a full disk or a copy that stopped during a write) or whose CRC does not match
+    (a corrupt record), and ignores the rest of the file. The TFRecord framing (8-byte length, 4-byte CRC, the data,
+    4-byte CRC) is walked by length to count the records there. Returns (problem or None, the last env step of a
+    scalar read, or None). OSError if the file cannot be read."""
+    with open(path, "rb") as f:
+        data = f.read()
+    frames, pos = 0, 0
+    while pos + 12 <= len(data):
+        end = pos + 16 + struct.unpack("<Q", data[pos:pos + 8])[0]
+        if end > len(data):
+            break
+        frames, pos = frames + 1, end
+    read, last = 0, None
+    for raw in RawEventFileLoader(path).Load():
+        read += 1
+        event = event_pb2.Event.FromString(raw)
+        if event.HasField("summary"):
+            last = event.step if last is None else max(last, event.step)
+    if read < frames:
+        return (f"record {read + 1} of {frames} is corrupt (its CRC does not match): TensorBoard reads none of the"
+                f" {frames - read} record(s) from there on"), last
+    if pos < len(data):
+        return (f"it ends inside a record (the record at byte {pos:,} is cut short, by a crash, a full disk or an"
+                " unfinished copy, or its length is corrupt): TensorBoard reads nothing from there on"), last
+    return None, last
+
+
+def cross_check(run, max_steps, warnings):
+    """Check what the event files gave against what run.json records: each event file whole (check_event_file), the
+    last env step read against run.json "global_step", and one event file per training piece of run.json "sessions"
+    reaching the piece's end step. Every shortfall is a warning naming the run; run.coverage says what the run's
+    figures cover: {"env_steps_read", "global_step" (run.json's, None if it has none), "complete", "problems"}."""
+    problems, last_steps = [], []
+    for path in run.event_files:
+        try:
+            problem, last = check_event_file(path)
+        except Exception as e:  # noqa: BLE001 -- unreadable: say so, as for a corrupt record
+            problem, last = f"cannot be read: {one_line(e)}", None
+        last_steps.append(last)
+        if problem:
+            problems.append(f"event file {os.path.basename(path)}: {problem}")
+    number = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    recorded = run.meta.get("global_step") if number(run.meta.get("global_step")) else None
+    if recorded is not None and (not max_steps or recorded <= max_steps) and run.steps < recorded:
+        problems.append(f"the events stop at env step {run.steps:,} but run.json records global_step {recorded:,}:"
+                        f" this run's figures cover env steps 0-{run.steps:,} only")
+    sessions = run.meta.get("sessions")
+    if (isinstance(sessions, list) and sessions and all(isinstance(x, dict) and number(x.get("end_step")) for x in sessions)
+            and not any(x.get("note") for x in sessions)):  # (a "note": earlier pieces merged into one record)
+        n, m = len(sessions), len(run.event_files)
+        if m > n:
+            problems.append(f"{m} event files for the {n} training piece(s) run.json records: another run may share this"
+                            " folder (its episodes are then counted as this run's), or a process stopped before its"
+                            " first checkpoint")
+        elif m < n:
+            problems.append(f"run.json records {n} training pieces but the folder has {m} event file(s): the events of"
+                            f" {n - m} piece(s) are missing")
+        else:  # the last piece is the global_step check above
+            for k, (x, last) in enumerate(zip(sessions[:-1], last_steps[:-1])):
+                if (last is None or last < x["end_step"]) and (not max_steps or x["end_step"] <= max_steps):
+                    problems.append(f"piece {k + 1} (env steps {x.get('start_step', 0):,}-{x['end_step']:,}): its event"
+                                    f" file {os.path.basename(run.event_files[k])} stops at "
+                                    + ("no step" if last is None else f"env step {last:,}"))
+    if problems and run.status == "running":
+        problems.append("the run is still running: its events are flushed every 2 minutes and run.json at each"
+                        " checkpoint, so the two can differ for now")
+    run.coverage = {"env_steps_read": run.steps, "global_step": recorded, "complete": not problems, "problems": problems}
+    warnings += [f"{run.path}: {p}" for p in problems]
+
+
 def run_pieces(sessions, in_session, events, durations):
     """The pieces a run was trained in, as dicts (start_step, end_step, wall_seconds, sps, machine, settings, source).
 
@@ -490,6 +572,7 @@ def group_stats(g, args):
         "sps": mean_ci([r.sps for r in g.runs]),
         "hardware": sorted({r.hardware for r in g.runs}),
         "not_finished": [f"seed {r.seed} ({r.status})" for r in g.runs if r.status not in ("finished", "unknown")],
+        "read_in_part": [f"seed {r.seed}" for r in g.runs if r.coverage and not r.coverage["complete"]],
         "env_settings": g.env_settings,
     }
 
@@ -572,6 +655,9 @@ def compare_pair(a, b, args):
         if fs["n_short"]:
             caveats.append(f"{g.agent}'s final return averages fewer than --final-episodes {fs['final_episodes']}"
                            f" episodes in {fs['n_short']}/{fs['n']} seed(s)")
+        if g.stats["read_in_part"]:
+            caveats.append(f"{g.agent} has runs whose events are read only in part (corrupt, cut short, or short of"
+                           f" run.json's global_step; see the warnings): {', '.join(g.stats['read_in_part'])}")
         if g.stats["not_finished"]:
             caveats.append(f"{g.agent} has runs that did not finish: {', '.join(g.stats['not_finished'])}")
         if g.stats["env_steps"]["min"] != g.stats["env_steps"]["max"]:
@@ -666,7 +752,20 @@ def draw_curves(ax, g, series, color, label, marks=None):
         ax.scatter(xs, ys, color=color, marker="x", s=40, zorder=3)
 
 
-def fig_png(fig):
+def coverage_note(groups):
+    """'' when every run's events are whole and reach run.json's global_step, else a line naming the runs read only in
+    part (cross_check), for the foot of every plot."""
+    part = [f"{r.name} ({fmt_steps(r.coverage['env_steps_read'])}"
+            + (f" of {fmt_steps(r.coverage['global_step'])}" if r.coverage.get("global_step") is not None else "") + ")"
+            for g in groups for r in g.runs if r.coverage and not r.coverage["complete"]]
+    return (f"read only in part, see the warnings: {', '.join(part)}" if part else "")
+
+
+def fig_png(fig, note=""):
+    """The figure as PNG bytes; note: a line at its foot (what the figure does not cover)."""
+    if note:
+        fig.text(0.5, 0.0, note, ha="center", va="bottom", fontsize=8, color="#a40", wrap=True)
+        fig.subplots_adjust(bottom=max(fig.subplotpars.bottom, 0.12))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
@@ -710,7 +809,7 @@ def plot_returns(groups, args, wall):
         if drawn:
             ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    return fig_png(fig)
+    return fig_png(fig, coverage_note(groups))
 
 
 def plot_tags(groups, tags, args, title, multi_env):
@@ -738,7 +837,7 @@ def plot_tags(groups, tags, args, title, multi_env):
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    return fig_png(fig)
+    return fig_png(fig, coverage_note(groups))
 
 
 def plot_sps(groups, args, multi_env):
@@ -767,7 +866,7 @@ def plot_sps(groups, args, multi_env):
     ax2.set_title("final SPS, mean over seeds (95% CI)")
     ax2.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    return fig_png(fig)
+    return fig_png(fig, coverage_note(groups))
 
 
 # ---------------------------------------------------------------- tables, markdown, html
@@ -827,6 +926,8 @@ def group_table(groups, args):
         s = g.stats
         st = s["env_steps"]
         steps = fmt_steps(st["max"]) if st["min"] == st["max"] else f"{fmt_steps(st['min'])}–{fmt_steps(st['max'])}"
+        if s["read_in_part"]:
+            steps += f" ({len(s['read_in_part'])} seed(s) read only in part)"
         seeds = str(s["n_seeds"])
         if s["n_with_episodes"] < s["n_seeds"]:
             seeds += f" ({s['n_seeds'] - s['n_with_episodes']} without episodes)"
@@ -849,7 +950,11 @@ def run_table(groups, args):
             final = fmt_num(r.final_return) if r.episodes else "no episodes yet"
             if r.episodes and r.final_return_episodes < args.final_episodes:
                 final += f" (mean of {r.final_return_episodes} < {args.final_episodes} episodes)"
-            rows.append([r.name, g.name, str(r.seed), r.status, fmt_steps(r.steps), str(r.episodes),
+            steps = fmt_steps(r.steps)
+            if r.coverage and not r.coverage["complete"]:
+                steps += (f" of {fmt_steps(r.coverage['global_step'])}" if r.coverage["global_step"] is not None
+                          and r.coverage["global_step"] > r.steps else "") + " (read only in part: see the warnings)"
+            rows.append([r.name, g.name, str(r.seed), r.status, steps, str(r.episodes),
                          final, fmt_num(r.target),
                          fmt_steps(r.converge_step) if r.converge_step is not None else none,
                          fmt_seconds(r.converge_seconds) if r.converge_seconds is not None else none,
@@ -898,7 +1003,11 @@ def definitions(args):
             " the earlier session's time after its last kept event are left out.",
             "SPS: each seed's last charts/SPS value, mean ± 95% CI over seeds.",
             "Seeds are pooled only with seeds of the same agent, env id and env settings (run.json env_settings;"
-            " runs without them are pooled with each other)."]
+            " runs without them are pooled with each other).",
+            "Coverage: every figure covers the events TensorBoard reads. Each run's event files are checked for cut-short"
+            " or corrupt records (where TensorBoard stops reading without a word) and against run.json (global_step, one"
+            " event file per training piece); a run read only in part says so in the tables, the plots and the"
+            " warnings."]
 
 
 PIECES_NOTE = ("A piece is one training process: a run stopped (SIGTERM) and continued with --resume, maybe on"
@@ -965,7 +1074,7 @@ def summary_json(groups, lines, comparisons, warnings, args, created):
              "target": r.target, "steps_to_converge": r.converge_step, "seconds_to_converge": r.converge_seconds,
              "sps": r.sps, "final_return_episodes": r.final_return_episodes,
              "too_few_episodes": r.too_few_episodes, "env_settings": r.env_settings, "runtime": r.runtime,
-             "pieces": r.pieces}
+             "pieces": r.pieces, "coverage": r.coverage}
             for g in groups for r in g.runs]
     return {"format": "memory-pixel-interp/compare", "version": 1, "created": created,
             "args": dataclasses.asdict(args), "definitions": definitions(args), "answer": lines,
@@ -1020,6 +1129,12 @@ def main(args):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise InputError(f"cannot make the output folder '{args.out_dir}': '{existing}' is a file")
+    probe = os.path.join(existing, f".compare-write-test.tmp-{os.getpid()}")
+    try:  # a read-only folder: found now, not after reading every run
+        open(probe, "wb").close()
+        os.remove(probe)
+    except OSError as e:
+        raise InputError(f"cannot write the output folder '{args.out_dir}': {e.strerror or one_line(e)}")
 
     warnings = []
     runs = [read_run_meta(folder, events, warnings) for folder, events in find_runs(args.run_dirs)]
@@ -1027,6 +1142,7 @@ def main(args):
     for r in runs:
         load_scalars(r, args.max_steps)
         analyse_run(r, args)
+        cross_check(r, args.max_steps, warnings)
         print(f"  {r.path}: agent={r.agent} env={r.env_id} seed={r.seed} status={r.status} steps={r.steps:,}"
               f" episodes={r.episodes} wall={fmt_seconds(r.wall_seconds)} ({len(r.event_files)} event file(s))")
         if r.episodes == 0:

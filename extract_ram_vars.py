@@ -1361,7 +1361,10 @@ def main(args: Args) -> int:
         },
         "coverage": coverage,
     }
-    write_json_atomic(out_path, out)
+    try:
+        write_json_atomic(out_path, out)
+    except OSError as e:  # a full disk: an earlier file of that name stays whole
+        raise InputError(f"cannot write {out_path}: {e.strerror or e}")
     kinds = {k: sum(r["kind"] == k for r in records) for k in KINDS}
     print(f"wrote {out_path}: {len(selected)} selected {selected}; kinds {kinds}; {seconds:.1f}s", flush=True)
     return 0

@@ -42,7 +42,7 @@ Speed (none of it changes the algorithm; gains measured by bench/bench_throughpu
 
 Beyond CleanRL: checkpoints (`--save-interval`, at the end, on Ctrl-C or SIGTERM), `--resume`, an evaluation
 mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`, `--eval-max-frames`,
-`--eval-num-envs`), `--runs-dir`, `--env-threads`, `--torch-threads`, `--precision`, `--compile`,
+`--eval-num-envs`, `--eval-out`), `--runs-dir`, `--env-threads`, `--torch-threads`, `--precision`, `--compile`,
 `--channels-last`, run.json (with the env settings and the precision / threads used), `perf/*` timing tags
 (emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
 Videos and tracking, as CleanRL's flags: `--capture-video` records env 0's games during training (games 0, 1, 8, 27,
@@ -57,16 +57,26 @@ unchanged (tests/test_video.py: the same seed gives the same weights with and wi
 `--track` logs to Weights & Biases (optional: `pip install wandb`; without it, one `error:` line): the TensorBoard
 scalars synced, the videos uploaded, `--wandb-project-name`, `--wandb-entity`; WANDB_MODE=offline needs no account.
 Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C (or SIGTERM) saves and exits 130.
+Faults (docs/FORMATS.md section 8): a new run's folder is never shared, a name taken (the same env, experiment and
+seed started in the same second) is made unique with `-2`, `-3`, ...; a second process in a run folder is refused;
+a full disk or a read-only folder is one `error:` line, exit 2, the last checkpoint whole and run.json saying
+"failed: disk full"; --resume removes the temp files a killed write left; an evaluation never replaces another
+result in eval.json (refused before any game: --eval-out).
 """
+import atexit
 import contextlib
+import errno
+import fcntl
 import io
 import json
 import os
 import platform
 import random
 import re
+import shlex
 import signal
 import sys
+import threading
 import time
 import zipfile
 from collections import OrderedDict, deque
@@ -136,9 +146,13 @@ class Args:
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint.pt instead of training; writes eval.json next to it. Also takes an agent trained
+    """evaluate this checkpoint.pt instead of training; writes eval.json next to it (or --eval-out). Also takes an agent trained
     elsewhere with the same Nature CNN (FORMATS.md section 6): a Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, a
     CleanRL ppo_atari.py / dqn_atari.py state_dict (.cleanrl_model), played on --env-id"""
+    eval_out: Optional[str] = None
+    """where the evaluation writes its result (JSON); default `eval.json` beside the checkpoint, which never replaces
+    another result there (another checkpoint's, or other actions', games, frame cap or seed: refused before any game,
+    pass --eval-out); only the same evaluation run again replaces its own"""
     eval_episodes: int = 10
     """number of full games (all lives) to play in evaluation mode"""
     eval_greedy: bool = False
@@ -276,6 +290,137 @@ def write_atomic(path, write):
 
 def write_json(path, obj):
     write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def make_run_folder(runs_dir, run_name):
+    """Make the folder of a new run, `<runs_dir>/<run_name>`, and return (run_name, run_dir). A folder is never
+    shared: os.mkdir fails on a name that exists, atomically, so of two runs started in the same second with the same
+    env id, experiment name and seed, the second gets the name made unique with a suffix (`<run_name>-2`, `-3`, ...).
+    A folder that cannot be made is one `error:` line."""
+    try:
+        os.makedirs(runs_dir, exist_ok=True)
+        for n in range(1, 10000):
+            name = run_name if n == 1 else f"{run_name}-{n}"
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.join(runs_dir, name))
+                return name, os.path.join(runs_dir, name)
+        raise FileExistsError(errno.EEXIST, "the names up to -9999 are all taken")
+    except OSError as e:
+        fail(f"cannot write the run folder '{os.path.join(runs_dir, run_name)}': {e.strerror or e}")
+
+
+def lock_run_folder(run_dir):
+    """Lock the run folder for this process (flock on `<run_dir>/.lock`, released by the kernel when the process ends,
+    however it ends): a second process that would train in it at the same time (the same --resume twice) is refused.
+    Also the check that the folder can be written. Returns the open lock file, to keep open."""
+    try:
+        lock = open(os.path.join(run_dir, ".lock"), "a")
+    except OSError as e:
+        fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fail(f"another process is training in '{run_dir}' now (it holds {os.path.join(run_dir, '.lock')})")
+    return lock
+
+
+def remove_orphaned_temp_files(run_dir):
+    """Remove the temp files that writes killed midway (SIGKILL, a crash) left in the run folder: this script's own
+    `checkpoint.pt.tmp-<pid>` and `run.json.tmp-<pid>` (write_atomic). Called with the folder's lock held
+    (lock_run_folder), when no other process of this script can be writing there, so every such file is an orphan,
+    whatever its pid (a pid may be reused, or be 1 in every container). Other files are kept. Returns the names removed."""
+    removed = []
+    for name in sorted(os.listdir(run_dir)):
+        if re.fullmatch(r"(checkpoint\.pt|run\.json)\.tmp-\d+", name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(run_dir, name))
+                removed.append(name)
+    return removed
+
+
+def write_problem(e):
+    """What a failed write (OSError) says about the disk, in run.json's status: "disk full", "read-only file system", or
+    the system's message."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return "read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e)).lower()
+
+
+class RunWriter(SummaryWriter):
+    """torch's SummaryWriter, whose write errors (tensorboard raises them at a later add_* call or at close, e.g. on a
+    full disk) go to on_error(OSError), which does not return, instead of a traceback in the middle of the loop."""
+
+    def __init__(self, log_dir, on_error, **kwargs):
+        self.on_error = on_error
+        default_hook = threading.excepthook
+
+        def quiet_writer_thread(hook_args):  # tensorboard's writer thread re-raises a write error after keeping it for
+            if issubclass(hook_args.exc_type, OSError) and type(hook_args.thread).__name__ == "_AsyncWriterThread":
+                return  # the next add_* or close, which raise it here: one `error:` line, no thread traceback
+            default_hook(hook_args)
+
+        try:
+            super().__init__(log_dir, **kwargs)
+        except OSError as e:
+            on_error(e)
+        # set once the writer thread is made (a thread keeps the hook of its making as a fallback), and put back at
+        # exit: the hook's globals (this script's, the envs with them) must not outlive the interpreter's shutdown of
+        # its modules, or nanobind reports the emulators it still finds then as leaked
+        threading.excepthook = quiet_writer_thread
+        atexit.register(setattr, threading, "excepthook", default_hook)
+
+    def add_scalar(self, *args, **kwargs):
+        try:
+            super().add_scalar(*args, **kwargs)
+        except OSError as e:
+            self.on_error(e)
+
+    def add_text(self, *args, **kwargs):
+        try:
+            super().add_text(*args, **kwargs)
+        except OSError as e:
+            self.on_error(e)
+
+    def close(self):
+        try:
+            super().close()
+        except OSError as e:
+            self.on_error(e)
+
+
+def eval_output(args, ckpt, ckpt_path):
+    """Where the evaluation's result goes, checked before any game is played: --eval-out, else `eval.json` beside the
+    checkpoint. The default never replaces another result: an eval.json there that records another checkpoint file, the
+    same file at another global_step, other actions (--eval-greedy, --eval-epsilon), another number of games, frame cap
+    or seed, or that is no evaluation result, is refused with one `error:` line naming --eval-out; only the same
+    evaluation run again (the same games: with videos, say) replaces its own. --eval-out replaces what its file holds. A path that cannot be written is one `error:` line. Returns it."""
+    path = args.eval_out or os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
+    if args.eval_out is None and os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError):
+            old = None
+        if not isinstance(old, dict) or not isinstance(old.get("checkpoint"), str):
+            fail(f"'{path}' is there and is no evaluation result: pass --eval-out PATH to write this one elsewhere")
+        greedy = args.eval_greedy or (ckpt.get("source") or {}).get("actor") == "Q-values"  # (a Q-network acts greedily)
+        if (os.path.realpath(old["checkpoint"]) != os.path.realpath(ckpt_path) or old.get("global_step") != ckpt["global_step"]
+                or old.get("greedy") != greedy or old.get("epsilon") != args.eval_epsilon
+                or old.get("episodes") != args.eval_episodes or old.get("max_frames") != args.eval_max_frames
+                or old.get("seed") != args.seed):
+            fail(f"'{path}' holds the result of {old['checkpoint']} at global_step {old.get('global_step')} "
+                 f"({old.get('episodes')} games, {'greedy' if old.get('greedy') else 'sampled'} actions, epsilon "
+                 f"{old.get('epsilon')}, frame cap {old.get('max_frames')}, seed {old.get('seed')}): pass --eval-out "
+                 f"PATH to write this one elsewhere")
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        open(f"{path}.tmp-{os.getpid()}", "wb").close()
+        os.remove(f"{path}.tmp-{os.getpid()}")
+    except OSError as e:
+        fail(f"cannot write the evaluation result '{path}': {e.strerror or e}")
+    return path
 
 
 def video_codec(folder):
@@ -726,13 +871,15 @@ def format_seconds(s):
 
 
 def evaluate(args, ckpt, ckpt_path, device, wandb=None):
-    """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json. An agent trained
-    elsewhere (ckpt["source"]) plays on this script's observations (AtariVectorEnv), not its own pipeline's (README
-    "Agents trained elsewhere" has the measured difference); a Q-network (CleanRL / SB3 DQN) acts greedily on its
+    """Play `eval_episodes` full games with the checkpoint's policy; print and write the result (eval_output: eval.json
+    beside the checkpoint, or --eval-out). An agent trained
+    elsewhere (ckpt["source"]) plays on this script's observations (AtariVectorEnv), not its own pipeline's
+    (docs/results/external_agents_check.md has the measured difference); a Q-network (CleanRL / SB3 DQN) acts greedily on its
     Q-values (argmax; softmax sampling of Q-values is not how DQN acts), with --eval-epsilon as its exploration.
     With --capture-video every game is recorded (GameRecorder) under `<video-dir>/<run_name>/eval-step<global_step>/`,
     its file named in eval.json; with --track (wandb: the module) the scores and videos go to a W&B run
     `<run_name>-eval-step<N>`."""
+    out = eval_output(args, ckpt, ckpt_path)  # checked before any game is played
     agent = Agent(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
@@ -772,7 +919,7 @@ def evaluate(args, ckpt, ckpt_path, device, wandb=None):
         if STOP["requested"]:
             if recorder is not None:
                 recorder.close()  # the games so far keep their videos
-            print("interrupted: no eval.json written", file=sys.stderr)
+            print(f"interrupted: {out} not written", file=sys.stderr)
             sys.exit(130)
         with torch.no_grad():
             logits = agent.actor(agent.network(torch.from_numpy(next_obs).to(device).float() / 255.0))
@@ -809,8 +956,11 @@ def evaluate(args, ckpt, ckpt_path, device, wandb=None):
               "global_step": None if ckpt["global_step"] is None else int(ckpt["global_step"]), "greedy": greedy,
               "epsilon": args.eval_epsilon, "max_frames": args.eval_max_frames, "seed": args.seed, "source": source,
               "videos": videos if recorder else None}
-    out = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
-    write_json(out, report)
+    eval_output(args, ckpt, ckpt_path)  # again: a result written there while these games played is kept
+    try:
+        write_json(out, report)
+    except OSError as e:  # (the games' returns are printed above)
+        fail(f"cannot write the evaluation result '{out}': {write_problem(e)} ({e.strerror or e})")
     print(f"eval: {report['mean']:.2f} ± {report['std']:.2f} over {len(returns)} games (unclipped score) -> {out}")
     if wandb_run is not None:
         upload_videos(wandb_run, video_folder, set(), "videos/eval")
@@ -875,16 +1025,14 @@ if __name__ == "__main__":
     else:
         if args.num_iterations < 1:
             fail(f"--total-timesteps {args.total_timesteps} is below one iteration (num_envs*num_steps = {args.batch_size})")
-        run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
+        # a name taken (the same env, experiment and seed started in the same second) is made unique: `-2`, `-3`, ...
+        run_name, run_dir = make_run_folder(
+            args.runs_dir, f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")
         global_step, iteration_done, wall_before = 0, 0, 0.0
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, f".write-test.tmp-{os.getpid()}")
-        open(probe, "wb").close()
-        os.remove(probe)
-    except OSError as e:
-        fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
+    run_lock = lock_run_folder(run_dir)  # one training process per run folder; also checks it can be written
+    orphans = remove_orphaned_temp_files(run_dir)
+    if orphans:
+        print(f"removed {len(orphans)} temp file(s) of a killed write: {', '.join(orphans)}", flush=True)
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     video_folder = os.path.join(args.video_dir, run_name)
     fourcc = video_codec(video_folder) if args.capture_video else None
@@ -925,12 +1073,6 @@ if __name__ == "__main__":
 
     wandb_run = start_wandb(wandb, args, run_name, "train") if args.track else None
     uploaded = set()
-    # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if ckpt is not None else None)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
 
     run_start = time.time()
     # one record per training process (piece); a resumed run carries the earlier pieces in its checkpoint (one
@@ -947,12 +1089,38 @@ if __name__ == "__main__":
                                    "wall_seconds": time.time() - run_start, "machine": machine,
                                    "device": device.type, **runtime}]
 
-    def write_run_json(status):
-        write_json(os.path.join(run_dir, "run.json"), {
+    def run_record(status):
+        """run.json (docs/FORMATS.md)."""
+        return {
             "format": "memory-pixel-interp/run", "version": 1, "agent": AGENT_KIND, "env_id": args.env_id,
             "seed": args.seed, "run_name": run_name, "args": asdict(args), "device": device.type, "machine": machine,
             "status": status, "global_step": int(global_step), "wall_seconds": wall_before + time.time() - run_start,
-            "ram_vars": None, "env_settings": env_config, "runtime": runtime, "sessions": sessions()})
+            "ram_vars": None, "env_settings": env_config, "runtime": runtime, "sessions": sessions()}
+
+    def write_failed(e, what):
+        """A write failed (a full disk, a folder gone read-only): stop. What was written stays whole (the last checkpoint
+        too: temp file + rename); run.json says what happened, if it can still be written; one `error:` line, exit 2."""
+        said = False
+        with contextlib.suppress(OSError):
+            write_json(os.path.join(run_dir, "run.json"),
+                       {**run_record(f"failed: {write_problem(e)}"), "error": f"cannot write {what}: {e.strerror or e}"})
+            said = True
+        envs.close()
+        if recorder is not None:
+            recorder.close()
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=2)
+        if os.path.isfile(checkpoint_path):
+            print(f"the last checkpoint is kept; to go on once it can be written: python {shlex.quote(sys.argv[0])} "
+                  f"--resume {shlex.quote(checkpoint_path)}", flush=True)
+        fail(f"cannot write {what} in '{run_dir}': {write_problem(e)} ({e.strerror or e}); "
+             + (f"run.json says \"failed: {write_problem(e)}\"" if said else "run.json could not be updated either"))
+
+    def write_run_json(status):
+        try:
+            write_json(os.path.join(run_dir, "run.json"), run_record(status))
+        except OSError as e:
+            write_failed(e, "run.json")
 
     def save_checkpoint(status):
         checkpoint = {
@@ -963,8 +1131,22 @@ if __name__ == "__main__":
             "args": asdict(args), "run_name": run_name, "wall_seconds": wall_before + time.time() - run_start,
             "ram_indices": None, "ram_vars": None, "rng": rng_state(), "env_settings": env_config,
             "sessions": sessions()}
-        write_atomic(checkpoint_path, lambda f: torch.save(checkpoint, f))
+        data = io.BytesIO()  # serialised first: a failed write is then an OSError, not torch's RuntimeError
+        torch.save(checkpoint, data)
+        try:
+            write_atomic(checkpoint_path, lambda f: f.write(data.getbuffer()))
+        except OSError as e:
+            write_failed(e, "checkpoint.pt")
         write_run_json(status)
+
+    # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step; a write
+    # error (a full disk) goes to write_failed
+    writer = RunWriter(run_dir, lambda e: write_failed(e, "the event file"),
+                       purge_step=global_step + 1 if ckpt is not None else None)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
 
     write_run_json("running")
     print(f"run folder {run_dir}  device {device}  machine {machine}", flush=True)
@@ -1174,4 +1356,6 @@ if __name__ == "__main__":
     print("time split: " + ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in perf.items())
           + f"; wall {time.time() - start_time:.1f}s", flush=True)
     print(f"{'interrupted' if interrupted else 'finished'} at global_step {global_step}; checkpoint {checkpoint_path}", flush=True)
+    if interrupted:  # the exact command that goes on (saved args are the defaults; the command line's overrides too)
+        print(f"to go on: python {shlex.quote(sys.argv[0])} --resume {shlex.quote(checkpoint_path)}", flush=True)
     sys.exit(130 if interrupted else 0)

@@ -16,6 +16,11 @@ extract_ram_vars.py; default `ram_vars/<env-id>.json`, `/` in the id becoming `_
 uint8 until the network. The file must be for the same game as --env-id, and is stored whole in every
 checkpoint (a resumed or evaluated run never re-reads it).
 
+Input variants (the fair-baseline ablation, docs/results/breakout_memory_ablation/): `--ram-bytes all` observes all
+128 bytes (no RAM-variable file needed), `--drop-bitmaps` leaves out the bytes the file calls bitmaps, `--ram-stack N`
+observes the last N RAM reads side by side (oldest first; a reset fills all N), `--hidden W` sets the MLP's width.
+The checkpoint records them (`ram_indices`, `ram_stack`, `model_kwargs`); a resume or an evaluation uses its own.
+
 Encoding (inside the network, `encode_ram`): each selected byte v becomes 9 features
 `[v / 255, bit0, ..., bit7]` (bits least significant first), so both ordinal bytes (positions, score
 digits) and bitmap bytes (bricks) are easy to read. `RamAgent`: Linear(9 * n_ram, 256) - tanh -
@@ -43,7 +48,7 @@ AsyncVectorEnv instead (a process and a pipe message per env: no faster than one
 
 Beyond CleanRL: `--ram-vars`, checkpoints (`--save-interval`, at the end, on Ctrl-C or SIGTERM), `--resume`,
 an evaluation mode (`--eval-checkpoint`, `--eval-episodes`, `--eval-greedy`, `--eval-epsilon`,
-`--eval-max-frames`, `--eval-num-envs`), `--runs-dir`, `--env-processes`, `--async-envs`, `--torch-threads`,
+`--eval-max-frames`, `--eval-num-envs`, `--eval-out`), `--runs-dir`, `--env-processes`, `--async-envs`, `--torch-threads`,
 `--compile`, run.json (with the env settings and the processes / threads used), `perf/*` timing tags
 (emulation / inference / update / logging seconds per iteration, also printed as a split at the end).
 Videos and tracking, as CleanRL's flags: `--capture-video` records env 0's games during training (games 0, 1, 8, 27,
@@ -56,8 +61,16 @@ seed gives the same weights with and without it).
 `--track` logs to Weights & Biases (optional: `pip install wandb`; without it, one `error:` line): the TensorBoard
 scalars synced, the videos uploaded, `--wandb-project-name`, `--wandb-entity`; WANDB_MODE=offline needs no account.
 Bad input ends with one line `error: ...` on stderr and exit code 2; Ctrl-C (or SIGTERM) saves and exits 130.
+Faults (docs/FORMATS.md section 8): a new run's folder is never shared, a name taken (the same env, experiment and
+seed started in the same second) is made unique with `-2`, `-3`, ...; a second process in a run folder is refused;
+a full disk or a read-only folder is one `error:` line, exit 2, the last checkpoint whole and run.json saying
+"failed: disk full"; --resume removes the temp files a killed write left; an evaluation never replaces another
+result in eval.json (refused before any game: --eval-out).
 """
+import atexit
 import contextlib
+import errno
+import fcntl
 import functools
 import io
 import json
@@ -65,12 +78,14 @@ import os
 import platform
 import random
 import re
+import shlex
 import signal
 import sys
+import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Optional
+from typing import Literal, Optional
 
 import ale_py
 import cv2
@@ -119,6 +134,16 @@ class Args:
     """continue the run of this checkpoint.pt in its own folder; its saved args are the defaults"""
     ram_vars: Optional[str] = None
     """the RAM-variable file (FORMATS.md section 1); default `ram_vars/<env-id>.json`"""
+    ram_bytes: Literal["selected", "all"] = "selected"
+    """the RAM bytes observed: the RAM-variable file's `selected` ones, or `all` 128 (the raw RAM; the file is then
+    read only if it exists or --drop-bitmaps needs it)"""
+    drop_bitmaps: bool = False
+    """leave out the bytes the RAM-variable file's per-byte records call bitmaps ("kind": "bitmap")"""
+    ram_stack: int = 1
+    """the last N RAM observations side by side, oldest first (a velocity the game does not store becomes visible;
+    after a reset the first observation fills all N)"""
+    hidden: int = 256
+    """width of the MLP's two hidden layers"""
     env_processes: int = 0
     """processes that step the envs at once, each a slice of them (this one included; 0: min(num_envs, usable CPU
     cores); 1: all in this process). The same games step for step whatever the number (bench/README.md: the gain)"""
@@ -133,7 +158,11 @@ class Args:
 
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint.pt instead of training; writes eval.json next to it"""
+    """evaluate this checkpoint.pt instead of training; writes eval.json next to it (or --eval-out)"""
+    eval_out: Optional[str] = None
+    """where the evaluation writes its result (JSON); default `eval.json` beside the checkpoint, which never replaces
+    another result there (another checkpoint's, or other actions', games, frame cap or seed: refused before any game,
+    pass --eval-out); only the same evaluation run again replaces its own"""
     eval_episodes: int = 10
     """number of full games (all lives) to play in evaluation mode"""
     eval_greedy: bool = False
@@ -197,7 +226,7 @@ RANGES = {
     "total_timesteps": "[1, inf)", "learning_rate": "(0, inf)", "num_envs": "[1, inf)", "num_steps": "[1, inf)",
     "gamma": "[0, 1]", "gae_lambda": "[0, 1]", "num_minibatches": "[1, inf)", "update_epochs": "[1, inf)",
     "clip_coef": "[0, inf)", "ent_coef": "[0, inf)", "vf_coef": "[0, inf)", "max_grad_norm": "(0, inf)",
-    "target_kl": "[0, inf)",
+    "target_kl": "[0, inf)", "ram_stack": "[1, inf)", "hidden": "[1, inf)",
 }
 
 
@@ -271,6 +300,137 @@ def write_atomic(path, write):
 
 def write_json(path, obj):
     write_atomic(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def make_run_folder(runs_dir, run_name):
+    """Make the folder of a new run, `<runs_dir>/<run_name>`, and return (run_name, run_dir). A folder is never
+    shared: os.mkdir fails on a name that exists, atomically, so of two runs started in the same second with the same
+    env id, experiment name and seed, the second gets the name made unique with a suffix (`<run_name>-2`, `-3`, ...).
+    A folder that cannot be made is one `error:` line."""
+    try:
+        os.makedirs(runs_dir, exist_ok=True)
+        for n in range(1, 10000):
+            name = run_name if n == 1 else f"{run_name}-{n}"
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.join(runs_dir, name))
+                return name, os.path.join(runs_dir, name)
+        raise FileExistsError(errno.EEXIST, "the names up to -9999 are all taken")
+    except OSError as e:
+        fail(f"cannot write the run folder '{os.path.join(runs_dir, run_name)}': {e.strerror or e}")
+
+
+def lock_run_folder(run_dir):
+    """Lock the run folder for this process (flock on `<run_dir>/.lock`, released by the kernel when the process ends,
+    however it ends): a second process that would train in it at the same time (the same --resume twice) is refused.
+    Also the check that the folder can be written. Returns the open lock file, to keep open."""
+    try:
+        lock = open(os.path.join(run_dir, ".lock"), "a")
+    except OSError as e:
+        fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fail(f"another process is training in '{run_dir}' now (it holds {os.path.join(run_dir, '.lock')})")
+    return lock
+
+
+def remove_orphaned_temp_files(run_dir):
+    """Remove the temp files that writes killed midway (SIGKILL, a crash) left in the run folder: this script's own
+    `checkpoint.pt.tmp-<pid>` and `run.json.tmp-<pid>` (write_atomic). Called with the folder's lock held
+    (lock_run_folder), when no other process of this script can be writing there, so every such file is an orphan,
+    whatever its pid (a pid may be reused, or be 1 in every container). Other files are kept. Returns the names removed."""
+    removed = []
+    for name in sorted(os.listdir(run_dir)):
+        if re.fullmatch(r"(checkpoint\.pt|run\.json)\.tmp-\d+", name):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(run_dir, name))
+                removed.append(name)
+    return removed
+
+
+def write_problem(e):
+    """What a failed write (OSError) says about the disk, in run.json's status: "disk full", "read-only file system", or
+    the system's message."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return "read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e)).lower()
+
+
+class RunWriter(SummaryWriter):
+    """torch's SummaryWriter, whose write errors (tensorboard raises them at a later add_* call or at close, e.g. on a
+    full disk) go to on_error(OSError), which does not return, instead of a traceback in the middle of the loop."""
+
+    def __init__(self, log_dir, on_error, **kwargs):
+        self.on_error = on_error
+        default_hook = threading.excepthook
+
+        def quiet_writer_thread(hook_args):  # tensorboard's writer thread re-raises a write error after keeping it for
+            if issubclass(hook_args.exc_type, OSError) and type(hook_args.thread).__name__ == "_AsyncWriterThread":
+                return  # the next add_* or close, which raise it here: one `error:` line, no thread traceback
+            default_hook(hook_args)
+
+        try:
+            super().__init__(log_dir, **kwargs)
+        except OSError as e:
+            on_error(e)
+        # set once the writer thread is made (a thread keeps the hook of its making as a fallback), and put back at
+        # exit: the hook's globals (this script's, the envs with them) must not outlive the interpreter's shutdown of
+        # its modules, or nanobind reports the emulators it still finds then as leaked
+        threading.excepthook = quiet_writer_thread
+        atexit.register(setattr, threading, "excepthook", default_hook)
+
+    def add_scalar(self, *args, **kwargs):
+        try:
+            super().add_scalar(*args, **kwargs)
+        except OSError as e:
+            self.on_error(e)
+
+    def add_text(self, *args, **kwargs):
+        try:
+            super().add_text(*args, **kwargs)
+        except OSError as e:
+            self.on_error(e)
+
+    def close(self):
+        try:
+            super().close()
+        except OSError as e:
+            self.on_error(e)
+
+
+def eval_output(args, ckpt, ckpt_path):
+    """Where the evaluation's result goes, checked before any game is played: --eval-out, else `eval.json` beside the
+    checkpoint. The default never replaces another result: an eval.json there that records another checkpoint file, the
+    same file at another global_step, other actions (--eval-greedy, --eval-epsilon), another number of games, frame cap
+    or seed, or that is no evaluation result, is refused with one `error:` line naming --eval-out; only the same
+    evaluation run again (the same games: with videos, say) replaces its own. --eval-out replaces what its file holds. A path that cannot be written is one `error:` line. Returns it."""
+    path = args.eval_out or os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
+    if args.eval_out is None and os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError):
+            old = None
+        if not isinstance(old, dict) or not isinstance(old.get("checkpoint"), str):
+            fail(f"'{path}' is there and is no evaluation result: pass --eval-out PATH to write this one elsewhere")
+        greedy = args.eval_greedy or (ckpt.get("source") or {}).get("actor") == "Q-values"  # (a Q-network acts greedily)
+        if (os.path.realpath(old["checkpoint"]) != os.path.realpath(ckpt_path) or old.get("global_step") != ckpt["global_step"]
+                or old.get("greedy") != greedy or old.get("epsilon") != args.eval_epsilon
+                or old.get("episodes") != args.eval_episodes or old.get("max_frames") != args.eval_max_frames
+                or old.get("seed") != args.seed):
+            fail(f"'{path}' holds the result of {old['checkpoint']} at global_step {old.get('global_step')} "
+                 f"({old.get('episodes')} games, {'greedy' if old.get('greedy') else 'sampled'} actions, epsilon "
+                 f"{old.get('epsilon')}, frame cap {old.get('max_frames')}, seed {old.get('seed')}): pass --eval-out "
+                 f"PATH to write this one elsewhere")
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "it is a folder")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        open(f"{path}.tmp-{os.getpid()}", "wb").close()
+        os.remove(f"{path}.tmp-{os.getpid()}")
+    except OSError as e:
+        fail(f"cannot write the evaluation result '{path}': {e.strerror or e}")
+    return path
 
 
 def video_codec(folder):
@@ -413,6 +573,32 @@ def load_ram_vars(path, env_id, game):
     return selected, data
 
 
+def choose_ram_bytes(args, game):
+    """The RAM indices the agent observes and the RAM-variable record stored with them (--ram-vars, --ram-bytes,
+    --drop-bitmaps): the file's `selected` bytes or all 128, less the bytes its records call bitmaps. With `all`, no
+    --ram-vars and no file at the default path (and no --drop-bitmaps) the record is a minimal one that names the
+    choice. Returns (indices, dict)."""
+    given = args.ram_vars is not None  # a file named on the command line must be there, whatever --ram-bytes says
+    if not given:
+        args.ram_vars = os.path.join("ram_vars", args.env_id.replace("/", "_") + ".json")
+    if args.ram_bytes == "all" and not args.drop_bitmaps and not given and not os.path.isfile(args.ram_vars):
+        ram_vars = {"format": "memory-pixel-interp/ram-vars", "version": 0, "env_id": args.env_id, "game": game,
+                    "selected": list(range(128)), "selection_rule": "all 128 bytes (--ram-bytes all, no file read)"}
+        args.ram_vars = None
+        return list(range(128)), ram_vars
+    selected, ram_vars = load_ram_vars(args.ram_vars, args.env_id, game)
+    indices = list(range(128)) if args.ram_bytes == "all" else list(selected)
+    if args.drop_bitmaps:
+        kinds = {b.get("index"): b.get("kind") for b in ram_vars.get("bytes") or [] if isinstance(b, dict)}
+        if not kinds:
+            fail(f"--drop-bitmaps: RAM-variable file '{args.ram_vars}' has no per-byte records (\"bytes\") to say "
+                 f"which bytes are bitmaps")
+        indices = [i for i in indices if kinds.get(i) != "bitmap"]
+        if not indices:
+            fail(f"--drop-bitmaps leaves no byte of '{args.ram_vars}' to observe")
+    return indices, ram_vars
+
+
 def env_settings(env_id):
     """Sticky-action probability and frame limit of the id, as ale_py registers them (v4: 0.0, v5: 0.25)."""
     kwargs = gym.registry[env_id].kwargs
@@ -420,11 +606,13 @@ def env_settings(env_id):
 
 
 class AtariRamEnv(gym.Env):
-    """One ALE game stepped as the pixel agent's AtariVectorEnv steps it, observing selected RAM bytes. video: the
-    arguments of a VideoRecorder that records this env's games (--capture-video): the emulator draws its RGB screen
-    whatever it is observed by, so the screen after each step is the recorded frame."""
+    """One ALE game stepped as the pixel agent's AtariVectorEnv steps it, observing selected RAM bytes. ram_stack: the
+    observation is the last N reads of those bytes side by side, oldest first, uint8 (N * len(ram_indices),); a reset
+    fills all N with its read (a lost life does not: the game goes on). video: the arguments of a VideoRecorder that
+    records this env's games (--capture-video): the emulator draws its RGB screen whatever it is observed by, so the
+    screen after each step is the recorded frame."""
 
-    def __init__(self, env_id, ram_indices, max_frames=None, frameskip=4, noop_max=30, video=None):
+    def __init__(self, env_id, ram_indices, max_frames=None, frameskip=4, noop_max=30, video=None, ram_stack=1):
         repeat_action_probability, default_max_frames = env_settings(env_id)
         # the frame limit is counted here, from the end of the reset, as AtariVectorEnv counts it
         kwargs = dict(obs_type="ram", frameskip=1, repeat_action_probability=repeat_action_probability,
@@ -437,15 +625,18 @@ class AtariRamEnv(gym.Env):
         self.reset_action = self.action_set.index(ale_py.Action.FIRE) if self.has_fire else 0
         self.ram_indices = np.asarray(ram_indices, dtype=np.int64)
         self.frameskip, self.noop_max, self.max_frames = frameskip, noop_max, max_frames or default_max_frames
-        self.observation_space = gym.spaces.Box(0, 255, (len(self.ram_indices),), dtype=np.uint8)
+        self.history = deque(maxlen=ram_stack)
+        self.observation_space = gym.spaces.Box(0, 255, (len(self.ram_indices) * ram_stack,), dtype=np.uint8)
         self.action_space = gym.spaces.Discrete(len(self.action_set))
         self.rng = np.random.default_rng()
         self.lives = self.reset_frame = 0
         self.recorder = VideoRecorder(*video) if video is not None else None
 
-    def observe(self, life_loss):
+    def observe(self, life_loss, reset=False):
         info = {"lives": self.ale.lives(), "episode_frame_number": self.ale.getEpisodeFrameNumber(), "life_loss": life_loss}
-        return self.ale.getRAM()[self.ram_indices], info
+        ram = self.ale.getRAM()[self.ram_indices]
+        self.history.extend([ram] * (self.history.maxlen if reset else 1))
+        return np.concatenate(self.history), info
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
@@ -461,7 +652,7 @@ class AtariRamEnv(gym.Env):
         self.lives, self.reset_frame = self.ale.lives(), self.ale.getEpisodeFrameNumber()
         if self.recorder is not None:
             self.recorder.start_game(self.ale.getScreenRGB())
-        return self.observe(False)
+        return self.observe(False, reset=True)
 
     def truncated(self):
         return self.ale.getEpisodeFrameNumber() - self.reset_frame >= self.max_frames
@@ -558,11 +749,12 @@ class SplitVectorEnv:
         self.local.close()
 
 
-def make_envs(env_id, num_envs, ram_indices, async_envs, max_frames=None, noop_max=30, processes=1, videos=()):
+def make_envs(env_id, num_envs, ram_indices, async_envs, max_frames=None, noop_max=30, processes=1, videos=(), ram_stack=1):
     """Vector env of AtariRamEnv, NEXT_STEP autoreset (as the pixel agent's AtariVectorEnv): a SplitVectorEnv over
     `processes` processes (1: gymnasium's SyncVectorEnv), or gymnasium's AsyncVectorEnv with `async_envs`. videos[i]:
-    the VideoRecorder arguments of env i (--capture-video), or None; envs past the list's end are not recorded."""
-    env_fns = [functools.partial(AtariRamEnv, env_id, ram_indices, max_frames, noop_max=noop_max,
+    the VideoRecorder arguments of env i (--capture-video), or None; envs past the list's end are not recorded.
+    ram_stack: each env's observation holds its last N RAM reads (AtariRamEnv)."""
+    env_fns = [functools.partial(AtariRamEnv, env_id, ram_indices, max_frames, noop_max=noop_max, ram_stack=ram_stack,
                                  video=videos[i] if i < len(videos) else None) for i in range(num_envs)]
     if processes > 1 and not async_envs:
         envs = SplitVectorEnv(env_fns, min(processes, num_envs))
@@ -631,8 +823,9 @@ def load_checkpoint(path):
         RamAgent(**ckpt["model_kwargs"]).load_state_dict(ckpt["state_dict"])
     except Exception as e:
         fail(f"checkpoint '{path}' does not rebuild the {AGENT_KIND} model: {str(e).splitlines()[0][:200]}")
-    indices = ckpt.get("ram_indices")
-    if (not isinstance(indices, list) or len(indices) != ckpt["model_kwargs"].get("n_ram")
+    indices, stack = ckpt.get("ram_indices"), ckpt.get("ram_stack", 1)
+    if (not isinstance(indices, list) or not isinstance(stack, int) or stack < 1
+            or len(indices) * stack != ckpt["model_kwargs"].get("n_ram")
             or not all(isinstance(i, int) and 0 <= i <= 127 for i in indices) or not isinstance(ckpt.get("ram_vars"), dict)):
         fail(f"checkpoint '{path}' has no usable ram_indices / ram_vars")
     return ckpt
@@ -671,9 +864,11 @@ def format_seconds(s):
 
 
 def evaluate(args, ckpt, ckpt_path, device, env_processes, wandb=None):
-    """Play `eval_episodes` full games with the checkpoint's policy; print and write eval.json. With --capture-video
+    """Play `eval_episodes` full games with the checkpoint's policy; print and write the result (eval_output: eval.json
+    beside the checkpoint, or --eval-out). With --capture-video
     every game is recorded (each env its own games) under `<video-dir>/<run_name>/eval-step<global_step>/`, its file
     named in eval.json; with --track (wandb: the module) the scores and videos go to a W&B run `<run_name>-eval-step<N>`."""
+    out = eval_output(args, ckpt, ckpt_path)  # checked before any game is played
     agent = RamAgent(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
@@ -684,7 +879,8 @@ def evaluate(args, ckpt, ckpt_path, device, env_processes, wandb=None):
     fourcc = video_codec(video_folder) if args.capture_video else None
     videos = [(video_folder, f"env{i}", 60 // 4, fourcc, int(quota[i])) for i in range(n_envs)] if args.capture_video else ()
     envs, reset_action = make_envs(args.env_id, n_envs, ckpt["ram_indices"], args.async_envs, max_frames=args.eval_max_frames,
-                                   processes=env_processes, videos=videos)  # make_envs caps the processes at n_envs
+                                   processes=env_processes, videos=videos,  # make_envs caps the processes at n_envs
+                                   ram_stack=ckpt.get("ram_stack", 1))
     wandb_run = start_wandb(wandb, args, f"{ckpt['run_name']}-eval-step{ckpt['global_step']}", "eval") if args.track else None
     played = np.zeros(n_envs, dtype=int)
     results, game_videos = [], []
@@ -699,7 +895,7 @@ def evaluate(args, ckpt, ckpt_path, device, env_processes, wandb=None):
     while (played < quota).any():
         if STOP["requested"]:
             envs.close()  # (recording envs finish their videos)
-            print("interrupted: no eval.json written", file=sys.stderr)
+            print(f"interrupted: {out} not written", file=sys.stderr)
             sys.exit(130)
         with torch.no_grad():
             logits = agent.actor(agent.network(encode_ram(torch.from_numpy(next_obs).to(device))))
@@ -734,8 +930,11 @@ def evaluate(args, ckpt, ckpt_path, device, env_processes, wandb=None):
               "truncated": [t for _, _, t in results], "agent": AGENT_KIND, "env_id": args.env_id,
               "global_step": int(ckpt["global_step"]), "greedy": args.eval_greedy, "epsilon": args.eval_epsilon,
               "max_frames": args.eval_max_frames, "seed": args.seed, "videos": game_videos if args.capture_video else None}
-    out = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "eval.json")
-    write_json(out, report)
+    eval_output(args, ckpt, ckpt_path)  # again: a result written there while these games played is kept
+    try:
+        write_json(out, report)
+    except OSError as e:  # (the games' returns are printed above)
+        fail(f"cannot write the evaluation result '{out}': {write_problem(e)} ({e.strerror or e})")
     print(f"eval: {report['mean']:.2f} ± {report['std']:.2f} over {len(returns)} games (unclipped score) -> {out}")
     if wandb_run is not None:
         upload_videos(wandb_run, video_folder, set(), "videos/eval")
@@ -759,17 +958,17 @@ if __name__ == "__main__":
         args = parse_args(default=replace(Args(), **saved))  # saved args, overridden by the command line
         if args.env_id != ckpt["env_id"]:
             fail(f"checkpoint '{ckpt_path}' is for {ckpt['env_id']}, not {args.env_id}")
-        if args.ram_vars != saved.get("ram_vars"):
-            fail(f"--ram-vars cannot change for a checkpoint: '{ckpt_path}' holds its own RAM selection")
+        for name in ("ram_vars", "ram_bytes", "drop_bitmaps", "ram_stack", "hidden"):
+            if getattr(args, name) != saved.get(name, getattr(Args(), name)):
+                fail(f"--{name.replace('_', '-')} cannot change for a checkpoint: '{ckpt_path}' holds its own RAM "
+                     f"selection and network")
     check_ranges(args, RANGES)
     game = game_from_env_id(args.env_id)
     wandb = require_wandb() if args.track else None
     if ckpt is not None:
         ram_indices, ram_vars = ckpt["ram_indices"], ckpt["ram_vars"]
     else:
-        if args.ram_vars is None:
-            args.ram_vars = os.path.join("ram_vars", args.env_id.replace("/", "_") + ".json")
-        ram_indices, ram_vars = load_ram_vars(args.ram_vars, args.env_id, game)
+        ram_indices, ram_vars = choose_ram_bytes(args, game)
     args.batch_size = int(args.num_envs * args.num_steps)
     args.minibatch_size = int(args.batch_size // args.num_minibatches)
     args.num_iterations = args.total_timesteps // args.batch_size
@@ -803,16 +1002,14 @@ if __name__ == "__main__":
     else:
         if args.num_iterations < 1:
             fail(f"--total-timesteps {args.total_timesteps} is below one iteration (num_envs*num_steps = {args.batch_size})")
-        run_name = f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        run_dir = os.path.join(args.runs_dir, run_name)
+        # a name taken (the same env, experiment and seed started in the same second) is made unique: `-2`, `-3`, ...
+        run_name, run_dir = make_run_folder(
+            args.runs_dir, f"{args.env_id.replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}")
         global_step, iteration_done, wall_before = 0, 0, 0.0
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, f".write-test.tmp-{os.getpid()}")
-        open(probe, "wb").close()
-        os.remove(probe)
-    except OSError as e:
-        fail(f"cannot write the run folder '{run_dir}': {e.strerror or e}")
+    run_lock = lock_run_folder(run_dir)  # one training process per run folder; also checks it can be written
+    orphans = remove_orphaned_temp_files(run_dir)
+    if orphans:
+        print(f"removed {len(orphans)} temp file(s) of a killed write: {', '.join(orphans)}", flush=True)
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     video_folder = os.path.join(args.video_dir, run_name)
     fourcc = video_codec(video_folder) if args.capture_video else None
@@ -828,9 +1025,10 @@ if __name__ == "__main__":
     # --capture-video: env 0 records its games (a resumed run's files say from where)
     videos = [(video_folder, f"from-step{global_step}-env0" if ckpt is not None else "env0", 60 // 4, fourcc)] if fourcc else ()
     envs, reset_action = make_envs(args.env_id, args.num_envs, ram_indices, args.async_envs, processes=env_processes,
-                                   videos=videos)
+                                   videos=videos, ram_stack=args.ram_stack)
     n_actions = int(envs.single_action_space.n)
-    model_kwargs = {"n_actions": n_actions, "n_ram": len(ram_indices), "hidden": 256}
+    # a stack of N RAM reads is N times the bytes to the network (RamAgent is the same class)
+    model_kwargs = {"n_actions": n_actions, "n_ram": len(ram_indices) * args.ram_stack, "hidden": args.hidden}
 
     agent = RamAgent(**model_kwargs).to(device)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -850,12 +1048,6 @@ if __name__ == "__main__":
 
     wandb_run = start_wandb(wandb, args, run_name, "train") if args.track else None
     uploaded = set()
-    # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if ckpt is not None else None)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
 
     run_start = time.time()
     # one record per training process (piece); a resumed run carries the earlier pieces in its checkpoint (one
@@ -872,12 +1064,36 @@ if __name__ == "__main__":
                                    "wall_seconds": time.time() - run_start, "machine": machine,
                                    "device": device.type, **runtime}]
 
-    def write_run_json(status):
-        write_json(os.path.join(run_dir, "run.json"), {
+    def run_record(status):
+        """run.json (docs/FORMATS.md)."""
+        return {
             "format": "memory-pixel-interp/run", "version": 1, "agent": AGENT_KIND, "env_id": args.env_id,
             "seed": args.seed, "run_name": run_name, "args": asdict(args), "device": device.type, "machine": machine,
             "status": status, "global_step": int(global_step), "wall_seconds": wall_before + time.time() - run_start,
-            "ram_vars": args.ram_vars, "env_settings": env_config, "runtime": runtime, "sessions": sessions()})
+            "ram_vars": args.ram_vars, "env_settings": env_config, "runtime": runtime, "sessions": sessions()}
+
+    def write_failed(e, what):
+        """A write failed (a full disk, a folder gone read-only): stop. What was written stays whole (the last checkpoint
+        too: temp file + rename); run.json says what happened, if it can still be written; one `error:` line, exit 2."""
+        said = False
+        with contextlib.suppress(OSError):
+            write_json(os.path.join(run_dir, "run.json"),
+                       {**run_record(f"failed: {write_problem(e)}"), "error": f"cannot write {what}: {e.strerror or e}"})
+            said = True
+        envs.close()
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=2)
+        if os.path.isfile(checkpoint_path):
+            print(f"the last checkpoint is kept; to go on once it can be written: python {shlex.quote(sys.argv[0])} "
+                  f"--resume {shlex.quote(checkpoint_path)}", flush=True)
+        fail(f"cannot write {what} in '{run_dir}': {write_problem(e)} ({e.strerror or e}); "
+             + (f"run.json says \"failed: {write_problem(e)}\"" if said else "run.json could not be updated either"))
+
+    def write_run_json(status):
+        try:
+            write_json(os.path.join(run_dir, "run.json"), run_record(status))
+        except OSError as e:
+            write_failed(e, "run.json")
 
     def save_checkpoint(status):
         checkpoint = {
@@ -886,15 +1102,31 @@ if __name__ == "__main__":
             "state_dict": {k: v.detach().cpu() for k, v in agent.state_dict().items()},
             "optimizer": optimizer.state_dict(), "global_step": int(global_step), "iteration": int(iteration_done),
             "args": asdict(args), "run_name": run_name, "wall_seconds": wall_before + time.time() - run_start,
-            "ram_indices": list(ram_indices), "ram_vars": ram_vars, "rng": rng_state(), "env_settings": env_config,
+            "ram_indices": list(ram_indices), "ram_stack": args.ram_stack, "ram_vars": ram_vars, "rng": rng_state(),
+            "env_settings": env_config,
             "sessions": sessions()}
-        write_atomic(checkpoint_path, lambda f: torch.save(checkpoint, f))
+        data = io.BytesIO()  # serialised first: a failed write is then an OSError, not torch's RuntimeError
+        torch.save(checkpoint, data)
+        try:
+            write_atomic(checkpoint_path, lambda f: f.write(data.getbuffer()))
+        except OSError as e:
+            write_failed(e, "checkpoint.pt")
         write_run_json(status)
+
+    # purge_step: on resume, TensorBoard drops the events an earlier process logged after the checkpoint's step; a write
+    # error (a full disk) goes to write_failed
+    writer = RunWriter(run_dir, lambda e: write_failed(e, "the event file"),
+                       purge_step=global_step + 1 if ckpt is not None else None)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
 
     write_run_json("running")
     print(f"run folder {run_dir}  device {device}  machine {machine}", flush=True)
     shown = list(ram_indices) if len(ram_indices) <= 32 else f"[{', '.join(map(str, ram_indices[:16]))}, ..., {ram_indices[-1]}]"
-    print(f"RAM variables: {len(ram_indices)} bytes {shown} from {args.ram_vars}", flush=True)
+    print(f"RAM variables: {len(ram_indices)} bytes {shown} from {args.ram_vars or 'no file (--ram-bytes all)'}"
+          + (f", the last {args.ram_stack} observations stacked" if args.ram_stack > 1 else ""), flush=True)
     if ckpt is not None:
         print(f"resuming {run_name} from global_step {global_step}", flush=True)
 
@@ -1096,4 +1328,6 @@ if __name__ == "__main__":
     print("time split: " + ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in perf.items())
           + f"; wall {time.time() - start_time:.1f}s", flush=True)
     print(f"{'interrupted' if interrupted else 'finished'} at global_step {global_step}; checkpoint {checkpoint_path}", flush=True)
+    if interrupted:  # the exact command that goes on (saved args are the defaults; the command line's overrides too)
+        print(f"to go on: python {shlex.quote(sys.argv[0])} --resume {shlex.quote(checkpoint_path)}", flush=True)
     sys.exit(130 if interrupted else 0)

@@ -29,7 +29,10 @@ Steps (README §Probe has the details and the .npz keys):
    of |a_u(draw) - a_u(its control)|, averaged over positions for a conv channel, divided by the unit's
    natural spread (SD of a_u over the unperturbed screens, natural references and controls, across base
    states; averaged over positions; floored at 10% of the layer's median spread): `effect`, in SD units.
-   Label = argmax_v effect (none below `--min-unit-effect` SD, none for a dead unit); `specificity` = that
+   Label = argmax_v effect among the variables whose effect is also large in absolute terms (the mean largest change
+   over positions >= `--min-unit-peak-change` x the layer's typical peak activation on the unperturbed screens; none
+   below `--min-unit-effect` SD, none for a dead unit, none for a "silent" one whose peak is below `--silent-fraction`
+   x the typical peak); `specificity` = that
    effect / sum over all variables of the unit's effects (1 = only this variable moves it). The within-base
    correlation ratio eta and Pearson r are kept as secondary figures; they are not used for the label
    (screens are deterministic, so eta = 1 for any unit that responds at all to a two-valued byte).
@@ -39,6 +42,11 @@ Steps (README §Probe has the details and the .npz keys):
    accuracy) or ridge R^2 on held-out episodes, against shuffled labels and the same network with random weights.
    Scores in results.json; no activation of these frames is saved, only, for the report's atlas, the --top-frames
    frames that activate each hidden unit most and the receptive field of its most active position.
+8. Verdicts (results.json variables[].verdict): a score is decodable only when it beats its controls by a margin
+   (DECODE_RULE: the best of its shuffled-label and random-network draws, by 0.05); steering beyond random directions
+   (STEER_RULE). Label-picture agreement: for every labelled unit, whether the object its byte draws (where the screen
+   changes when the byte is set, on that frame) lies in the box of its top natural frames (a position byte: the
+   object's centre); reported for the position bytes and for all.
 """
 import contextlib
 import hashlib
@@ -112,6 +120,13 @@ class Args:
     (e.g. a game-mode byte) rewrites dozens of others and the whole screen, which is not that byte's own effect"""
     min_unit_effect: float = 0.1
     """step 5: a unit whose largest effect is below this many SDs of its natural spread is labelled none"""
+    min_unit_peak_change: float = 0.1
+    """step 5: a label also needs an effect large in absolute terms: the variable's draws must move the unit, at its
+    most changed position, by at least this fraction of the layer's typical peak (the median over its units of their
+    peak activation on the unperturbed screens); else no label ("weak")"""
+    silent_fraction: float = 0.05
+    """step 5: a unit whose peak activation on the unperturbed screens is below this fraction of the layer's typical
+    peak is "silent": nearly off on the frames of play, so it gets no label however large its effect in SDs"""
     control_draws: int = 3
     """shuffled-label probe fits per variable and layer (the control)"""
     causal_pairs: int = 48
@@ -145,7 +160,10 @@ class Args:
     natural_min_entropy: float = 0.6
     """step 7: variables whose value distribution on those frames has less entropy (bits) are dropped, as AtariARI"""
     random_network_seed: int = 0
-    """step 7: torch seed of the random-weights baseline (an Agent freshly initialised by its own layer_init)"""
+    """step 7: torch seed of the first random-weights baseline (an Agent freshly initialised by its own layer_init)"""
+    random_networks: int = 3
+    """step 7: random-weights baselines (seeds random_network_seed, +1, ...): their mean is the random-network score;
+    a score counts as decodable only when it beats the best of them (and of the shuffled-label fits) by 0.05"""
     top_frames: int = 4
     """step 7: natural frames kept per hidden unit / conv channel for the report's atlas: the ones that activate it
     most, with the receptive field of the most active position (0 = none)"""
@@ -159,7 +177,7 @@ RANGES = {
     "min_unit_effect": "[0, inf)", "control_draws": "[1, inf)", "causal_pairs": "[1, inf)",
     "random_directions": "[1, inf)", "batch_size": "[1, inf)", "num_workers": "[1, inf)", "seed": "[0, 2147483647]",
     "torch_threads": "[0, inf)", "natural_min_entropy": "[0, 8]", "random_network_seed": "[0, 2147483647]",
-    "top_frames": "[0, inf)",
+    "top_frames": "[0, inf)", "min_unit_peak_change": "[0, inf)", "silent_fraction": "[0, 1]", "random_networks": "[1, 1000]",
 }
 
 
@@ -486,6 +504,16 @@ def load_checkpoint(path: str, kind: str, flag: str) -> dict:
     return ckpt
 
 
+def describes_bytes(record, indices, env_id):
+    """Whether `record` (a RAM-vars dict, FORMATS.md section 1) is for env_id and holds a whole per-byte record (min,
+    max, n_distinct, kind) of each RAM index in `indices` (a non-empty list of ints 0..127)."""
+    recs = record.get("bytes") if isinstance(record, dict) else None
+    return (isinstance(record, dict) and record.get("format") == "memory-pixel-interp/ram-vars"
+            and record.get("env_id") == env_id and isinstance(recs, list) and len(recs) == 128 and bool(indices)
+            and all(isinstance(i, int) and 0 <= i < 128 and isinstance(recs[i], dict)
+                    and {"min", "max", "n_distinct", "kind"} <= set(recs[i]) for i in indices))
+
+
 def validate_inputs(args: Args):
     """Everything that can be wrong with the inputs is found here, before anything is written."""
     rv = load_ram_vars(args.ram_vars)
@@ -499,9 +527,26 @@ def validate_inputs(args: Args):
                              f"is for {rv['env_id']} (game {game!r})")
         if ck["env_id"] != rv["env_id"]:
             print(f"warning: {label} checkpoint env {ck['env_id']} differs from ram vars env {rv['env_id']} (same game)")
-    if list(ram.get("ram_indices") or []) != list(rv["selected"]):
-        raise InputError(f"ram checkpoint's ram_indices ({len(ram.get('ram_indices') or [])} bytes) differ from the "
-                         f"ram vars file's selected ({len(rv['selected'])} bytes): not the file it was trained with")
+    indices = list(ram.get("ram_indices") or [])
+    if indices != list(rv["selected"]):
+        # the memory agent observes other bytes than the file selects: ram_vars/ re-extracted since, or the agent's own
+        # choice (--ram-bytes all, --drop-bitmaps). Use the first whole record of exactly its bytes: the RAM-vars
+        # record its checkpoint carries (FORMATS.md section 2, "ram_vars"), else this file's per-byte records
+        own = ram["ram_vars"] if isinstance(ram.get("ram_vars"), dict) else {}
+        for record, env_id, what in ((own, ram["env_id"], "the RAM-vars record its checkpoint carries"),
+                                     (rv, rv["env_id"], f"{args.ram_vars}'s records of those bytes")):
+            if describes_bytes(record, indices, env_id):
+                break
+        else:
+            raise InputError(f"ram checkpoint's ram_indices ({len(indices)} bytes) differ from {args.ram_vars}'s selected "
+                             f"({len(rv['selected'])} bytes) and the checkpoint carries no RAM-vars record of those bytes: "
+                             f"pass --ram-vars the file it was trained with (its run folder's run.json names it)")
+        print(f"note: {args.ram_vars} selects {len(rv['selected'])} bytes, not the {len(indices)} the memory agent was "
+              f"trained on; using {what} (version {record.get('version')})", flush=True)
+        rv = {**record, "selected": indices}
+    if ram.get("ram_stack", 1) != 1:
+        raise InputError(f"ram checkpoint observes the last {ram['ram_stack']} RAM reads stacked (--ram-stack); the "
+                         f"probe feeds the memory agent one RAM read")
     probe = ALEInterface()
     probe.loadROM(roms.get_rom_path(game))
     n_actions = len(probe.getMinimalActionSet())
@@ -873,7 +918,8 @@ def collect_base_states(agent, game, args, rng, device, greedy=False):
     base states uniformly from the steps that have 4 more steps in the same episode. Each base keeps its cloned
     state, the 4 actions the agent took next, its RAM, and the observation the rollout saw after those 4 steps (to
     check that restore + replay reproduces it); also the game's screen size (H, W) from the emulator, and (with --natural) every step's unedited observation with its
-    RAM for step 7: "natural" {obs (n, 4, 84, 84) uint8, ram (n, 128) uint8, emu, episode, step (n,) int}."""
+    RAM for step 7: "natural" {obs (n, 4, 84, 84) uint8, ram (n, 128) uint8, emu, episode, step (n,) int, state (n
+    cloned emulator states, taken with the RAM), action (n,) int (the action played next)}."""
     emus = [Emulator(game, args.seed + i) for i in range(args.num_envs)]
 
     def policy(stacks, rams):
@@ -899,7 +945,9 @@ def collect_base_states(agent, game, args, rng, device, greedy=False):
                         "ram": np.stack([r["ram"] for recs in records for r in recs]),
                         "emu": np.array([e for e, recs in enumerate(records) for _ in recs]),
                         "episode": np.array([r["episode"] for recs in records for r in recs]),
-                        "step": np.array([t for recs in records for t in range(len(recs))])} if args.natural else None}
+                        "step": np.array([t for recs in records for t in range(len(recs))]),
+                        "state": [r["state"] for recs in records for r in recs],  # the emulator as the stack shows it
+                        "action": np.array([r["action"] for recs in records for r in recs])} if args.natural else None}
 
 
 def plan_samples(bases, variables, seen_rams, args, rng):
@@ -1155,7 +1203,12 @@ def unit_effects(S, T, n_vars: int, max_other: int, chunk: int = 512):
     effect[u, v]: mean over v's kept draws that changed at most `max_other` other bytes of
     |a_u(draw) - a_u(its control)| (averaged over positions: an object that moves within a channel's map
     counts, unlike a change of the spatial mean), divided by spread_u; 0 for a variable without such draws.
-    Returns {layer: {"effect" (units, V), "spread" (units,), "alive" (units,)}} and the draws used per variable."""
+    peak_u: the unit's peak on the unperturbed samples (99th percentile over them of its largest position); the
+    layer's typical peak is the median of peak_u over its alive units.
+    peak_change[u, v]: the same draws' mean of the largest |a_u(draw) - a_u(its control)| over positions (an object
+    that changes a few positions of a conv map is not diluted by the map's size), in activation units.
+    Returns {layer: {"effect" (units, V), "spread" (units,), "alive" (units,), "peak" (units,), "peak_change"
+    (units, V)}} and the draws used per variable."""
     draws = np.nonzero(T["changed"] & (T["n_other"] <= max_other))[0]
     ctrl, dv = T["control_of"][draws], T["var"][draws]
     n_used = np.bincount(dv, minlength=n_vars)
@@ -1173,13 +1226,16 @@ def unit_effects(S, T, n_vars: int, max_other: int, chunk: int = 512):
         spread = np.sqrt(var).mean(-1)
         pos = spread[spread > 0]
         denom = np.maximum(spread, 0.1 * float(np.median(pos)) if pos.size else 1.0)
-        tot = np.zeros((n_vars, A.shape[1]))
+        peak = np.percentile(np.concatenate([A[ref[i:i + chunk]].max(-1) for i in range(0, len(ref), chunk)]), 99, axis=0)
+        tot, tot_peak = np.zeros((n_vars, A.shape[1])), np.zeros((n_vars, A.shape[1]))
         for i in range(0, len(draws), chunk):
-            d = np.abs(A[draws[i:i + chunk]].astype(np.float32) - A[ctrl[i:i + chunk]].astype(np.float32)).mean(-1)
-            np.add.at(tot, dv[i:i + chunk], d)
+            d = np.abs(A[draws[i:i + chunk]].astype(np.float32) - A[ctrl[i:i + chunk]].astype(np.float32))
+            np.add.at(tot, dv[i:i + chunk], d.mean(-1))
+            np.add.at(tot_peak, dv[i:i + chunk], d.max(-1))
         effect = (tot / np.maximum(n_used, 1)[:, None]).T / denom[:, None]
         res[k] = {"effect": effect.astype(np.float32), "spread": spread.astype(np.float32),
-                  "alive": ((hi - lo) > 1e-6).any(-1)}
+                  "alive": ((hi - lo) > 1e-6).any(-1), "peak": peak.astype(np.float32),
+                  "peak_change": (tot_peak / np.maximum(n_used, 1)[:, None]).T.astype(np.float32)}
     return res, n_used
 
 
@@ -1276,7 +1332,7 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
                 for _ in range(args.control_draws)]
         ctrl = [c for c in ctrl if c is not None]
         res.update(control=float(np.mean(ctrl)) if ctrl else None, control_std=float(np.std(ctrl)) if ctrl else None,
-                   n_train=int(tr.sum()), n_test=int(te.sum()), fv_norm=float(np.linalg.norm(out["fv"][k][v])))
+                   control_scores=[float(c) for c in ctrl], n_train=int(tr.sum()), n_test=int(te.sum()), fv_norm=float(np.linalg.norm(out["fv"][k][v])))
         info["probe"][k] = res
     # causal test: (control, target) pairs of held-out base states
     pairs = np.nonzero(good & T["is_test"])[0]
@@ -1326,32 +1382,54 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     return info
 
 
-def label_units(S, out, names, keep, min_effect: float):
-    """Per hidden layer and unit (conv: channel): the variable with the largest effect (unit_effects), its
-    effect in SDs of the unit's natural spread and its specificity (that effect / the sum of the unit's effects
-    over all variables); eta and r of that variable as secondary figures. Dead units (constant over every
-    sample) and units whose largest effect is below `min_effect` get var -1 (none)."""
+def label_units(S, out, names, keep, args):
+    """Per hidden layer and unit (conv: channel): its label, the variable with the largest effect (unit_effects)
+    among those large in absolute terms too (peak change >= --min-unit-peak-change x the layer's typical peak), with
+    that effect in SDs of the unit's natural spread, its peak change relative to the typical peak (`peak_change`) and
+    its specificity (that effect / the sum of the unit's effects over all variables); eta and r as secondary figures.
+    `status`: "labelled"; "dead" (constant over every sample); "silent" (peak on the unperturbed screens below
+    --silent-fraction x the typical peak: nearly off in play, an effect in SDs of its spread means nothing); "weak"
+    (no variable reaches --min-unit-effect SD and the absolute threshold). Unlabelled units get var -1 (none)."""
     layers = {}
     for k, module_name in LAYERS:
         shape = S["shapes"][k]
         entry = {"module": module_name, "shape": list(shape)}
         if k in HIDDEN:
-            alive = out["unit_alive"][k]
+            alive, peak = out["unit_alive"][k], out["unit_peak"][k]
             eff, eta, corr = out["unit_effect"][k], out["unit_eta"][k], out["unit_corr"][k]
-            best = eff.argmax(1)
-            top, total = eff[np.arange(len(best)), best], eff.sum(1)
+            typical = float(np.median(peak[alive])) if alive.any() else 0.0
+            change = out["unit_peak_change"][k] / max(typical, 1e-12)       # (units, V), relative to the typical peak
+            silent = alive & (peak < args.silent_fraction * typical)
+            large = (eff >= args.min_unit_effect) & (eff > 0) & (change >= args.min_unit_peak_change)
+            best = np.where(large, eff, -1.0).argmax(1)
+            total = eff.sum(1)
             units = []
             for u, b in enumerate(best.tolist()):
-                if alive[u] and top[u] >= min_effect and top[u] > 0:
-                    units.append({"unit": u, "var": b, "name": names[b], "index": keep[b], "effect": float(top[u]),
-                                  "specificity": float(top[u] / total[u]), "eta": float(eta[u, b]), "r": float(corr[u, b])})
-                else:  # effect: the largest one, below the threshold (0 for a dead unit)
-                    units.append({"unit": u, "var": -1, "name": None, "index": None, "effect": float(top[u]) if alive[u] else 0.0,
+                status = "dead" if not alive[u] else "silent" if silent[u] else "labelled" if large[u, b] else "weak"
+                if status == "labelled":
+                    units.append({"unit": u, "var": b, "name": names[b], "index": keep[b], "status": status,
+                                  "effect": float(eff[u, b]), "peak_change": float(change[u, b]),
+                                  "specificity": float(eff[u, b] / total[u]), "eta": float(eta[u, b]), "r": float(corr[u, b])})
+                else:  # effect / peak_change: of the variable with the largest effect (0 for a dead unit)
+                    b = int(eff[u].argmax())
+                    units.append({"unit": u, "var": -1, "name": None, "index": None, "status": status,
+                                  "effect": float(eff[u, b]) if alive[u] else 0.0,
+                                  "peak_change": float(change[u, b]) if alive[u] else 0.0,
                                   "specificity": None, "eta": None, "r": None})
+                units[-1]["peak"] = float(peak[u] / max(typical, 1e-12))
             entry["units"] = units
             entry["dead_units"] = int((~alive).sum())
-            entry["weak_units"] = int((alive & ((top < min_effect) | (top <= 0))).sum())
-            entry["label_rule"] = {"measure": "effect", "unit": "SD of the unit's natural spread", "min_effect": min_effect}
+            entry["silent_units"] = int(silent.sum())
+            entry["weak_units"] = sum(u["status"] == "weak" for u in units)
+            entry["typical_peak"] = typical
+            entry["label_rule"] = {
+                "measure": "effect", "unit": "SD of the unit's natural spread", "min_effect": args.min_unit_effect,
+                "min_peak_change": args.min_unit_peak_change, "silent_fraction": args.silent_fraction,
+                "how": (f"label = the variable with the largest effect (SDs of the unit's natural spread) among those with "
+                        f"effect >= {args.min_unit_effect} SD and peak change >= {args.min_unit_peak_change} x the layer's "
+                        f"typical peak ({typical:.3g}: the median over its units of their peak activation on the "
+                        f"unperturbed screens); a unit whose peak is below {args.silent_fraction} x the typical peak is "
+                        "silent, not labelled")}
         layers[k] = entry
     return layers
 
@@ -1483,18 +1561,20 @@ def receptive_fields(agent: nn.Module) -> dict:
     return fields
 
 
-def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, candidates: int = 8):
+def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, fc_weight, candidates: int = 8):
     """Step 7, for the atlas: per hidden unit / conv channel, the k unedited frames that activate it most.
     feats {layer: (n, d) float tensor} (natural_features of the trained agent); shapes {layer: (C, H, W) or
     (units,)}; obs (n, 4, 84, 84) uint8; where (n, 3) int (emulator, episode, step); ram (n, 128) uint8; fields:
-    receptive_fields. A conv channel's activation on a frame is its maximum over positions, and its box is the
-    receptive field of that position; an fc unit's box is the whole frame. Frames are taken best first among the
+    receptive_fields; fc_weight (units, C * H * W) the fc layer's weight on the flattened relu3 map. A conv channel's
+    activation on a frame is its maximum over positions, and its box is the receptive field of that position; an fc
+    unit (linear in relu3 before its ReLU) gets the receptive field of the relu3 position that adds most to it on that
+    frame (sum over channels of weight x activation). Frames are taken best first among the
     unit's `candidates` x k most active ones, skipping a frame whose 4-frame stack inside the box equals that of
     one already taken (a static part of the screen, e.g. the score, would otherwise fill all k with one picture).
     Stacks that still hold a blank frame of a reset (the first 3 steps of an episode) are left out: on them most
     units peak, which says nothing about play. A unit never above 0 on the other frames gets frame -1.
-    Returns {"stacks" (F, 4, 84, 84) uint8: the frames used, once each, "where" (F, 3) int32, "ram" (F, 128)
-    uint8, and per hidden layer "frame" (units, k) int32 (row of stacks or -1), "value" (units, k) float32 (-inf
+    Returns {"stacks" (F, 4, 84, 84) uint8: the frames used, once each, "rows" (F,) their rows of obs, "where" (F, 3)
+    int32, "ram" (F, 128) uint8, and per hidden layer "frame" (units, k) int32 (row of stacks or -1), "value" (units, k) float32 (-inf
     where frame is -1), "box" (units, k, 4) int16 [row0, row1, col0, col1] in the 84x84 frame, inclusive}."""
     k, m = min(k, len(obs)), min(k * candidates, len(obs))
     top, used = {}, set()
@@ -1514,8 +1594,15 @@ def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, candidate
             size, stride = fields[layer]
             r0, c0 = (pos // shapes[layer][2]) * stride, (pos % shapes[layer][2]) * stride
             box = np.stack([r0, np.minimum(r0 + size - 1, 83), c0, np.minimum(c0 + size - 1, 83)], -1)
-        else:
-            box = np.broadcast_to(np.array([0, 83, 0, 83]), value.shape + (4,))
+        else:  # the relu3 position that adds most to the unit: C x (H * W) contributions per (unit, candidate frame)
+            C, H, W = shapes["relu3"]
+            w3 = fc_weight.detach().reshape(len(frame), C, H * W)
+            a3 = feats["relu3"].reshape(len(feats["relu3"]), C, H * W)
+            pos = np.stack([(w3[u][None] * a3[torch.as_tensor(frame[u], device=a3.device)]).sum(1).argmax(1).cpu().numpy()
+                            for u in range(len(frame))])
+            size, stride = fields["relu3"]
+            r0, c0 = (pos // W) * stride, (pos % W) * stride
+            box = np.stack([r0, np.minimum(r0 + size - 1, 83), c0, np.minimum(c0 + size - 1, 83)], -1)
         out = {"frame": np.full((len(frame), k), -1, np.int64), "value": np.full((len(frame), k), -np.inf, np.float32),
                "box": np.zeros((len(frame), k, 4), np.int16)}
         for u in range(len(frame)):
@@ -1536,7 +1623,7 @@ def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, candidate
     new_id[rows] = np.arange(len(rows))
     for layer in HIDDEN:
         top[layer]["frame"] = new_id[top[layer]["frame"]].astype(np.int32)
-    top.update(stacks=obs[rows], where=where[rows].astype(np.int32), ram=ram[rows])
+    top.update(stacks=obs[rows], rows=rows, where=where[rows].astype(np.int32), ram=ram[rows])
     return top
 
 
@@ -1601,21 +1688,26 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
             return weighted_f1(pred, y), float((pred == y).mean())
         return float(1 - ((y - pred_cols[:, 0]) ** 2).sum() / ((y - y.mean()) ** 2).sum()), None
 
-    with torch.random.fork_rng(devices=[]):  # the rest of the run's torch draws stay as they were without step 7
-        torch.manual_seed(args.random_network_seed)
-        random_agent = Agent(**model_kwargs).to(device).eval()
-    feats = {net: natural_features(h, obs, args.batch_size, device) for net, h in (("trained", hooks), ("random", Hooks(random_agent)))}
+    feats = natural_features(hooks, obs, args.batch_size, device)
     top, fields = None, receptive_fields(hooks.agent)
     if args.top_frames > 0:
         shapes = {k: tuple(v.shape[1:]) for k, v in hooks.run(torch.as_tensor(obs[:1], device=device)).items()}
         where = np.stack([nat["emu"][rows], nat["episode"][rows], nat["step"][rows]], 1)
-        top = top_natural_frames(feats["trained"], shapes, obs, where, ram, args.top_frames, fields)
+        top = top_natural_frames(feats, shapes, obs, where, ram, args.top_frames, fields, hooks.agent.network.fc.weight)
+        top["natural_rows"] = rows[top.pop("rows")]  # rows of `nat`, for the label-picture check
+    pred_t = {k: ridge_many(feats[k], Y, blocks, tr, te, groups) for k, _ in LAYERS} if plan else {}
+    del feats
+    pred_r = []  # per random-weights network: {layer: predictions of the true labels' columns}
+    for seed in range(args.random_network_seed, args.random_network_seed + args.random_networks):
+        with torch.random.fork_rng(devices=[]):  # the rest of the run's torch draws stay as they were without step 7
+            torch.manual_seed(seed)
+            random_agent = Agent(**model_kwargs).to(device).eval()
+        feats = natural_features(Hooks(random_agent), obs, args.batch_size, device)
+        pred_r.append({k: ridge_many(feats[k], Y[:, true_cols], np.unique(blocks[true_cols], return_inverse=True)[1].reshape(-1),
+                                     tr, te, groups) for k, _ in LAYERS} if plan else {})
+        del feats
     out = {var["public"]["name"]: {} for var in variables}
     for k, _ in LAYERS:
-        if plan:
-            pred_t = ridge_many(feats["trained"][k], Y, blocks, tr, te, groups)
-            pred_r = ridge_many(feats["random"][k], Y[:, true_cols], np.unique(blocks[true_cols], return_inverse=True)[1].reshape(-1),
-                                tr, te, groups)
         for var in variables:
             name = var["public"]["name"]
             entry = {"metric": "weighted_f1" if var["categorical"] else "r2", "n_train": int(len(tr)), "n_test": int(len(te))}
@@ -1623,15 +1715,19 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
                 entry.update(score=None, control=None, random_network=None, reason=reasons[name])
             else:
                 c = plan[name]["cols"]
-                s, acc = score(pred_t[:, c[0]], name)
-                ctrl = [score(pred_t[:, cc], name)[0] for cc in c[1:]]
-                rs, racc = score(pred_r[:, plan[name]["random_cols"]], name)
+                s, acc = score(pred_t[k][:, c[0]], name)
+                ctrl = [score(pred_t[k][:, cc], name)[0] for cc in c[1:]]
+                rand = [score(p[k][:, plan[name]["random_cols"]], name) for p in pred_r]
                 entry.update(score=s, control=float(np.mean(ctrl)) if ctrl else None,
-                             control_std=float(np.std(ctrl)) if ctrl else None, random_network=rs)
+                             control_std=float(np.std(ctrl)) if ctrl else None, control_scores=ctrl,
+                             random_network=float(np.mean([r[0] for r in rand])),
+                             random_network_std=float(np.std([r[0] for r in rand])),
+                             random_network_seeds=[r[0] for r in rand])
                 if acc is not None:
-                    entry.update(accuracy=acc, random_network_accuracy=racc)
+                    values, counts = np.unique(plan[name]["y"][te], return_counts=True)
+                    entry.update(accuracy=acc, random_network_accuracy=float(np.mean([r[1] for r in rand])),
+                                 held_out_values=int(len(values)), majority_share=float(counts.max() / counts.sum()))
             out[name][k] = entry
-    del feats
     summary = {
         "run": True, "protocol": "AtariARI (Anand et al. 2019): a linear read-out of each RAM variable from every layer, on "
                     "unedited frames of the agent's own play, split by episode, low-entropy variables dropped",
@@ -1642,8 +1738,10 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
         "classifier": NATURAL_CLASSIFIER, "regressor": NATURAL_REGRESSOR,
         "control": f"the same fit on shuffled training labels, mean of {args.control_draws} permutations",
         "random_network": {"seed": args.random_network_seed,
+                           "seeds": list(range(args.random_network_seed, args.random_network_seed + args.random_networks)),
                            "how": "the same Agent, freshly initialised by its layer_init (orthogonal weights, zero "
-                                  "biases) under torch.manual_seed(seed), hooked the same way; probed identically"},
+                                  "biases) under torch.manual_seed(seed), hooked the same way; probed identically; "
+                                  "random_network = the mean score over the seeds, random_network_std their SD"},
         "min_entropy_bits": args.natural_min_entropy, "entropy_bits": ent,
         "dropped": [{"name": var["public"]["name"], "index": var["index"], "entropy_bits": ent[var["public"]["name"]],
                      "reason": reasons[var["public"]["name"]]} for var in variables if var["public"]["name"] in reasons],
@@ -1655,6 +1753,177 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
                               "holding a reset's blank frame left out; activations.npz top_*"} if top is not None else None,
         "seconds": time.time() - t0}
     return out, summary, top
+
+
+# Verdicts (results.json variables[].verdict). A score counts as decodable only when it beats the best of its
+# control draws (every shuffled-label permutation, every random-weights seed: the controls' spread is inside the bar,
+# not averaged away) by DECODE_MARGIN: 0.05, above the 0.04 that scores move between torch thread counts on the
+# shipped 10M pair (a smaller lead is numerical noise).
+DECODE_MARGIN = 0.05
+DECODE_RULE = (f"decodable when the score beats the best of its control draws by at least {DECODE_MARGIN}: the draws are "
+               "every shuffled-label fit (--control-draws permutations) and, on natural frames, every random-weights "
+               f"network (--random-networks seeds), so the controls' spread across permutations and seeds is in the bar; "
+               f"{DECODE_MARGIN} is above the 0.04 the scores move between torch thread counts")
+
+
+STEER_RULE = ("steers the policy when the function vector's cosine with the true logit move is positive and above the "
+              "random directions' mean + 2 SD (SD floored at 0.05); 'against' when negative and below their mean - 2 SD")
+
+
+def decode_verdict(entry, controls):
+    """Is a probe score (a natural or intervention entry: score, control_scores, ...) beyond its controls (DECODE_RULE)?
+    controls: [(name, key of entry's list of that control's draw scores)]. -> {decodable (None: no score), margin, bar
+    (the best control draw), lead (score - bar), binding (the control the bar comes from), reason (a sentence when not
+    decodable, or why there is no score)}."""
+    score = entry.get("score")
+    if score is None:
+        return {"decodable": None, "margin": DECODE_MARGIN, "bar": None, "lead": None, "binding": None,
+                "reason": entry.get("reason") or "not scored"}
+    got = [(max(entry[key]), name) for name, key in controls if entry.get(key)]
+    if not got:
+        return {"decodable": None, "margin": DECODE_MARGIN, "bar": None, "lead": None, "binding": None,
+                "reason": "no control score"}
+    bar, name = max(got)
+    lead = score - bar
+    out = {"decodable": bool(lead >= DECODE_MARGIN), "margin": DECODE_MARGIN, "bar": float(bar), "lead": float(lead),
+           "binding": name, "reason": None}
+    if not out["decodable"]:
+        out["reason"] = (f"the {name}'s best draw scores {bar:.2f}: the score {score:.2f} leads it by {lead:.2f} < "
+                         f"{DECODE_MARGIN}")
+        if entry.get("majority_share") is not None and entry["majority_share"] >= 0.9:
+            out["reason"] += (f"; {entry['majority_share']:.0%} of the held-out frames hold one value "
+                              f"({entry.get('held_out_values')} distinct), so any read-out scores high")
+    return out
+
+
+def steer_verdict(c):
+    """Does adding the function vector at a layer move the policy the way really changing the value does, beyond
+    random directions of the same norm (STEER_RULE)? c: causal_test's result or None. -> {steers: "with" | "against" |
+    "unclear" | None (no test), cos, random_mean, random_sd (floored), reason}."""
+    f = None if not c else c["function_vector"].get("cos_actor")
+    if f is None:
+        return {"steers": None, "cos": None, "random_mean": None, "random_sd": None, "reason": "no cosine (no causal test)"}
+    r = c["random"].get("cos_actor") or {}
+    m, sd = r.get("mean", 0.0), max(r.get("std", 0.0), 0.05)
+    steers = "with" if f > m + 2 * sd and f > 0 else "against" if f < m - 2 * sd and f < 0 else "unclear"
+    return {"steers": steers, "cos": float(f), "random_mean": float(m), "random_sd": float(sd),
+            "reason": None if steers == "with" else f"cos {f:.2f} against random directions {m:.2f} ± {sd:.2f}"}
+
+
+POSITION_ROLES = ("x-position", "y-position")
+
+
+def object_mask(ale, state, actions, index, own, values, buf):
+    """Where the object a byte draws is on the frame of `state`, found as extract_ram_vars.py's position test finds
+    it: hold the byte (setRAM before each frame) for 2 frames at its own value and at each of `values`; the pixels
+    that differ from the own-value screen for >= 60% of the other values are where the object was (it left that
+    place, or changed there, for most values). -> (H, W) bool mask on the raw screen, or None when no pixel qualifies
+    (the byte moved nothing there, e.g. no ball in play)."""
+    def screen(value):
+        ale.restoreState(state)
+        for a in actions:
+            ale.setRAM(index, int(value))
+            ale.act(a)
+        ale.getScreen(buf)
+        return buf.copy()
+    ref = screen(own)
+    masks = [m for m in (screen(v) != ref for v in values if v != own) if m.any()]
+    if not masks:
+        return None
+    mask = np.mean(masks, axis=0) >= 0.6
+    return mask if mask.any() else None
+
+
+def object_centre(ale, state, actions, index, own, values, buf):
+    """(row, col) on the raw screen of the centre of object_mask, or None."""
+    mask = object_mask(ale, state, actions, index, own, values, buf)
+    if mask is None:
+        return None
+    rows, cols = np.nonzero(mask)
+    return float(rows.mean()), float(cols.mean())
+
+
+def label_picture_agreement(layers, top, variables, nat, game, seed: int, n_values: int = 6):
+    """Does a labelled unit's picture show its label? For every labelled hidden unit and each of its top natural
+    frames (top_natural_frames): find the object its byte draws on that frame (object_mask, on the emulator state the
+    frame was taken from, holding the byte at up to `n_values` other values seen in play) and check it against the
+    frame's box (the receptive field of the unit's most active position; an fc unit: of the relu3 position that adds
+    most to it), both in the 84x84 frame. A position byte (role x- or y-position) agrees when its object's centre lies
+    in the box; any other byte (bricks, digits, ...) when some of its object lies in the box. A frame where the byte
+    moves nothing counts as not agreeing (its object is not on screen where the unit fires most). Unit: agreement =
+    the share of its top frames that agree; it agrees when >= 0.5. Chance: the same test of the box against the
+    object found on the other checked frames of the same byte, averaged over the checked frames.
+    Adds units[u]["agreement"] {kind ("centre" | "overlap"), frames, agree, share, found, agrees} and per layer
+    "agreement" {units, agreeing, share, frames, frames_agreeing, chance, by_variable {name: [units, agreeing]}: the
+    position-labelled units; "all": the same over every labelled unit; how} to `layers` (in place)."""
+    emu = Emulator(game, seed)
+    buf = np.zeros(emu.ale.getScreenDims(), np.uint8)
+    H, W = buf.shape
+    rows84, cols84 = (np.arange(H) * 84 // H), (np.arange(W) * 84 // W)
+    objects = {}  # (natural row, var slot) -> (centre (row, col), rows, cols of the object's pixels) in 84x84, or None
+
+    def find(n, j):
+        if (n, j) not in objects:
+            idx = variables[j]["index"]
+            seen = np.unique(nat["ram"][:, idx])
+            values = seen[np.linspace(0, len(seen) - 1, min(n_values + 1, len(seen))).astype(int)].tolist()
+            mask = object_mask(emu.ale, nat["state"][n], [emu.action_set[int(nat["action"][n])]] * 2, idx,
+                               int(nat["ram"][n, idx]), values, buf)
+            if mask is None:
+                objects[(n, j)] = None
+            else:
+                r, c = np.nonzero(mask)
+                objects[(n, j)] = ((r.mean() * 84 / H, c.mean() * 84 / W), rows84[r], cols84[c])
+        return objects[(n, j)]
+
+    def inside(obj, b, centre):
+        if obj is None:
+            return False
+        if centre:
+            (r, c), _, _ = obj
+            return b[0] - 0.5 <= r <= b[1] + 0.5 and b[2] - 0.5 <= c <= b[3] + 0.5
+        _, r, c = obj
+        return bool(((r >= b[0]) & (r <= b[1]) & (c >= b[2]) & (c <= b[3])).any())
+    how = ("per labelled unit: the share of its top natural frames on which the object its byte draws (found by setting "
+           "the byte to other values on that frame's emulator state: where the screen changes) lies in the frame's box "
+           "(a position byte: the object's centre; any other byte: some of its pixels); a unit agrees when >= half of "
+           "its frames do; chance: the same box against the byte's object on the other checked frames")
+    for k in HIDDEN:
+        checked = []
+        for u in layers[k]["units"]:
+            if u["var"] < 0:
+                continue
+            frames = [(int(f), top[k]["box"][u["unit"], i].tolist()) for i, f in enumerate(top[k]["frame"][u["unit"]]) if f >= 0]
+            if not frames:
+                continue
+            centre = variables[u["var"]]["public"]["role"] in POSITION_ROLES
+            found = [find(int(top["natural_rows"][f]), u["var"]) for f, _ in frames]
+            agree = [inside(o, b, centre) for o, (_, b) in zip(found, frames)]
+            u["agreement"] = {"kind": "centre" if centre else "overlap", "frames": len(frames), "agree": int(sum(agree)),
+                              "share": float(np.mean(agree)), "found": int(sum(o is not None for o in found)),
+                              "agrees": bool(np.mean(agree) >= 0.5)}
+            checked.append((u, [b for _, b in frames], centre))
+
+        def summary(group):
+            entry = {"units": len(group)}
+            if not group:
+                return entry
+            chance = []
+            for u, boxes, centre in group:
+                pool = [o for (n, j), o in objects.items() if j == u["var"] and o is not None]
+                chance += [float(np.mean([inside(o, b, centre) for o in pool])) if pool else 0.0 for b in boxes]
+            by_var = {}
+            for u, _, _ in group:
+                by_var.setdefault(u["name"], [0, 0])
+                by_var[u["name"]][0] += 1
+                by_var[u["name"]][1] += int(u["agreement"]["agrees"])
+            entry.update(agreeing=sum(u["agreement"]["agrees"] for u, _, _ in group),
+                         frames=sum(u["agreement"]["frames"] for u, _, _ in group),
+                         frames_agreeing=sum(u["agreement"]["agree"] for u, _, _ in group),
+                         chance=float(np.mean(chance)), by_variable=by_var)
+            entry["share"] = entry["agreeing"] / entry["units"]
+            return entry
+        layers[k]["agreement"] = {**summary([c for c in checked if c[2]]), "all": summary(checked), "how": how}
 
 
 def write_atomic(path, write):
@@ -1738,14 +2007,14 @@ def main(args: Args):
            "unit_corr": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN},
            "unit_eta": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN}}
     eff, out["unit_effect_draws"] = unit_effects(S, T, V, args.unit_max_other_changed)
-    for key in ("effect", "spread", "alive"):
+    for key in ("effect", "spread", "alive", "peak", "peak_change"):
         out[f"unit_{key}"] = {k: eff[k][key] for k in HIDDEN}
     prog = Progress("analysis", V, "variables")
     results_vars = []
     for v, var in enumerate(variables):
         results_vars.append(analyse_variable(v, var, T, S, hooks, out, args, rng, device))
         prog.update(v + 1)
-    layers = label_units(S, out, names, keep, args.min_unit_effect)
+    layers = label_units(S, out, names, keep, args)
     for k, _ in LAYERS:
         layers[k]["probe_scores"] = {rv_["name"]: rv_["probe"][k].get("score") for rv_ in results_vars}
     timing["analysis_s"] = time.time() - t0
@@ -1770,10 +2039,26 @@ def main(args: Args):
             for part in ("probe", "natural"):
                 rv_[part]["critic"] = {"metric": rv_[part]["critic"].get("metric"), "score": None, "control": None, "reason": why}
         layers["critic"]["probe_scores"] = dict.fromkeys(names)
+    for rv_ in results_vars:  # is each score beyond its controls, does each steer beyond random directions
+        rv_["verdict"] = {
+            "natural": {k: decode_verdict(rv_["natural"][k], [("shuffled-label control", "control_scores"),
+                                                              ("random-weights network", "random_network_seeds")])
+                        for k, _ in LAYERS},
+            "interventions": {k: decode_verdict(rv_["probe"][k], [("shuffled-label control", "control_scores")])
+                              for k, _ in LAYERS},
+            "steering": {k: steer_verdict(rv_["causal"].get(k)) for k in HIDDEN}}
+    if top is not None:  # do the labels of position units agree with their pictures
+        t0 = time.time()
+        label_picture_agreement(layers, top, variables, bases["natural"], game, args.seed)
+        timing["agreement_s"] = time.time() - t0
+        print("[labels] labelled units whose top frames show their byte's object in the box, position bytes / all: " + ", ".join(
+            f"{k} {layers[k]['agreement'].get('agreeing', 0)}/{layers[k]['agreement']['units']} / "
+            f"{layers[k]['agreement']['all'].get('agreeing', 0)}/{layers[k]['agreement']['all']['units']}" for k in HIDDEN)
+            + f" ({timing['agreement_s']:.1f}s)", flush=True)
 
     # outputs
     results = {
-        "format": "memory-pixel-interp/probe", "version": 4, "env_id": env_id, "game": game,
+        "format": "memory-pixel-interp/probe", "version": 5, "env_id": env_id, "game": game,
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
                    "roles_from": args.roles_from or None,
                    "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step"),
@@ -1783,6 +2068,7 @@ def main(args: Args):
         "preprocessing_check": prep, "restore_check": {"base_states": B, "identical_to_rollout": restore_ok},
         "importance": {"metric": "tv", "states": int(len(ram_rollout)), "repeats": args.importance_repeats, "ranking": ranking},
         "variables": results_vars, "layers": layers, "natural": natural_summary,
+        "verdict_rules": {"decodable": DECODE_RULE, "margin": DECODE_MARGIN, "steering": STEER_RULE},
         "counts": {"samples": N, "base_states": B, "test_base_states": test_bases.tolist(), "variables": V,
                    "drawn": int((T["role"] == 2).sum()), "kept_draws": int(T["changed"].sum())},
         "timing": timing, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -1817,22 +2103,33 @@ def main(args: Args):
     for k in HIDDEN:
         arrays[f"unit_corr_{k}"], arrays[f"unit_eta_{k}"] = out["unit_corr"][k], out["unit_eta"][k]
         arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]
+        arrays[f"unit_peak_{k}"], arrays[f"unit_peak_change_{k}"] = out["unit_peak"][k], out["unit_peak_change"][k]
     if top is not None:  # step 7's most activating natural frames, for the atlas
         arrays.update(top_stacks=top["stacks"], top_where=top["where"], top_ram=top["ram"])
         for k in HIDDEN:
             arrays.update({f"top_frame_{k}": top[k]["frame"], f"top_value_{k}": top[k]["value"], f"top_box_{k}": top[k]["box"]})
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    write_atomic(out_dir / "activations.npz", lambda f: np.savez(f, **arrays))
-    timing.update(save_s=time.time() - t0, total_s=time.time() - t_start)
-    write_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
+    # a full disk (or a folder gone read-only): the pair written before stays whole, and stays a pair: the new
+    # activations.npz takes its name only once results.json is written
+    pending = out_dir / f"activations.npz.new-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(pending, lambda f: np.savez(f, **arrays))
+        timing.update(save_s=time.time() - t0, total_s=time.time() - t_start)
+        write_atomic(out_dir / "results.json", lambda f: f.write(json.dumps(results, indent=1).encode()))
+        os.replace(pending, out_dir / "activations.npz")
+    except OSError as e:
+        pending.unlink(missing_ok=True)
+        raise InputError(f"cannot write in --out-dir {out_dir}: {e.strerror or e}")
     print(f"[done] {out_dir / 'activations.npz'} ({(out_dir / 'activations.npz').stat().st_size / 1e6:.1f} MB) and "
           f"{out_dir / 'results.json'} in {timing['total_s']:.1f}s", flush=True)
     report = Path(__file__).with_name("probe_report.py")
     if args.report and not report.exists():
         print(f"warning: {report} not found: no atlas (report.html)", flush=True)
-    elif args.report and subprocess.run([sys.executable, str(report), "--out-dir", str(out_dir)]).returncode != 0:
-        raise SystemExit(1)
+    elif args.report:
+        code = subprocess.run([sys.executable, str(report), "--out-dir", str(out_dir)]).returncode
+        if code != 0:  # its `error:` line (a full disk: 2) is already on stderr
+            raise SystemExit(code if code > 0 else 1)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,13 @@
 Reads `<out-dir>/results.json` and `<out-dir>/activations.npz` (README §Probe) and writes `<out-dir>/report.html`:
 one file (pictures inlined as base64 PNGs, the units' data as inline JSON, a small script, nothing fetched), that
 opens from disk without a server. The page, top to bottom:
-- **Variables**: a sortable table of every probed RAM variable, then one card per variable: the extractor's
-  description (its role and evidence, ram vars version 2; otherwise its kind and range), the screen region it
+- **Findings**, generated from results.json's verdicts (version 5): what the agent decodes beyond both controls (by
+  role, with layer and numbers), what steers its policy beyond random directions, which bytes label units and whether
+  the labels agree with their pictures (per layer), what it does not represent; beside them a variable x layer
+  picture; then how to read the page (the legend and the metric names).
+- **Variables**: the reasons for empty cells, once each; a sortable table of every probed RAM variable (its metric,
+  R² or weighted F1, in a column; a score not beyond its controls reads "n.d."), then one card per variable: the
+  extractor's description (its role and evidence, ram vars version 2; otherwise its kind and range), the screen region it
   controls, its scores per layer side by side (natural frames, their shuffled-label control, the same network with
   random weights, interventions), and its steering (function vector) result with a sentence on how to read it.
 - **Units and channels**: per hidden layer a grid of every fc unit / conv channel, coloured by the RAM address
@@ -23,6 +28,7 @@ import html
 import io
 import json
 import os
+import re
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -118,8 +124,8 @@ def load_inputs(out_dir: Path):
         raise InputError(f"cannot read {out_dir / 'results.json'}: {e}")
     if not isinstance(res, dict) or res.get("format") != "memory-pixel-interp/probe":
         raise InputError(f"{out_dir / 'results.json'} is not a probe results file")
-    if res.get("version") not in (1, 2, 3, 4):
-        raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 to 4")
+    if res.get("version") not in (1, 2, 3, 4, 5):
+        raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 to 5")
     try:
         with np.load(out_dir / "activations.npz", allow_pickle=False) as z:
             missing = [k for k in NPZ_KEYS if k not in z.files]
@@ -239,29 +245,39 @@ def region_text(v, res) -> str:
     return "none: " + ((v.get("screen_region") or {}).get("reason") or "no region recorded")
 
 
-def empty_reason(v):
-    """Why some of a variable's table cells are empty ("" if none is): the probe's reason when it got no score
-    (results version >= 2; a version 1 file gives its per-layer reason), else why the causal test at relu_fc is
-    missing."""
-    status = v.get("status") or {}
-    if status.get("reason"):
-        return status["reason"]
-    missing = [p.get("reason") for p in v["probe"].values() if p.get("score") is None]
-    if missing:
-        return "not scored: " + (missing[0] or "no reason recorded (results.json from an older probe)")
-    c = (v.get("causal") or {}).get("relu_fc")
-    if not c or c["function_vector"].get("cos_actor") is None:
-        return "causal test at relu_fc: " + ((v.get("causal_reasons") or {}).get("relu_fc") or "no result (no reason recorded)")
-    return ""
+def grouped_reasons(vs, nat_summary) -> list[tuple[str, list[str]]]:
+    """Why some variables have empty cells, once per reason: [(reason, ["ram[0x0b] (0.12 bits)", ...])], for the
+    natural frames (a dropped variable's entropy beside its name), the interventions (results' status.reason, else a
+    version-1 file's per-layer reason) and the steering test at relu_fc. Numbers inside a reason do not split it:
+    reasons that differ only in their numbers are one line, its text the first variable's with the numbers of the
+    others beside their names."""
+    entropy = {d["name"]: d.get("entropy_bits") for d in (nat_summary or {}).get("dropped") or []}
+    groups = {}
 
-
-def row_reasons(v) -> tuple[str, str]:
-    """(short, full) text of why some of a variable's overview cells are empty: interventions (status.reason or
-    the causal test's reason at relu_fc) and natural frames; short = the first sentence of each."""
-    full = [empty_reason(v)] if empty_reason(v) else []
-    nat = sorted({p.get("reason") for p in (v.get("natural") or {}).values() if p.get("reason")})
-    full += [f"natural frames: {r}" for r in nat]
-    return "; ".join(r.split(". ")[0] for r in full), " ".join(full)
+    def add(part, reason, name):
+        first = reason.split(". ")[0]
+        key = (part, re.sub(r"-?\d+(\.\d+)?", "#", first))
+        text, names = groups.setdefault(key, [f"{part}: {first}", []])
+        if name not in names:
+            names.append(name)
+    for v in vs:
+        for p in (v.get("natural") or {}).values():
+            if p.get("reason"):
+                if v["name"] in entropy and entropy[v["name"]] is not None and p["reason"].startswith("dropped: the entropy"):
+                    key = ("natural frames", "entropy")
+                    groups.setdefault(key, [f"natural frames: dropped, the entropy of its values on the natural frames is "
+                                            f"below {nat_summary.get('min_entropy_bits')} bits (AtariARI's threshold)", []])
+                    if f"{v['name']} ({entropy[v['name']]:.2f} bits)" not in groups[key][1]:
+                        groups[key][1].append(f"{v['name']} ({entropy[v['name']]:.2f} bits)")
+                else:
+                    add("natural frames", p["reason"], v["name"])
+        status = v.get("status") or {}
+        missing = [p.get("reason") for p in v["probe"].values() if p.get("score") is None]
+        if status.get("reason") or missing:
+            add("interventions", status.get("reason") or "not scored: " + (missing[0] or "no reason recorded"), v["name"])
+        elif not (v.get("causal") or {}).get("relu_fc") or v["causal"]["relu_fc"]["function_vector"].get("cos_actor") is None:
+            add("steering at relu_fc", (v.get("causal_reasons") or {}).get("relu_fc") or "no result (no reason recorded)", v["name"])
+    return [(text, names) for text, names in groups.values()]
 
 
 def best_layer(scores: dict):
@@ -270,17 +286,16 @@ def best_layer(scores: dict):
     return (max(got)[1], max(got)[0]) if got else (None, None)
 
 
-def steer_verdict(c) -> tuple[str, str]:
-    """(word, sentence) on the steering result at one layer: 'with' if the function vector's cosine with the true
-    logit move is above the random directions' mean + 2 SD (SD floored at 0.05) and positive, 'against' if below
-    their mean - 2 SD and negative, else 'unclear'."""
-    f, r = c["function_vector"].get("cos_actor"), (c["random"].get("cos_actor") or {})
-    if f is None:
-        return "unclear", "no logit move to compare with"
-    m, sd = r.get("mean", 0.0), max(r.get("std", 0.0), 0.05)
-    if f > m + 2 * sd and f > 0:
+def steer_sentence(v, k="relu_fc") -> tuple[str, str] | None:
+    """(word, sentence) on the steering result at layer k from results.json's verdict (version 5: the probe's rule,
+    results' verdict_rules.steering): 'with', 'against' or 'unclear'; None when the file has no verdict or no test."""
+    c = ((v.get("verdict") or {}).get("steering") or {}).get(k)
+    if not c or c.get("steers") is None:
+        return None
+    f, m, sd = c["cos"], c["random_mean"], c["random_sd"]
+    if c["steers"] == "with":
         return "with", f"moves the logits the way really changing the value does (cos {f:.2f}; random directions {m:.2f} ± {sd:.2f})"
-    if f < m - 2 * sd and f < 0:
+    if c["steers"] == "against":
         return "against", (f"moves the logits against the way really changing the value does (cos {f:.2f}; random "
                            f"directions {m:.2f} ± {sd:.2f}): downstream layers do not read the value along its mean direction")
     return "unclear", f"moves the logits no more along the true change than a random direction does (cos {f:.2f}; random {m:.2f} ± {sd:.2f})"
@@ -306,8 +321,11 @@ SCORES_HELP = (
     "categorical ones; 1 = perfect, 0 = no better than the mean or chance); <i>shuffled</i> = the same fit on shuffled "
     "labels; <i>random net</i> = the same read-out from the same network with random weights (AtariARI's random-CNN "
     "baseline: what the architecture alone keeps); <i>interventions</i> = the read-out on screens whose RAM value was "
-    "set, scored on held-out base states, and <i>interv. shuffled</i> its shuffled-label control. A shaded natural cell marks a layer "
-    "where training put the variable there: natural beats both the random network and the shuffled control by ≥ 0.05.")
+    "set, scored on held-out base states, and <i>interv. shuffled</i> its shuffled-label control. Each table's caption and the "
+    "overview's <i>metric</i> column say whether its numbers are R² or weighted F1. A shaded cell is a score beyond its "
+    "controls (natural: both the shuffled labels and the random network; interventions: the shuffled labels) by the "
+    "margin in the findings above; <b>n.d.</b> (not decodable) marks one that is not, its score small and grey beside it "
+    "and the reason on hover: a score of 1.00 whose control also scores 1.00 says nothing about the agent.")
 
 
 def badge(j, vs, cols, link=False) -> str:
@@ -332,29 +350,47 @@ def dbar(value, colour) -> str:
     return f"<div class='dbar'><i style='left:{left:.0f}%;width:{w:.0f}%;background:{colour}'></i></div>"
 
 
+def verdict_of(v, part, k):
+    """results.json's verdict on a score (part "natural" or "interventions", layer k), or None (before version 5)."""
+    return ((v.get("verdict") or {}).get(part) or {}).get(k)
+
+
+def score_cell(v, part, k, s, colour, opacity) -> str:
+    """A score table cell: the score with its bar; shaded when results.json's verdict says it is beyond its controls,
+    "n.d." (not decodable) with the score small and grey beside it when it says it is not (the reason in the title)."""
+    ver = verdict_of(v, part, k) if part else None
+    if ver and ver.get("decodable") is False:
+        return (f"<td class='nd' title='{esc(ver.get('reason') or '')}'>n.d. <span class='ctl'>{fmt(s)}</span>"
+                f"{bar(s, '#999', 0.35)}</td>")
+    cls = " class='win'" if ver and ver.get("decodable") else ""
+    return f"<td{cls}>{fmt(s)}{bar(s, colour, opacity)}</td>"
+
+
 def scores_table(v, j, cols, layers) -> str:
     """Per layer, side by side: natural frames (trained agent), their shuffled-label control, the random-weights
-    network, interventions (with their control in brackets); bars in the variable's colour."""
+    network, interventions (with their control in brackets); bars in the variable's colour. A natural or intervention
+    score that results.json's verdict finds not beyond its controls reads "n.d." and the reasons are listed below."""
     nat, probe = v.get("natural") or {}, v["probe"]
-    rows = [("natural", lambda k: (nat.get(k) or {}).get("score"), 1.0),
-            ("shuffled", lambda k: (nat.get(k) or {}).get("control"), 0.35),
-            ("random net", lambda k: (nat.get(k) or {}).get("random_network"), 0.35),
-            ("interventions", lambda k: (probe.get(k) or {}).get("score"), 1.0),
-            ("interv. shuffled", lambda k: (probe.get(k) or {}).get("control"), 0.35)]
+    rows = [("natural", "natural", lambda k: (nat.get(k) or {}).get("score"), 1.0),
+            ("shuffled", None, lambda k: (nat.get(k) or {}).get("control"), 0.35),
+            ("random net", None, lambda k: (nat.get(k) or {}).get("random_network"), 0.35),
+            ("interventions", "interventions", lambda k: (probe.get(k) or {}).get("score"), 1.0),
+            ("interv. shuffled", None, lambda k: (probe.get(k) or {}).get("control"), 0.35)]
     metric = "weighted F1" if v["categorical"] else "R²"
-    h = [f"<table class='scores'><caption>read-out score ({metric}) per layer</caption><thead><tr><th></th>"
+    h = [f"<table class='scores'><caption>read-out score, <b>{metric}</b>, per layer</caption><thead><tr><th></th>"
          + "".join(f"<th>{esc(k)}</th>" for k in layers) + "</tr></thead><tbody>"]
-    for label, get, op in rows:
-        cells = []
-        for k in layers:
-            s = get(k)
-            cls = ""
-            if label == "natural" and s is not None:
-                others = [x for x in ((nat.get(k) or {}).get("control"), (nat.get(k) or {}).get("random_network")) if x is not None]
-                cls = " class='win'" if others and s - max(others) >= 0.05 else ""
-            cells.append(f"<td{cls}>{fmt(s)}{bar(s, cols[j], op)}</td>")
-        h.append(f"<tr><th class='l'>{label}</th>{''.join(cells)}</tr>")
+    for label, part, get, op in rows:
+        h.append(f"<tr><th class='l'>{label}</th>{''.join(score_cell(v, part, k, get(k), cols[j], op) for k in layers)}</tr>")
     h.append("</tbody></table>")
+    why = {}
+    for part in ("natural", "interventions"):
+        for k in layers:
+            ver = verdict_of(v, part, k)
+            if ver and ver.get("decodable") is False:
+                why.setdefault((part, ver.get("binding") or "control"), []).append(k)
+    for (part, control), ks in why.items():
+        h.append(f"<p class='why'>n.d. = not decodable ({esc(part)}: {esc(', '.join(ks))}): the {esc(control)} scores "
+                 "within the margin of the score (hover a cell for its numbers)</p>")
     return "".join(h)
 
 
@@ -401,10 +437,9 @@ def variable_card(v, j, ctx) -> str:
         why.append(f"Natural frames: results.json version {res.get('version')} has none (probe_function_vectors.py before step 7)")
     if (v.get("status") or {}).get("reason"):
         why.append("Interventions: " + v["status"]["reason"])
-    c = (v.get("causal") or {}).get("relu_fc")
     verdict = ""
-    if c and c["function_vector"].get("cos_actor") is not None:
-        word, sentence = steer_verdict(c)
+    if steer_sentence(v):
+        word, sentence = steer_sentence(v)
         verdict = f"<p class='verdict {word}'>Steering relu_fc {esc(sentence)}.</p>"
     units = []
     for k in HIDDEN:
@@ -431,33 +466,51 @@ def variable_card(v, j, ctx) -> str:
             + "</details>")
 
 
+def best_cell(v, part, scores: dict) -> tuple[str, float]:
+    """(cell html, sort key) of a variable's best score in the overview: with results.json's verdicts (version 5) the
+    decodable layer with the largest lead over its controls, else "n.d." with the best score small; without them the
+    highest score. An empty cell is "—" (the reasons are listed once above the table)."""
+    have = any(verdict_of(v, part, k) for k in scores)
+    if have:
+        ok = [(verdict_of(v, part, k)["lead"], k) for k, s in scores.items() if (verdict_of(v, part, k) or {}).get("decodable")]
+        if ok:
+            k = max(ok)[1]
+            ver = verdict_of(v, part, k)
+            return (f"{fmt(scores[k])} {esc(k)}<br><span class='ctl'>(+{ver['lead']:.2f} over its best "
+                    f"{CONTROL_WORD.get(ver['binding'], 'control')} draw; margin {ver['margin']:.2f})</span>", scores[k])
+    k, s = best_layer(scores)
+    if s is None:
+        return "—", -99
+    if have:
+        return f"n.d. <span class='ctl'>(best {fmt(s)} {esc(k)}: {esc(verdict_of(v, part, k)['binding'])} within the margin)</span>", -50 + s
+    return f"{fmt(s)} {esc(k)}", s
+
+
 def overview_table(ctx) -> str:
-    """One sortable row per variable: what it is, importance, region, best natural / intervention score, the
-    steering cosine at relu_fc, and why a cell is empty."""
+    """One sortable row per variable: what it is, the metric of its scores, importance, region, best natural /
+    intervention score (n.d. when no layer's score is beyond its controls), the steering cosine at relu_fc."""
     vs, cols = ctx["vs"], ctx["cols"]
     tv_max = max([v["importance"]["tv"] for v in vs] + [1e-12])
     h = ["<table class='sortable overview'><thead><tr><th class='l'>variable</th><th class='l'>address</th>"
-         "<th class='l'>what it is</th><th>importance (policy TV)</th><th class='l'>screen region</th>"
-         "<th>natural, best layer<br>(random net there)</th><th>interventions,<br>best layer</th>"
-         "<th>steer relu_fc: cos<br>(random)</th><th class='l'>why a cell is empty (all of it: hover, or the card)</th></tr></thead><tbody>"]
+         "<th class='l'>what it is</th><th class='l'>metric</th><th>importance (policy TV)</th><th class='l'>screen region</th>"
+         "<th>natural frames: best layer beyond both controls<br>(R² or weighted F1, per the metric column)</th>"
+         "<th>interventions: best layer beyond shuffled labels<br>(R² or weighted F1)</th>"
+         "<th>steer relu_fc: cos<br>(random directions)</th></tr></thead><tbody>"]
     for j, v in enumerate(vs):
         nat = v.get("natural") or {}
-        nk, ns = best_layer({k: p.get("score") for k, p in nat.items()})
-        pk, ps = best_layer({k: p.get("score") for k, p in v["probe"].items()})
+        ncell, nsort = best_cell(v, "natural", {k: p.get("score") for k, p in nat.items()})
+        pcell, psort = best_cell(v, "interventions", {k: p.get("score") for k, p in v["probe"].items()})
         c = (v.get("causal") or {}).get("relu_fc") or {}
         cf = (c.get("function_vector") or {}).get("cos_actor")
         cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
         tv = v["importance"]["tv"]
-        why_short, why_full = row_reasons(v)
         h.append(f"<tr><td class='l'><a href='#{esc(v['name'])}'>{badge(j, vs, cols)} {esc(v['name'])}</a></td>"
                  f"<td class='l'>{esc(str(v['address']))}</td><td class='l what'>{esc(describe(v))}</td>"
+                 f"<td class='l'>{'weighted F1' if v['categorical'] else 'R²'}</td>"
                  f"<td data-sort='{tv}'>{fmt(tv, 4)}{bar(tv / tv_max, cols[j])}</td>"
                  f"<td class='l region'>{esc(region_text(v, ctx['res']))}</td>"
-                 f"<td data-sort='{ns if ns is not None else -99}'>{fmt(ns)} {esc(nk or '')}<br><span class='ctl'>"
-                 f"({fmt((nat.get(nk) or {}).get('random_network'))})</span></td>"
-                 f"<td data-sort='{ps if ps is not None else -99}'>{fmt(ps)} {esc(pk or '')}</td>"
-                 f"<td data-sort='{cf if cf is not None else -99}'>{fmt(cf)} <span class='ctl'>({fmt(cr)})</span></td>"
-                 f"<td class='l why' title='{esc(why_full)}'>{esc(why_short)}</td></tr>")
+                 f"<td data-sort='{nsort}'>{ncell}</td><td data-sort='{psort}'>{pcell}</td>"
+                 f"<td data-sort='{cf if cf is not None else -99}'>{fmt(cf)} <span class='ctl'>({fmt(cr)})</span></td></tr>")
     h.append("</tbody></table>")
     return "".join(h)
 
@@ -471,8 +524,188 @@ def section_variables(ctx) -> str:
              "line to unfold it.</p>").format(n=min(ctx["open_cards"], len(ctx["vs"])))
     if not nat.get("run"):
         intro += f"<p class='why'>Natural frames: {esc(nat.get('reason') or ('results.json version %s has none' % res.get('version')))}</p>"
-    return (intro + overview_table(ctx) + f"<p class='help'>{SCORES_HELP}</p><p class='help'>{STEER_HELP}</p>"
-            + "".join(variable_card(v, j, ctx) for j, v in enumerate(ctx["vs"])))
+    groups = grouped_reasons(ctx["vs"], nat)
+    if groups:
+        intro += ("<p class='note'>Empty cells (—), once per reason:</p><ul class='reasons'>" + "".join(
+            f"<li>{esc(text)} ({len(names)}): {esc(', '.join(names))}</li>" for text, names in groups) + "</ul>")
+    return (intro + overview_table(ctx) + "".join(variable_card(v, j, ctx) for j, v in enumerate(ctx["vs"])))
+
+
+HEAT_ROW, HEAT_COL = 16, 56   # px per variable row / layer column of the findings' picture
+HEAT_FULL = 0.8               # a lead over the best control this large gets the colour map's top colour
+HEAT_ND, HEAT_NONE = (222, 222, 222), (255, 255, 255)  # not decodable / not scored
+
+
+def role_of(v) -> str:
+    """The variable's role for grouping findings: the extractor's role, else its kind."""
+    return v.get("role") or v["kind"]
+
+
+def heat_picture(ctx, rows) -> str:
+    """Variable x layer picture of the natural-frame verdicts (rows: variable slots, top to bottom; columns: the
+    layers): a decodable cell coloured by its lead over the best control on matplotlib's viridis (full at HEAT_FULL),
+    a not decodable one light grey, a not scored one white. No text: the names and numbers are HTML beside it.
+    -> base64 PNG, HEAT_ROW x HEAT_COL px per cell, 1 px white gaps."""
+    cmap = matplotlib.colormaps["viridis"]
+    layers = ctx["layers"]
+    img = np.full((len(rows) * HEAT_ROW, len(layers) * HEAT_COL, 3), 255, np.uint8)
+    for r, j in enumerate(rows):
+        for c, k in enumerate(layers):
+            ver = verdict_of(ctx["vs"][j], "natural", k) or {}
+            colour = (HEAT_NONE if ver.get("decodable") is None else HEAT_ND if not ver["decodable"] else
+                      tuple(int(255 * x) for x in cmap(min(1.0, max(0.0, ver["lead"] / HEAT_FULL)))[:3]))
+            img[r * HEAT_ROW:(r + 1) * HEAT_ROW - 1, c * HEAT_COL:(c + 1) * HEAT_COL - 1] = colour
+    return png64(img)
+
+
+def heat_block(ctx) -> str:
+    """The findings' picture with its HTML: layer names above, the variables (badge, name, role) beside its rows, a
+    colour key below; only variables scored on natural frames in some layer."""
+    vs = ctx["vs"]
+    rows = [j for j, v in enumerate(vs) if any((p or {}).get("score") is not None for p in (v.get("natural") or {}).values())]
+    if not rows:
+        return ""
+    rows.sort(key=lambda j: (role_of(vs[j]), j))
+    cmap = matplotlib.colormaps["viridis"]
+    stops = ", ".join("#%02x%02x%02x" % tuple(int(255 * x) for x in cmap(t)[:3]) for t in np.linspace(0, 1, 6))
+    labels = "".join(f"<div class='hrow'>{badge(j, vs, ctx['cols'], link=True)} {esc(vs[j]['name'])} "
+                     f"<span class='ctl'>{esc(role_of(vs[j]))}</span></div>" for j in rows)
+    head = "".join(f"<span style='width:{HEAT_COL}px'>{esc(k)}</span>" for k in ctx["layers"])
+    return (f"<figure class='heat'><div class='hgrid'><div></div><div class='hhead'>{head}</div>"
+            f"<div class='hlabels'>{labels}</div><img alt='variable by layer: natural-frame verdicts' width='{len(ctx['layers']) * HEAT_COL}' "
+            f"height='{len(rows) * HEAT_ROW}' src='data:image/png;base64,{heat_picture(ctx, rows)}'></div>"
+            f"<figcaption>Natural frames, variable × layer: colour = the score's lead over the best of its control draws "
+            f"<span class='ckey' style='background:linear-gradient(90deg, {stops})'></span> 0 … {HEAT_FULL}+; "
+            f"<span class='swatch' style='background:rgb{HEAT_ND}'></span> not decodable; white: not scored.</figcaption></figure>")
+
+
+CONTROL_WORD = {"shuffled-label control": "shuffled-label", "random-weights network": "random-network"}
+
+
+def by_role(groups, shown: int = 3) -> str:
+    """{role: [(sort key, html)]} -> "<i>role</i> (n): a, b, c and 4 more; ...": positions and scores first, then the
+    other roles alphabetically; each role's items best first (lowest key), at most `shown` of a longer list."""
+    first = ("x-position", "y-position", "score", "score (BCD digits)")
+    parts = []
+    for role in sorted(groups, key=lambda r: (first.index(r) if r in first else len(first), r)):
+        items = [h for _, h in sorted(groups[role], key=lambda x: x[0])]
+        more = f" and {len(items) - shown} more" if len(items) > shown + 1 else ""
+        parts.append(f"<i>{esc(role)}</i> ({len(items)}): " + ", ".join(items[:shown] if more else items) + more)
+    return "; ".join(parts)
+
+
+def findings(ctx) -> str:
+    """The findings at the top of the atlas, generated from results.json's verdicts (version 5): what the agent decodes
+    beyond both controls (by role, with the layer and the numbers), what steers its policy beyond random directions,
+    which variables label units (with the label-picture agreement per layer), what it does not represent."""
+    res, vs = ctx["res"], ctx["vs"]
+    if not any(v.get("verdict") for v in vs):
+        return (f"<p class='why'>results.json version {res.get('version')} carries no verdicts (probe_function_vectors.py "
+                "before version 5): no findings; scores below are shown without them. Re-run the probe.</p>")
+    metric = lambda v: "weighted F1" if v["categorical"] else "R²"  # noqa: E731
+    rules = res.get("verdict_rules") or {}
+    decoded, absent, unscored = {}, {}, []
+    for j, v in enumerate(vs):
+        nat = v.get("natural") or {}
+        oks = [(verdict_of(v, "natural", k)["lead"], k) for k in ctx["layers"] if (verdict_of(v, "natural", k) or {}).get("decodable")]
+        if oks:
+            k = max(oks)[1]
+            p, ver = nat[k], verdict_of(v, "natural", k)
+            ks = ", ".join(kk for kk in ctx["layers"] if kk in {x for _, x in oks})
+            decoded.setdefault(role_of(v), []).append(
+                (-ver["lead"], f"{badge(j, vs, ctx['cols'], link=True)} {esc(v['name'])} in {esc(ks)} (best {esc(k)}: "
+                               f"{metric(v)} {fmt(p['score'])} vs {fmt(ver['bar'])}, its best {CONTROL_WORD.get(ver['binding'], 'control')} draw)"))
+        elif any((p or {}).get("score") is not None for p in nat.values()):
+            best = max((verdict_of(v, "natural", k)["lead"], k) for k in ctx["layers"] if (verdict_of(v, "natural", k) or {}).get("lead") is not None)
+            absent.setdefault(role_of(v), []).append((-best[0], f"{esc(v['name'])} ({best[0]:+.2f} at {esc(best[1])})"))
+        else:
+            unscored.append(v["name"])
+    items = []
+    n_scored = len(vs) - len(unscored)
+    items.append(f"<b>Decodes beyond both controls</b> (natural frames; {sum(map(len, decoded.values()))} of {n_scored} "
+                 "variables scored there; by role): " + (by_role(decoded) or "none") + ".")
+    steer, early = {}, {k: 0 for k in HIDDEN[:-1]}
+    for j, v in enumerate(vs):
+        st = (v.get("verdict") or {}).get("steering") or {}
+        for k in early:
+            early[k] += (st.get(k) or {}).get("steers") == "with"
+        c = st.get("relu_fc") or {}
+        if c.get("steers") == "with":
+            steer.setdefault(role_of(v), []).append(
+                (-c["cos"], f"{badge(j, vs, ctx['cols'], link=True)} {esc(v['name'])} (cos {c['cos']:.2f} vs "
+                            f"{c['random_mean']:.2f} ± {c['random_sd']:.2f})"))
+    items.append("<b>Steers the policy beyond random directions</b> at relu_fc, the layer the policy reads (adding its "
+                 "function vector moves the logits the way really changing the value does; cos vs random directions): " +
+                 (by_role(steer) or "none") + ". Earlier layers: " + ", ".join(f"{esc(k)} {n}" for k, n in early.items()) + " variables (there a steer "
+                 "copies much of the pixels' own change, so any visible byte can pass).")
+    counts = {}
+    for k in HIDDEN:
+        for u in res["layers"][k]["units"]:
+            if u["var"] >= 0:
+                counts.setdefault(u["var"], {}).setdefault(k, 0)
+                counts[u["var"]][k] += 1
+    order = sorted(counts, key=lambda j: -sum(counts[j].values()))
+    lab = [f"{badge(j, vs, ctx['cols'], link=True)} {esc(vs[j]['name'])} ({esc(role_of(vs[j]))}: " +
+           ", ".join(f"{esc(k)} {n}" for k, n in counts[j].items()) + ")" for j in order[:6]]
+    silent = ", ".join(f"{esc(k)} {res['layers'][k].get('silent_units', 0)}" for k in HIDDEN)
+    items.append("<b>Labels units</b> (most first): " + ("; ".join(lab) or "none") + (f"; and {len(order) - 6} more variables"
+                 if len(order) > 6 else "") + f". Silent units, not labelled: {silent}. " + agreement_text(ctx))
+    items.append("<b>Does not represent</b> (scored on natural frames, no layer beyond both controls; the best lead over "
+                 "the best control draw): " +
+                 (by_role(absent) or "none") +
+                 f". Not scored on natural frames: {len(unscored)} (reasons under Variables).")
+    return (f"<div class='findings'><ul>{''.join(f'<li>{x}</li>' for x in items)}</ul><p class='note'>Decodable: "
+            f"{esc(rules.get('decodable', ''))}. Steering: {esc(rules.get('steering', ''))}.</p></div>")
+
+
+def agreement_text(ctx) -> str:
+    """Label-picture agreement per layer in words (results.json layers[].agreement), and plainly whether the labels
+    hold in relu3 and relu_fc (>= 0.8 of their position-labelled units agree), with what the others show."""
+    res = ctx["res"]
+    ag = {k: res["layers"][k].get("agreement") for k in HIDDEN}
+    if not any(ag.values()):
+        return "No label-picture check (no top natural frames in this run, or results.json before version 5)."
+    parts = [f"{esc(k)} {a.get('agreeing', 0)}/{a['units']}" + (f" ({a['share']:.0%}; chance {a['chance']:.0%})" if a["units"] else "")
+             for k, a in ag.items() if a]
+    text = ("<b>Label–picture agreement</b> (units labelled with an x- or y-position whose top natural frames show that "
+            "object inside their box, in at least half of them): " + ", ".join(parts) + ". ")
+    every = {k: a.get("all") for k, a in ag.items() if a and a.get("all")}
+    if every:
+        text += ("All labels (any byte, some of its object in the box): " + ", ".join(
+            f"{esc(k)} {a.get('agreeing', 0)}/{a['units']}" + (f" ({a['share']:.0%}; chance {a['chance']:.0%})" if a["units"] else "")
+            for k, a in every.items()) + "; by role, all layers: ")
+        roles = {}
+        for k in HIDDEN:
+            for u in res["layers"][k]["units"]:
+                if u.get("agreement"):
+                    r = roles.setdefault(role_of(ctx["vs"][u["var"]]), [0, 0])
+                    r[0], r[1] = r[0] + int(u["agreement"]["agrees"]), r[1] + 1
+        text += ", ".join(f"<i>{esc(r)}</i> {a}/{n}" for r, (a, n) in sorted(roles.items(), key=lambda x: -x[1][1])) + ". "
+        bad = [f"{esc(r)} ({a} of {n} agree)" for r, (a, n) in sorted(roles.items()) if n >= 5 and a < 0.5 * n]
+        if bad:
+            text += (f"<b class='bad'>Labels that do not hold</b>: {', '.join(bad)}: their top natural frames do not show "
+                     "what the byte draws, so read those labels as what moves the unit when the byte is set, not what it "
+                     "responds to in play. ")
+    deep = [ag[k] for k in ("relu3", "relu_fc") if ag.get(k)]
+    n, ok = sum(a["units"] for a in deep), sum(a.get("agreeing", 0) for a in deep)
+    if not n:
+        return text + "No position-labelled unit in relu3 or relu_fc to check."
+    if ok >= 0.8 * n:
+        return text + f"In relu3 and relu_fc {ok} of {n} ({ok / n:.0%}) agree: the position labels hold there."
+    bad = [u for k in ("relu3", "relu_fc") for u in res["layers"][k]["units"] if (u.get("agreement") or {}).get("agrees") is False]
+    frames = sum(u["agreement"]["frames"] for u in bad)
+    unseen = sum(u["agreement"]["frames"] - u["agreement"]["found"] for u in bad)
+    return (text + f"<b class='bad'>The position labels do not hold in relu3 and relu_fc</b>: only {ok} of {n} ({ok / n:.0%}) "
+            f"agree. On the {frames} top frames of the {len(bad)} others, the object was not on screen in {unseen} and "
+            f"outside the box in {frames - unseen - sum(u['agreement']['agree'] for u in bad)}: those units fire most on "
+            "something else, and the variable that moves them most when it is set is not what they respond to in play.")
+
+
+def section_summary(ctx) -> str:
+    """Findings beside their picture, then how to read the page (the legend and the metric names)."""
+    return (f"<div class='summary'><div>{findings(ctx)}</div>{heat_block(ctx)}</div>"
+            f"<details class='help' open><summary><b>How to read this page</b> (legend and metrics)</summary>"
+            f"<p class='help'>{SCORES_HELP}</p><p class='help'>{STEER_HELP}</p></details>")
 
 
 def units_data(ctx, effects_shown: int):
@@ -509,9 +742,23 @@ def units_data(ctx, effects_shown: int):
                      "sd": None if spread is None else float(f"{spread[n]:.3g}"),
                      "top": [[int(j), round(float(eff[n, j]), 3)] for j in order if eff[n, j] > 0],
                      "more": int((eff[n] > 0).sum()) - int((eff[n, order] > 0).sum())}
+            rule = L.get("label_rule") or {}
+            if u.get("peak_change") is not None:
+                entry["pc"] = round(u["peak_change"], 3)
+            if u.get("agreement"):
+                entry["ag"] = [u["agreement"]["agree"], u["agreement"]["frames"], u["agreement"]["found"],
+                               u["agreement"].get("kind", "centre")]
             if u["var"] < 0:
-                entry["why"] = (f"dead: constant on every sample" if u["effect"] == 0 else
-                                f"its largest effect, {u['effect']:.2f} SD, is below the {min_eff} SD threshold")
+                status = u.get("status") or ("dead" if u["effect"] == 0 else "weak")
+                entry["why"] = {
+                    "dead": "dead: constant on every sample",
+                    "silent": (f"silent: its peak on the unperturbed screens is {u.get('peak', 0):.3f} of the layer's "
+                               f"typical peak (< {rule.get('silent_fraction')}), nearly off in play"),
+                }.get(status, f"no variable moves it by both {min_eff} SD and {rule.get('min_peak_change', 0)} of the "
+                              f"layer's typical peak (largest effect {u['effect']:.2f} SD, its peak change "
+                              f"{u.get('peak_change') or 0:.2f})" if "min_peak_change" in rule else
+                              f"its largest effect, {u['effect']:.2f} SD, is below the {min_eff} SD threshold")
+                entry["st"] = status
             if have_top:
                 fr, val, box = npz[f"top_frame_{k}"][n], npz[f"top_value_{k}"][n], npz[f"top_box_{k}"][n]
                 entry["f"] = [[int(f), round(float(a), 3), *map(int, b)] for f, a, b in zip(fr, val, box) if f >= 0]
@@ -544,8 +791,10 @@ def layer_grid(k, ctx) -> str:
         if u["var"] >= 0:
             bg = mix(cols[u["var"]], 0.25 + 0.75 * min(1.0, u["effect"] / max(sat, 1e-9)))
             text, tip = f"{vs[u['var']]['index']:02x}", f"{kind} {u['unit']}: {vs[u['var']]['name']}, {u['effect']:.2f} SD"
+        elif u.get("status") == "silent":
+            bg, text, tip = "#efefef", "s", f"{kind} {u['unit']}: silent (nearly off on the unperturbed screens), no label"
         else:
-            bg, text, tip = GREY, "·", f"{kind} {u['unit']}: no label"
+            bg, text, tip = GREY, "·", f"{kind} {u['unit']}: no label ({u.get('status') or 'weak or dead'})"
         cells.append(f"<button class='u' data-unit='{u['unit']}' data-var='{u['var']}' style='background:{bg};color:{ink(bg)}' "
                      f"title='{esc(tip)}'>{text}</button>")
     return (f"<p class='legend'>Labels in this layer (click one to highlight its {kind}s): {legend or 'none'}</p>"
@@ -561,10 +810,16 @@ def section_units(ctx) -> str:
              f"most. <b>Effect</b> = mean over the variable's draws (changing at most {esc(str(args.get('unit_max_other_changed', '—')))} "
              "other bytes) of |activation − its control's activation| (a conv channel: averaged over its positions), in SDs of "
              "the unit's natural spread; <b>specificity</b> = that effect / the sum of the unit's effects over all variables "
-             f"(1 = only this variable moves it). Grey: dead, or every effect below {esc(str(min_eff))} SD. Colour strength: the "
+             f"(1 = only this variable moves it). Grey (·): dead, or no variable moves it enough; light grey (s): silent. Colour strength: the "
              "effect, full at the layer's 95th percentile. Click a unit for its panel: its effect on each variable and the "
              "natural frames (the newest of the agent's 4 stacked 84×84 frames) on which it is most active, with the "
-             "receptive field of its most active position boxed in yellow.</p>"]
+             "receptive field of its most active position boxed in yellow (an fc unit: of the relu3 position that adds most "
+             "to it on that frame).</p>"]
+    rule = ((res["layers"].get("relu1") or {}).get("label_rule") or {})
+    if rule.get("how"):
+        parts.append(f"<p class='note'><b>Label rule</b> (relu1's typical peak; each layer's is in its heading): "
+                     f"{esc(rule['how'])}. <b>Label–picture agreement</b>: "
+                     f"{esc((res['layers']['relu1'].get('agreement') or {}).get('how', 'not checked in this run'))}.</p>")
     top = (res.get("natural") or {}).get("top_frames") or {}
     for k in HIDDEN:
         L = res["layers"][k]
@@ -573,8 +828,16 @@ def section_units(ctx) -> str:
         f = (top.get("receptive_field") or {}).get(k)
         shape = " × ".join(str(x) for x in L["shape"])
         field = f"; one position sees {f['size']}×{f['size']} px of the 84×84 frame, every {f['stride']} px" if f else ""
+        ag = L.get("agreement") or {}
+        al = ag.get("all") or {}
+        agree = (f"; label–picture agreement {ag.get('agreeing', 0)} of {ag['units']} position-labelled {'units' if k == 'relu_fc' else 'channels'}"
+                 + (f" ({ag['share']:.0%}; top frames {ag['frames_agreeing']}/{ag['frames']}; chance {ag['chance']:.0%})" if ag["units"] else "")
+                 + (f", {al.get('agreeing', 0)} of {al['units']} of all labelled ({al['share']:.0%}; chance {al['chance']:.0%})"
+                    if al.get("units") else "") if ag else "")
+        weak = (f"{L.get('weak_units', 0)} weak, {L.get('silent_units', 0)} silent; typical peak {L['typical_peak']:.3g}"
+                if "silent_units" in L else f"{L.get('weak_units', 0)} below {esc(str(min_eff))} SD")
         parts.append(f"<h3 id='layer-{esc(k)}'>{esc(L['module'])} <span class='sub'>({esc(shape)}{field}): {len(lab)} labelled, "
-                     f"{L.get('dead_units', 0)} dead, {L.get('weak_units', 0)} below {esc(str(min_eff))} SD{spec}</span></h3>"
+                     f"{L.get('dead_units', 0)} dead, {weak}{spec}{agree}</span></h3>"
                      + layer_grid(k, ctx))
     return "".join(parts)
 
@@ -667,6 +930,17 @@ button { font: inherit; cursor: pointer; }
 .eff .b { height: 10px; } .frames { display: flex; gap: 12px; flex-wrap: wrap; }
 .frames figure { width: 168px; } .frames svg { display: block; image-rendering: pixelated; border: 1px solid #999; }
 .frames figcaption { font-size: 12px; }
+.summary { display: flex; gap: 24px; align-items: flex-start; } .summary > div { flex: 1; min-width: 0; }
+.findings ul { margin: 4px 0; padding-left: 20px; font-size: 13px; } .findings li { margin: 3px 0; }
+.bad { color: #a10000; } td.nd { color: #666; } ul.reasons { font-size: 12px; margin: 2px 0 8px; }
+figure.heat { flex: none; } .hgrid { display: grid; grid-template-columns: auto auto; column-gap: 6px; }
+.hhead { display: flex; font-size: 12px; } .hhead span { text-align: center; }
+.hrow { height: 16px; font-size: 12px; line-height: 16px; white-space: nowrap; text-align: right; }
+.hrow .badge { font-size: 11px; line-height: 14px; min-width: 20px; padding: 0 2px; } figure.heat img { display: block; }
+.ckey { display: inline-block; width: 80px; height: 10px; vertical-align: middle; }
+.swatch { display: inline-block; width: 12px; height: 10px; vertical-align: middle; border: 1px solid #bbb; }
+figure.heat figcaption { max-width: 480px; }
+details.help > summary { cursor: pointer; font-size: 14px; }
 """
 
 SCRIPT = """
@@ -684,7 +958,13 @@ function showUnit(layer, u, scroll) {
   var h = "<div class='phead'><b>" + esc(L.module) + " " + L.kind + " " + u + "</b> — ";
   if (U.v >= 0) {
     h += "label " + badge(U.v) + " " + esc(DATA.vars[U.v].name) + " (" + esc(DATA.vars[U.v].what) + "): effect " +
-         U.e.toFixed(2) + " SD of its natural spread, specificity " + U.s.toFixed(2);
+         U.e.toFixed(2) + " SD of its natural spread" + (U.pc !== undefined ? ", peak change " + U.pc.toFixed(2) +
+         " of the layer's typical peak" : "") + ", specificity " + U.s.toFixed(2);
+    if (U.ag) {
+      h += "; <b>label–picture: " + U.ag[0] + " of " + U.ag[1] + " top frames show " +
+           (U.ag[3] === 'centre' ? "the object's centre" : "some of its object") + " in the box</b>" +
+           (U.ag[2] < U.ag[1] ? " (not on screen in " + (U.ag[1] - U.ag[2]) + ")" : "");
+    }
   } else {
     h += "no label: " + esc(U.why);
   }
@@ -797,7 +1077,8 @@ def html_page(ctx, args) -> str:
     """The atlas. Its sections are the list `sections` (id, title, html): a new section is one more entry."""
     res = ctx["res"]
     inp = res["inputs"]
-    sections = [("variables", "Variables", section_variables(ctx)),
+    sections = [("summary", "Findings", section_summary(ctx)),
+                ("variables", "Variables", section_variables(ctx)),
                 ("units", "Units and channels", section_units(ctx)),
                 ("run", "Run and checks", section_run(ctx))]
     videos = section_videos(Path(args.out_dir))
@@ -831,7 +1112,10 @@ def main(args: Args):
            "screen": tuple(int(x) for x in rgb.shape[:2]), "open_cards": args.open_cards}
     page = html_page(ctx, args).encode()
     path = out_dir / "report.html"
-    write_atomic(path, lambda f: f.write(page))
+    try:
+        write_atomic(path, lambda f: f.write(page))
+    except OSError as e:  # a read-only folder, a full disk: an earlier report.html stays whole
+        raise InputError(f"cannot write {path}: {e.strerror or e}")
     print(f"[report] {path} ({len(page) / 1e6:.1f} MB: {len(vs)} variables, "
           f"{sum(len(res['layers'][k]['units']) for k in HIDDEN)} units, {len(npz.get('top_stacks', []))} natural frames)", flush=True)
 

@@ -760,6 +760,15 @@ def main(args: Args):
         print("warning: this OpenCV build has no VP9 encoder: the video is MPEG-4 Part 2, which most browsers do not play",
               flush=True)
     if not writer.isOpened():
+        try:  # a full disk also keeps the writer from opening: say which it is
+            with open(tmp, "wb") as f:
+                f.write(bytes(4096))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise InputError(f"cannot write {out}: {e.strerror or e}")
+        finally:
+            tmp.unlink(missing_ok=True)
         raise InputError(f"this OpenCV build cannot write {out} (no MP4 encoder)")
     prog = Progress("render", args.frames, "frames")
     try:
@@ -767,7 +776,15 @@ def main(args: Args):
             writer.write(cv2.cvtColor(first if t == 0 else draw_frame(rgbs[t], shown, t, header, args), cv2.COLOR_RGB2BGR))
             prog.update(t + 1)
         writer.release()
+        cap = cv2.VideoCapture(str(tmp))  # OpenCV's writer says nothing of a full disk: the file must read back whole
+        frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        cap.release()
+        if frames != args.frames:
+            raise InputError(f"cannot write {out}: the video written reads back with {frames} of {args.frames} frames "
+                             f"(a full disk?)")
         os.replace(tmp, out)
+    except OSError as e:
+        raise InputError(f"cannot write {out}: {e.strerror or e}")
     finally:
         writer.release()
         if tmp.exists():
@@ -788,7 +805,10 @@ def main(args: Args):
         "args": asdict(args), "seconds": round(time.time() - t_start, 1),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     json_path = out.with_suffix(".json")
-    write_atomic(json_path, lambda f: f.write(json.dumps(sidecar, indent=1).encode()))
+    try:
+        write_atomic(json_path, lambda f: f.write(json.dumps(sidecar, indent=1).encode()))
+    except OSError as e:
+        raise InputError(f"cannot write {json_path}: {e.strerror or e}")
     for v in shown:
         sc = v["video_score"]
         print(f"[video] {v['name']}: R^2 {sc['r2'] if sc['r2'] is None else round(sc['r2'], 3)}, mean |error| {sc['mae']:.2f}"
@@ -797,8 +817,9 @@ def main(args: Args):
           f"and {json_path.name} in {time.time() - t_start:.1f}s", flush=True)
     report = Path(__file__).with_name("probe_report.py")
     if args.report and out.parent.resolve() == Path(args.probe_dir).resolve() and report.exists():
-        if subprocess.run([sys.executable, str(report), "--out-dir", str(args.probe_dir)]).returncode != 0:
-            raise SystemExit(1)
+        code = subprocess.run([sys.executable, str(report), "--out-dir", str(args.probe_dir)]).returncode
+        if code != 0:  # its `error:` line (a full disk: 2) is already on stderr
+            raise SystemExit(code if code > 0 else 1)
 
 
 if __name__ == "__main__":

@@ -734,10 +734,25 @@ def build_index(out_dir, listed):
     counts = Counter(e["status"].split(":")[0] for e in entries)
     index = {"format": "memory-pixel-interp/sweep-index", "version": 1, "created": now_iso(),
              "n_games": len(entries), "counts": dict(counts), "games": entries}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "index.json", index)
-    write_atomic(out_dir / "index.html", lambda f: f.write(render_html(index).encode()))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "index.json", index)
+        write_atomic(out_dir / "index.html", lambda f: f.write(render_html(index).encode()))
+    except OSError as e:  # a full disk: the index written before (if any) stays whole
+        fail(f"cannot write the index in {out_dir}: {e.strerror or e}")
     return index
+
+
+def check_writable(out_dir):
+    """Make --out-dir and write a test file in it now, before any game runs: a folder that cannot be written (read-only,
+    full, below a file) is one `error:` line."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test.tmp-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        fail(f"cannot write --out-dir {out_dir}: {e.strerror or e}")
 
 
 def _fmt(x, nd=1):
@@ -880,6 +895,7 @@ def main():
 
     if args.index_only:
         listed = game_list(args) if args.games is not None else []
+        check_writable(out_dir)
         index = build_index(out_dir, listed)
         print(f"index of {index['n_games']} games: {out_dir / 'index.html'}  ({index['counts']})")
         return
@@ -912,7 +928,7 @@ def main():
                 print(f"    {s:8s} ({state})  python {SCRIPTS[s]} {shlex.join(argv)}")
         return
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)
     threads = max(1, usable_cores() // min(args.workers, len(positions) or 1))
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # share the cores between parallel games

@@ -15,7 +15,7 @@ this comparison lives only here, never in the extractor. Target (the extractor i
 covered game.
 
 Output: the table on stdout, `--out` (JSON: per game the figures and missed bytes) and the same table as Markdown
-next to it (`--out` with `.md`, the table the README shows); both written atomically.
+next to it (`--out` with `.md`, the table docs/results/extractor_ocatari.md shows); both written atomically.
 """
 import contextlib
 import io

@@ -44,6 +44,13 @@ COPIES = {
     # atomic writes (FORMATS.md: temp file + fsync + rename)
     "write_atomic": [[PIXEL, RAM, EXTRACT, PROBE, REPORT, SWEEP, VIDEO]],
     "write_json": [[PIXEL, RAM, SWEEP]],
+    # run folders never shared, killed writes cleaned up, write errors (a full disk) as one `error:` line
+    "make_run_folder": [[PIXEL, RAM]],
+    "lock_run_folder": [[PIXEL, RAM]],
+    "remove_orphaned_temp_files": [[PIXEL, RAM]],
+    "write_problem": [[PIXEL, RAM]],
+    "RunWriter": [[PIXEL, RAM]],
+    "eval_output": [[PIXEL, RAM]],
     # the two training scripts' run machinery
     "request_stop": [[PIXEL, RAM]],
     "rng_state": [[PIXEL, RAM]],

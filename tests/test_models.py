@@ -1,4 +1,4 @@
-"""The checkpoints shipped under models/ load, play, have a card, and drive the probe (the README's quick start)."""
+"""The checkpoints shipped under models/ load, play, have a card, and drive the probe (the README's tour)."""
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +18,7 @@ def load(path):
 
 
 def reference(agent):
-    """The most-trained shipped checkpoint of this agent kind: the one the README's quick start names."""
+    """The most-trained shipped checkpoint of this agent kind: the one the README's tour names."""
     paths = [p for p in SHIPPED if load(p)["agent"] == agent]
     assert paths, f"no {agent} checkpoint under models/"
     return max(paths, key=lambda p: load(p)["global_step"])
@@ -26,10 +26,11 @@ def reference(agent):
 
 def test_readme_quick_start_names_the_reference_pair():
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("Or start from the trained Breakout agents")
+    start = readme.index("## A 5-minute tour on the shipped agents")
     block = readme[start:readme.index("```\n", readme.index("```bash", start) + 7)]
     for agent, flag in (("pixel", "--pixel-checkpoint"), ("ram", "--ram-checkpoint")):
-        assert f"{flag} models/{reference(agent).name}" in block, f"the README's quick start should probe {reference(agent).name}"
+        assert f"{flag} models/{reference(agent).name}" in block, f"the README's tour should probe {reference(agent).name}"
+    assert f"--eval-checkpoint models/{reference('pixel').name}" in block, "the README's tour should play the reference agent"
 
 
 @pytest.mark.parametrize("src", SHIPPED, ids=[p.stem for p in SHIPPED])

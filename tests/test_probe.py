@@ -147,18 +147,27 @@ def test_results_and_npz_contents(chain):
     assert (z["value_actual"][draws] != z["value_control"][draws]).all()
     assert (z["base_id"][z["control_of"][draws]] == z["base_id"][draws]).all()
     assert set(np.unique(z["base_id"][z["is_test"]])) == set(res["counts"]["test_base_states"])
-    # every hidden unit labelled with the address of its largest effect (or none) and the printed speed
-    min_effect = res["args"]["min_unit_effect"]
+    # every hidden unit labelled with the address of its largest effect among those large in absolute terms too
+    # (or none: dead, silent or weak), and the printed speed
+    a = res["args"]
     for layer, n in (("relu1", 32), ("relu2", 64), ("relu3", 64), ("relu_fc", 512)):
         L = res["layers"][layer]
         assert [u["unit"] for u in L["units"]] == list(range(n))
-        eff = z[f"unit_effect_{layer}"]
+        eff, peak = z[f"unit_effect_{layer}"], z[f"unit_peak_{layer}"]
+        change = z[f"unit_peak_change_{layer}"] / L["typical_peak"]
+        assert eff.shape == change.shape == (n, V) and peak.shape == (n,)
+        large = (eff >= a["min_unit_effect"]) & (eff > 0) & (change >= a["min_unit_peak_change"])
         for u in L["units"]:
+            silent = u["status"] != "dead" and peak[u["unit"]] < a["silent_fraction"] * L["typical_peak"]
+            assert (u["status"] == "silent") == silent, (layer, u)
             if u["var"] >= 0:
-                row = eff[u["unit"]]
-                assert u["index"] == expected[u["var"]] and abs(u["effect"] - row.max()) < 1e-5 and u["effect"] >= min_effect
-                assert abs(u["specificity"] - row.max() / row.sum()) < 1e-5 and 0 < u["specificity"] <= 1
-        assert sum(u["var"] < 0 for u in L["units"]) == L["dead_units"] + L["weak_units"]
+                row = np.where(large[u["unit"]], eff[u["unit"]], -1)
+                assert u["status"] == "labelled" and u["index"] == expected[u["var"]] and u["var"] == row.argmax()
+                assert abs(u["effect"] - row.max()) < 1e-5 and abs(u["peak_change"] - change[u["unit"], u["var"]]) < 1e-4
+                assert abs(u["specificity"] - row.max() / eff[u["unit"]].sum()) < 1e-5 and 0 < u["specificity"] <= 1
+            else:
+                assert u["status"] in ("dead", "silent", "weak") and (u["status"] != "weak" or not large[u["unit"]].any())
+        assert sum(u["var"] < 0 for u in L["units"]) == L["dead_units"] + L["weak_units"] + L["silent_units"]
     assert re.search(r"[\d.]+ probe samples/s", chain["stdout"])
 
 
@@ -252,6 +261,9 @@ window.addEventListener('load', function () {
   var out = {overflow: [], small: [], texts: 0}, W = document.documentElement.clientWidth;
   var b = document.querySelector(".grid[data-layer='relu_fc'] .u:not([data-var='-1'])");
   if (b) { b.click(); out.clicked = Number(b.dataset.unit); }
+  var f = document.querySelector('.findings'), h = document.querySelector('figure.heat img');
+  out.findings = f ? [f.getBoundingClientRect().top, f.getBoundingClientRect().bottom, f.textContent] : null;
+  out.heat = h ? [h.getBoundingClientRect().top, h.getBoundingClientRect().bottom] : null;
   var p = document.getElementById('panel-relu_fc');
   out.panel = {text: p.textContent, frames: p.querySelectorAll('svg image').length, boxes: p.querySelectorAll('svg rect').length};
   if (document.documentElement.scrollWidth > W) { out.overflow.push('page ' + document.documentElement.scrollWidth + ' > ' + W); }
@@ -308,11 +320,17 @@ def test_atlas_in_chromium(chain, tmp_path):
 
     found, errors, dom = layout(report, tmp_path)
     assert not errors, errors
+    # the findings and their variable x layer picture are the first thing on the page: in the first 1,000 px
+    assert found["findings"] and found["heat"], found
+    assert 0 < found["findings"][0] < found["findings"][1] <= 1000 and 0 < found["heat"][0] < found["heat"][1] <= 1000, found
+    for point in ("Decodes beyond both controls", "Steers the policy", "Labels units", "Does not represent"):
+        assert point in found["findings"][2], point
     assert not found["overflow"], found["overflow"][:10]
     assert not found["small"], found["small"][:10]
     assert found["texts"] > 500
     m = re.search(r'data-rendered="(\d+)"', dom)
-    assert m and int(m.group(1)) == page.count("<img ") == len(chain["res"]["variables"])  # the script ran to the end
+    # the script ran to the end; one picture per variable, and the findings' one
+    assert m and int(m.group(1)) == page.count("<img ") == len(chain["res"]["variables"]) + 1
     # the click: the unit's label (its address), its effects and its top natural frames, each boxed
     unit = chain["res"]["layers"]["relu_fc"]["units"][found["clicked"]]
     assert unit["var"] >= 0 and f"unit {unit['unit']}" in found["panel"]["text"] and unit["name"] in found["panel"]["text"]
@@ -324,6 +342,113 @@ def test_atlas_in_chromium(chain, tmp_path):
     assert proc.returncode == 0 and not errors, proc.stderr[-2000:]
     img = matplotlib.image.imread(shot)
     assert img.shape[:2] == (3000, 1400) and img[..., :3].std() > 0.05
+
+
+def test_verdicts_need_a_margin_over_the_controls(chain):
+    """A score counts as decodable only when it beats the best of its control draws (every shuffled-label fit, every
+    random-weights seed) by the stated margin; the atlas shows every other score as n.d. (not decodable) with its
+    reason, never bare. Steering verdicts follow their stated rule too."""
+    res, page = chain["res"], (chain["out"] / "report.html").read_text()
+    rules, seeds = res["verdict_rules"], res["args"]["random_networks"]
+    assert str(rules["margin"]) in page and res["natural"]["random_network"]["seeds"] == list(range(seeds))
+    not_decodable = 0
+    for v in res["variables"]:
+        card = re.search(rf"<details class='var' id='{re.escape(html.escape(v['name']))}'.*?</details>", page).group(0)
+        for part, scores, controls in (("natural", v["natural"], ("control_scores", "random_network_seeds")),
+                                       ("interventions", v["probe"], ("control_scores",))):
+            row = card[card.index(f"<th class='l'>{part}</th>"):].split("</tr>")[0].split("<td")[1:]
+            for k, cell in zip(LAYERS, row):
+                p, ver = scores[k], v["verdict"][part][k]
+                if p["score"] is None:
+                    assert ver["decodable"] is None and ver["reason"] == p["reason"], (v["name"], part, k)
+                    continue
+                if part == "natural":
+                    assert len(p["random_network_seeds"]) == seeds and abs(np.mean(p["random_network_seeds"]) - p["random_network"]) < 1e-9
+                assert len(p["control_scores"]) == res["args"]["control_draws"] and abs(np.mean(p["control_scores"]) - p["control"]) < 1e-9
+                lead = p["score"] - max(max(p[c]) for c in controls)
+                assert ver["margin"] == rules["margin"] and abs(ver["lead"] - lead) < 1e-9, (v["name"], part, k, ver)
+                assert ver["decodable"] == (lead >= rules["margin"]), (v["name"], part, k, ver)
+                assert cell.startswith(" class='nd'") == (not ver["decodable"]), (v["name"], part, k, cell)
+                if not ver["decodable"]:
+                    not_decodable += 1
+                    assert ver["reason"] and cell.startswith(f" class='nd' title='{html.escape(ver['reason'], quote=True)}'>n.d.")
+        for k in HIDDEN:
+            c, ver = v["causal"].get(k), v["verdict"]["steering"][k]
+            if not c or c["function_vector"]["cos_actor"] is None:
+                assert ver["steers"] is None
+                continue
+            f, r = c["function_vector"]["cos_actor"], c["random"]["cos_actor"]
+            sd = max(r["std"], 0.05)
+            assert ver["steers"] == ("with" if f > r["mean"] + 2 * sd and f > 0 else "against" if f < r["mean"] - 2 * sd and f < 0
+                                     else "unclear"), (v["name"], k, ver)
+    assert not_decodable > 0  # an untrained agent: some scores do not beat their controls
+
+
+def test_object_centre_finds_the_paddle():
+    """The label-picture check finds a position byte's object on a frame by setting the byte to other values there
+    (object_centre): for the paddle byte, the centre it finds is the paddle's, read off the screen's pixels."""
+    paddle, (p0, p1) = paddle_from_emulator()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    probe = importlib.import_module("probe_function_vectors")
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.loadROM(roms.get_rom_path("breakout"))
+    ale.reset_game()
+    buf = np.zeros(ale.getScreenDims(), np.uint8)
+    states, values = [], set()
+    for t, action in enumerate([Action.RIGHT] * 40 + [Action.LEFT] * 80):
+        ale.act(action)
+        values.add(int(ale.getRAM()[paddle]))
+        if t % 20 == 19:
+            states.append((ale.cloneState(), int(ale.getRAM()[paddle])))
+    values = sorted(values)[::max(1, len(values) // 6)]
+    for state, own in states:
+        centre = probe.object_centre(ale, state, [Action.NOOP] * 2, paddle, own, values, buf)
+        ale.restoreState(state)
+        for _ in range(2):
+            ale.act(Action.NOOP)
+        band = ale.getScreenGrayscale()[p0:p1 + 1, 8:152]  # the paddle's rows, inside the side walls
+        cols = np.nonzero(band.any(0))[0] + 8
+        # inside the paddle (at a wall, values past it leave part of the paddle in place: the centre is off its middle)
+        assert centre is not None and p0 - 1 <= centre[0] <= p1 + 1 and cols.min() - 1 <= centre[1] <= cols.max() + 1, (centre, cols)
+
+
+def test_label_picture_agreement(chain):
+    """Every labelled unit is checked against its top natural frames (a position byte: its object's centre in the
+    box; any other: some of its object in the box); the counts add up per layer; for paddle units the verdict per
+    frame matches the paddle's pixels in the saved frame (its rows, and the columns inside the walls) against the box;
+    the atlas reports it per layer."""
+    res, z, page = chain["res"], chain["npz"], (chain["out"] / "report.html").read_text()
+    roles = [v["role"] for v in res["variables"]]
+    checked, pixel_inside, agree = 0, 0, 0
+    p0, p1 = (round(r * 84 / screen_dims("breakout")[0]) for r in chain["paddle_rows"])
+    for k in HIDDEN:
+        L, frames = res["layers"][k], z[f"top_frame_{k}"]
+        units = [u for u in L["units"] if u["var"] >= 0 and roles[u["var"]] in ("x-position", "y-position") and (frames[u["unit"]] >= 0).any()]
+        labelled = [u for u in L["units"] if u["var"] >= 0 and (frames[u["unit"]] >= 0).any()]
+        assert L["agreement"]["units"] == len(units) and L["agreement"]["all"]["units"] == len(labelled)
+        assert all("agreement" not in u for u in L["units"] if u not in labelled)
+        for u in labelled:
+            a = u["agreement"]
+            assert a["kind"] == ("centre" if u in units else "overlap")
+            assert a["frames"] == (frames[u["unit"]] >= 0).sum() and 0 <= a["agree"] <= a["found"] <= a["frames"]
+            assert a["agrees"] == (a["agree"] / a["frames"] >= 0.5) and abs(a["share"] - a["agree"] / a["frames"]) < 1e-9
+            if u["index"] == chain["paddle"] and u in units:
+                for f, b in zip(frames[u["unit"]], z[f"top_box_{k}"][u["unit"]]):
+                    if f < 0:
+                        continue
+                    cols = np.nonzero(z["top_stacks"][f, -1, p0:p1 + 1, 5:79].any(0))[0] + 5
+                    row, col = (p0 + p1) / 2, cols.mean() if len(cols) else -99
+                    pixel_inside += b[0] - 1 <= row <= b[1] + 1 and b[2] - 1 <= col <= b[3] + 1
+                    checked += 1
+                agree += a["agree"]
+        if units:
+            assert L["agreement"]["agreeing"] == sum(u["agreement"]["agrees"] for u in units) and 0 <= L["agreement"]["chance"] <= 1
+            assert f"label–picture agreement {L['agreement']['agreeing']} of {len(units)}" in page
+    assert checked > 0, "no unit labelled with the paddle byte"
+    assert abs(agree - pixel_inside) <= 0.1 * checked + 1, (agree, pixel_inside, checked)
 
 
 def test_atlas_one_colour_per_address(chain, tmp_path):
@@ -355,12 +480,18 @@ def test_bad_inputs(chain, tmp_path):
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
     probe = lambda *a: run_script("probe_function_vectors.py", *a, "--out-dir", out, *TINY, cwd=d, check=False)  # noqa: E731
 
-    # ram vars file that is not the one the memory agent was trained with
+    # ram vars file that is not the one the memory agent was trained with, and a checkpoint that carries no record of
+    # its bytes (one that does is probed with it: tests/test_probe_ram_vars.py)
     rv = json.loads(chain["ram_vars"].read_text())
-    rv["selected"] = rv["selected"][:-1]
-    other = tmp_path / "other_ram_vars.json"
+    rv["selected"], dropped = rv["selected"][:-1], rv["selected"][-1]
+    rv["bytes"][dropped] = {"index": dropped}  # and no record of the byte it leaves out (one that describes every
+    other = tmp_path / "other_ram_vars.json"   # byte of the agent is probed with it: tests/test_probe_ram_vars.py)
     other.write_text(json.dumps(rv))
-    assert_clean_error(probe("--pixel-checkpoint", chain["pixel"], "--ram-checkpoint", chain["ram"], "--ram-vars", other), "ram_indices")
+    ck = torch.load(chain["ram"], map_location="cpu", weights_only=False)
+    ck["ram_vars"] = None
+    bare = tmp_path / "ram_no_record.pt"
+    torch.save(ck, bare)
+    assert_clean_error(probe("--pixel-checkpoint", chain["pixel"], "--ram-checkpoint", bare, "--ram-vars", other), "ram_indices")
 
     # pixel checkpoint of another game
     ck = torch.load(chain["pixel"], map_location="cpu", weights_only=False)
@@ -401,7 +532,7 @@ def test_natural_frame_probes(chain):
     for the trained network, its shuffled-label control and the random network, or the reason it has none;
     the split is by episode (or its recorded fallback); nothing of it goes into the npz; the report shows it."""
     res, nat = chain["res"], chain["res"]["natural"]
-    assert res["version"] == 4 and nat["run"]
+    assert res["version"] == 5 and nat["run"]
     sp = nat["split"]
     assert sp["by"] in ("episode", "time_block") and (sp["fallback"] is None) == (sp["by"] == "episode")
     assert sp["train_groups"] >= 1 and sp["test_groups"] >= 1 and sp["n_train"] + sp["n_test"] == nat["samples"] > 0
@@ -501,8 +632,10 @@ def test_top_natural_frames(chain):
             for f, a, b in zip(fr[u][ok], val[u][ok], box[u][ok]):
                 m = acts[k][f, u]
                 assert abs(float(m.max()) - a) <= 1e-4 * max(1.0, abs(a)), (k, u, f)
-                if k == "relu_fc":
-                    assert b.tolist() == [0, 83, 0, 83]
+                if k == "relu_fc":  # the box of the relu3 position that adds most to the unit (fc is linear in relu3)
+                    w = agent.network.fc.weight[u].detach().numpy().reshape(64, 49)
+                    p = int((w * acts["relu3"][f].reshape(64, 49)).sum(0).argmax())
+                    assert b.tolist() == boxes["relu3"][(p // 7, p % 7)], (u, f, b)
                 else:  # the box of one of the positions where the channel peaks
                     peaks = np.argwhere(m >= m.max() - 1e-4 * max(1.0, abs(a)))
                     assert b.tolist() in [boxes[k][tuple(p)] for p in peaks], (k, u, f, b)
@@ -625,9 +758,13 @@ def test_every_row_explained(tall_chain):
         if not v["status"]["scored"]:
             assert v["status"]["reason"] and all(p["reason"] == v["status"]["reason"] for p in v["probe"].values())
             assert set(v["causal_reasons"]) == {"relu1", "relu2", "relu3", "relu_fc"}
-        # the variable's row in the overview table carries its reason in place of bare dashes
+        # the reason is listed once above the overview table (one line per reason, naming its variables), not per row
         row = re.search(rf"<tr><td class='l'><a href='#{re.escape(html.escape(v['name']))}'>.*?</tr>", page).group(0)
-        if not v["status"]["scored"]:
-            assert html.escape(v["status"]["reason"]) in row
+        reasons = re.search(r"<ul class='reasons'>(.*?)</ul>", page).group(1)
+        if not v["status"]["scored"]:  # reasons that differ only in their numbers share a line
+            numbers = lambda text: re.sub(r"-?\d+(\.\d+)?", "#", html.unescape(text))  # noqa: E731
+            first = numbers(v["status"]["reason"].split(". ")[0])
+            lines = [li for li in reasons.split("</li>") if first in numbers(li)]
+            assert len(lines) == 1 and html.escape(v["name"]) in lines[0] and first not in numbers(row), (first, reasons)
         if v["screen_region"]["raw"] is None:
             assert html.escape(v["screen_region"]["reason"]) in row

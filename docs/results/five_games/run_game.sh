@@ -1,0 +1,135 @@
+#!/bin/bash
+# One game of the five-games experiment, end to end: extract the RAM variables, train the pixel and the memory agent
+# (5M agent steps each, CleanRL's defaults, seed 1), evaluate each on 30 full games (sampled and greedy), compare the
+# pair, ship slim checkpoints, and run the probe atlas and a decoded-state video on the shipped pair.
+#
+#   bash docs/results/five_games/run_game.sh Pong                                  # everything, to the end
+#   UNTIL=$(date -d '+150 min' +%s) taskset -c 0 bash .../run_game.sh Pong         # stop (checkpoint saved) at a time
+#   STAGES="pixel" bash .../run_game.sh Freeway                                    # one stage
+#
+# Resumable: every stage but compare is skipped when its output is there; an unfinished training run continues with --resume,
+# so the script is re-run in each session until the game is done. Stages, in order (STAGES, default all of them):
+#   extract  ram_vars/<env-id>.json at the default budget (kept if present)
+#   pixel    ppo_pixel_breakout.py, runs in $DIR/runs/pixel/   (--compile: bench in docs/results/five_games/README.md)
+#   memory   ppo_ram_breakout.py, runs in $DIR/runs/memory/     ($MEMORY_FLAGS: the ablation's conclusion)
+#   eval     30 games each, sampled and greedy, into $DIR/eval/<agent>_<sampled|greedy>.json
+#   compare  compare_runs.py $DIR/runs --out-dir $DIR/compare
+#   ship     slim copies (no optimizer, no RNG) as models/<game>_<pixel|ram>_ppo_5m.pt (the cards are written by hand)
+#   probe    probe_function_vectors.py on the shipped pair into $DIR/probe (the atlas: report.html)
+#   video    probe_video.py on the probe's outputs (decoded_relu3_natural.mp4 in $DIR/probe, shown in the atlas)
+# Settings (environment variables): STEPS (5000000), SEED (1), UNTIL (Unix time; 0 = never), EXTRA (more arguments
+# for both training scripts, e.g. "--torch-threads 1"), MEMORY_FLAGS, EVAL_EPISODES (30).
+set -uo pipefail
+cd "$(dirname "$0")/../../.."
+GAME=${1:?usage: run_game.sh <Game> (e.g. Pong, Freeway, MsPacman, SpaceInvaders)}
+ENV_ID=${GAME}NoFrameskip-v4
+LOWER=$(echo "$GAME" | tr '[:upper:]' '[:lower:]')
+DIR=docs/results/five_games/$LOWER
+STEPS=${STEPS:-5000000} SEED=${SEED:-1} UNTIL=${UNTIL:-0} EXTRA=${EXTRA:-} MEMORY_FLAGS=${MEMORY_FLAGS:-}
+EVAL_EPISODES=${EVAL_EPISODES:-30}
+STAGES=${STAGES:-extract pixel memory eval compare ship probe video}
+PY=${PYTHON:-python}
+RAM_VARS=ram_vars/$ENV_ID.json
+mkdir -p "$DIR/logs" "$DIR/eval"
+log() { echo "== $GAME: $* ($(date -u '+%F %T UTC'))"; }
+wanted() { [[ " $STAGES " == *" $1 "* ]]; }
+
+status_of() {  # the "status" of a run folder's run.json ("" when there is none)
+    [ -f "$1/run.json" ] && $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$1/run.json"
+}
+
+limited() {  # run a command, stopped with SIGTERM (a training run saves its checkpoint, exit 130) at UNTIL; 75 when
+    if [ "$UNTIL" != 0 ]; then  # UNTIL is (nearly) reached already. Called in pipelines: the caller checks PIPESTATUS
+        local left=$((UNTIL - $(date +%s)))
+        [ "$left" -gt 60 ] || return 75
+        timeout --preserve-status -s TERM "$left" "$@"
+    else "$@"; fi
+}
+
+checked() {  # checked RC WHAT: stop the whole script unless the stage's command (its PIPESTATUS[0]) exited 0
+    [ "$1" = 0 ] && return 0
+    [ "$1" = 75 ] && { log "UNTIL reached before $2"; exit 0; }
+    log "$2 stopped (exit $1)"
+    exit "$1"
+}
+
+run_dir_of() { ls -d "$DIR/runs/$1/${ENV_ID}__"*"__${SEED}__"* 2>/dev/null | tail -n 1; }
+
+train() {  # train AGENT SCRIPT FLAGS...: train or resume the agent's run to STEPS; returns 0 once it is finished
+    local agent=$1 script=$2
+    shift 2
+    local run_dir status
+    run_dir=$(run_dir_of "$agent")
+    status=$([ -n "$run_dir" ] && status_of "$run_dir")
+    if [ "$status" = finished ]; then
+        return 0
+    elif [ -n "$run_dir" ] && [ -f "$run_dir/checkpoint.pt" ]; then
+        log "$agent: resuming $run_dir"
+        limited $PY "$script" --resume "$run_dir/checkpoint.pt" $EXTRA 2>&1 | tee -a "$DIR/logs/${agent}_train.log"
+    else
+        log "$agent: training $STEPS steps"
+        # shellcheck disable=SC2068
+        limited $PY "$script" --env-id "$ENV_ID" --seed "$SEED" --total-timesteps "$STEPS" \
+            --runs-dir "$DIR/runs/$agent" $@ $EXTRA 2>&1 | tee -a "$DIR/logs/${agent}_train.log"
+    fi
+    checked "${PIPESTATUS[0]}" "$agent training"
+}
+
+if wanted extract && [ ! -f "$RAM_VARS" ]; then
+    log "extract"
+    limited $PY extract_ram_vars.py --env-id "$ENV_ID" --out-dir ram_vars 2>&1 | tee "$DIR/logs/extract.log"
+    checked "${PIPESTATUS[0]}" extract
+fi
+wanted pixel && train pixel ppo_pixel_breakout.py --compile
+wanted memory && train memory ppo_ram_breakout.py --ram-vars "$RAM_VARS" $MEMORY_FLAGS
+
+declare -A SCRIPT=([pixel]=ppo_pixel_breakout.py [memory]=ppo_ram_breakout.py)
+declare -A SHIPPED=([pixel]=models/${LOWER}_pixel_ppo_5m.pt [memory]=models/${LOWER}_ram_ppo_5m.pt)
+for agent in pixel memory; do
+    run_dir=$(run_dir_of "$agent")
+    [ -n "$run_dir" ] && [ "$(status_of "$run_dir")" = finished ] || continue
+    if wanted eval; then
+        for mode in sampled greedy; do
+            out=$DIR/eval/${agent}_${mode}.json
+            [ -f "$out" ] && continue
+            log "$agent: eval $EVAL_EPISODES games, $mode"
+            flag=$([ "$mode" = greedy ] && echo --eval-greedy)
+            limited $PY "${SCRIPT[$agent]}" --eval-checkpoint "$run_dir/checkpoint.pt" --eval-episodes "$EVAL_EPISODES" \
+                $flag --eval-out "$out" 2>&1 | tee "$DIR/logs/${agent}_eval_${mode}.log"
+            checked "${PIPESTATUS[0]}" "$agent eval ($mode)"
+        done
+    fi
+    if wanted ship && [ ! -f "${SHIPPED[$agent]}" ]; then
+        log "$agent: ship ${SHIPPED[$agent]}"
+        $PY - "$run_dir/checkpoint.pt" "${SHIPPED[$agent]}" <<'EOF'
+import os, sys, torch
+ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+ckpt["optimizer"] = None  # slim: the weights, model_kwargs, args, RAM selection and sessions stay
+ckpt.pop("rng", None)
+tmp = sys.argv[2] + f".tmp-{os.getpid()}"
+torch.save(ckpt, tmp)
+os.replace(tmp, sys.argv[2])
+EOF
+    fi
+done
+
+pixel_done=$(run_dir_of pixel) memory_done=$(run_dir_of memory)
+both=$([ -n "$pixel_done" ] && [ "$(status_of "$pixel_done")" = finished ] && [ -n "$memory_done" ] \
+       && [ "$(status_of "$memory_done")" = finished ] && echo yes)
+if wanted compare && [ -n "$pixel_done$memory_done" ]; then  # (re-made each time: the runs may have grown)
+    log "compare"
+    limited $PY compare_runs.py "$DIR/runs" --out-dir "$DIR/compare" 2>&1 | tail -n 3
+    checked "${PIPESTATUS[0]}" compare
+fi
+if wanted probe && [ "$both" = yes ] && [ ! -f "$DIR/probe/report.html" ]; then
+    log "probe"
+    limited $PY probe_function_vectors.py --pixel-checkpoint "${SHIPPED[pixel]}" --ram-checkpoint "${SHIPPED[memory]}" \
+        --ram-vars "$RAM_VARS" --out-dir "$DIR/probe" 2>&1 | tee "$DIR/logs/probe.log"
+    checked "${PIPESTATUS[0]}" probe
+fi
+if wanted video && [ -f "$DIR/probe/results.json" ] && [ ! -f "$DIR/probe/decoded_relu3_natural.mp4" ]; then
+    log "video"  # written into the probe folder, and the atlas redrawn to show it
+    limited $PY probe_video.py --probe-dir "$DIR/probe" 2>&1 | tee "$DIR/logs/video.log"
+    checked "${PIPESTATUS[0]}" video
+fi
+log "done with the stages that could run: $STAGES"
