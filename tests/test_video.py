@@ -127,8 +127,8 @@ def test_track_logs_to_wandb_offline(trained, tmp_path):
     # the memory agent's evaluation: its scores and videos go to a run of their own
     ram_run, _ = trained["ram", False]
     run_script(RAM, "--eval-checkpoint", ram_run / "checkpoint.pt", "--eval-episodes", "2", "--eval-num-envs", "2",
-               "--eval-max-frames", "2000", "--track", "--capture-video", "--video-dir", tmp_path / "videos", cwd=tmp_path,
-               env_extra=env)
+               "--eval-max-frames", "2000", "--eval-out", tmp_path / "eval.json", "--track", "--capture-video",
+               "--video-dir", tmp_path / "videos", cwd=tmp_path, env_extra=env)  # eval.json: the other test's
     [wb] = list((tmp_path / "wandb").glob(f"offline-run-*-{ram_run.name}-eval-step1024"))
     log = next(wb.glob("run-*.wandb")).read_bytes()
     assert b"eval/episodic_return" in log and len(list(wb.glob("files/media/videos/**/*.mp4"))) == 2
