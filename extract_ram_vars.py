@@ -53,12 +53,21 @@ No per-game address table is used anywhere: everything is measured on the emulat
    "derived" (mapping "computed") when the game overwrote it within one frame (in > 75% of the trials) and
    writing some bytes with an effect changed it on the next frame (a value recomputed every frame from other
    bytes, e.g. a multiplexed sprite's position: the record names them); else "scratch".
-5. Roles. Every selected or derived byte gets a role with its evidence, from play and interventions alone:
-   lives (changes when ale.lives() does), score / BCD score (changes on rewarded frames), counter / timer /
-   toggle (fixed step at fixed intervals), x- / y-position (holding it at several values moves a screen
-   object's centre along one axis, |r| >= 0.9), flag (two values), bitmap, copy / function of byte N (or of
-   bytes [N, ...] for a computed byte), latent, or unknown. `coverage` reports how far play got (best score,
-   lives seen, rarely changing selected bytes).
+5. Roles. Every selected or derived byte gets a role with its evidence, from play and interventions alone, the
+   first that fits in this order: lives / score from ALE's own signals (ALE computes reward and lives() from RAM
+   after every frame, so writing a lives or score byte changes lives() or the next frame's reward, with the sign
+   of the written change or by several different amounts, in >= 30% of its trials; this also names score digits play never reached); copy /
+   function of byte N (or of bytes [N, ...] for a computed byte); bitmap; lives (changes when ale.lives() does);
+   x- / y-position (holding it at several values for 4 frames, so objects drawn on alternate frames show, moves a
+   screen object's centre along one axis: in a line with the value, |r| >= 0.9, or along that axis only, as with
+   coarse/fine-encoded x positions; checked before counting, since a moving object also steps at fixed
+   intervals); score / BCD score (changes on rewarded frames); counter / timer / toggle (fixed step at fixed
+   intervals); flag (two values); unknown. Then relations between bytes: a display copy of a position byte is
+   that position (`copy_of`), and a byte left unknown, flag, counter, timer or toggle that equals the frame-to-frame
+   change of a position byte (as a signed byte) is its velocity, or whose value or one bit fixes the sign of that
+   change its direction; a byte called a position yields to velocity only (holding a velocity byte moves its
+   object too). A latent byte is score or lives by the ALE signals, else latent (screen element).
+   `coverage` reports how far play got (best score, lives seen, rarely changing selected bytes).
 
 Selection rule (default): selected = kinds "state", "bitmap", "latent" and "input-driven", i.e. bytes whose
 written value altered the future screen or other RAM bytes in more than `--min-effect` of the trials
@@ -652,7 +661,9 @@ def make_twin(ale, state, actions):
 def intervention_trial(ale, base, index, value):
     """Set byte `index` to `value` at `base` (once), emulate the twin's actions, compare with the twin.
 
-    base: {"state", "actions", "twin_ram" (T,128), "twin_screen" (T,H,W), "ram" (128,)}.
+    base: {"state", "actions", "twin_ram" (T,128), "twin_screen" (T,H,W), "ram" (128,)}, optionally "twin_reward" (T,)
+    and "twin_lives" (T,): then "reward_delta_1" / "lives_delta_1" are ALE's reward of the first frame / its lives()
+    after it less the twin's (ALE reads both from RAM: the write of a score or lives byte shows), else 0.
     """
     ale.restoreState(base["state"])
     ale.setRAM(index, int(value))
@@ -661,8 +672,11 @@ def intervention_trial(ale, base, index, value):
     other = np.zeros(128, bool)
     pixels = np.zeros(len(base["actions"]))
     first_diff, value_after_1, persisted_1, first = None, None, False, np.zeros(128, bool)
+    reward_1 = lives_1 = None
     for t, a in enumerate(base["actions"]):
-        ale.act(a)
+        reward = ale.act(a)
+        if t == 0:   # ALE computes reward and lives() from RAM after each frame: a written score / lives byte shows here
+            reward_1, lives_1 = reward, ale.lives()
         ale.getRAM(ram)
         ale.getScreen(screen)
         d = ram != base["twin_ram"][t]
@@ -679,7 +693,18 @@ def intervention_trial(ale, base, index, value):
             "other_ram_changed": int(other.sum()), "other_ram_set": other, "other_ram_first": first,
             "screen_pixels_mean": float(pixels.mean()), "screen_pixels_first": float(pixels[0]),
             "value": int(value), "value_after_1": value_after_1, "kept_1": value_after_1 == int(value),
-            "persisted_1": persisted_1, "persisted_end": bool(ram[index] != base["twin_ram"][-1][index])}
+            "persisted_1": persisted_1, "persisted_end": bool(ram[index] != base["twin_ram"][-1][index]),
+            "reward_delta_1": float(reward_1 - base["twin_reward"][0]) if "twin_reward" in base else 0.0,
+            "lives_delta_1": int(lives_1 - base["twin_lives"][0]) if "twin_lives" in base else 0,
+            "value_delta": int(value) - int(base["ram"][index])}
+
+
+def follows(trials, key):
+    """Over the trials in which `key` (reward_delta_1 / lives_delta_1) is not 0: |mean of sign(that change) x
+    sign(written value - own value)|, 1.0 when the signal moves with the written value (or always against it), near
+    0 when it changes whichever way the value went (a write that triggers an event); None without such trials."""
+    s = [np.sign(t[key]) * np.sign(t["value_delta"]) for t in trials if t[key] != 0]
+    return round(abs(float(np.mean(s))), 4) if s else None
 
 
 def summarize_trials(trials, horizon):
@@ -690,7 +715,11 @@ def summarize_trials(trials, horizon):
     mean_screen_pixels_changed: differing pixels per frame (mean over frames and trials); kept_fraction: the
     byte still held the set value after 1 frame; persisted_fraction / overwritten_fraction: after 1 frame
     the byte still differed from / was back in step with the twin; persisted_end_fraction: same at the last
-    frame; median_first_diff_frame; most_affected_bytes: the other bytes most often changed; values_tried.
+    frame; median_first_diff_frame; most_affected_bytes: the other bytes most often changed; values_tried;
+    reward_changed_fraction / lives_changed_fraction: ALE's reward of the first frame / ale.lives() after it
+    differed from the twin's (ALE computes both from RAM, so the write of a score or lives byte shows at once);
+    reward_follows_value / lives_follows_value: `follows` (1.0: the change went with the written value's sign);
+    reward_changes_distinct / lives_changes_distinct: how many different non-zero changes the writes made.
     """
     n = len(trials)
     if n == 0:
@@ -716,23 +745,29 @@ def summarize_trials(trials, horizon):
         "median_first_diff_frame": float(np.median(first)) if first else None,
         "most_affected_bytes": [int(i) for i in np.argsort(-hits, kind="stable")[:5] if hits[i] > 0],
         "values_tried": sorted({t["value"] for t in trials})[:32],
+        "reward_changed_fraction": f("reward_delta_1"),     # ALE's reward of the first frame differed from the twin's
+        "lives_changed_fraction": f("lives_delta_1"),       # ale.lives() after the first frame did
+        "reward_follows_value": follows(trials, "reward_delta_1"),
+        "lives_follows_value": follows(trials, "lives_delta_1"),
+        "reward_changes_distinct": len({t["reward_delta_1"] for t in trials} - {0.0}),
+        "lives_changes_distinct": len({t["lives_delta_1"] for t in trials} - {0}),
     }
 
 
-def screen_after_hold(ale, state, actions, index, value, buf):
-    """Restore, hold byte `index` at `value` (re-applied before each frame) for 2 frames.
+def screen_after_hold(ale, state, actions, index, value, buf, n_frames=2):
+    """Restore, hold byte `index` at `value` (re-applied before each frame) for `n_frames` frames.
 
-    -> (screen after frame 1, screen after frame 2, value actually present after each frame).
+    -> (list of the screens (H, W) uint8 after each frame, value actually present after each frame).
     """
     ale.restoreState(state)
     out, present = [], []
-    for a in actions[:2]:
+    for a in actions[:n_frames]:
         ale.setRAM(index, int(value))
         ale.act(a)
         present.append(int(ale.getRAM()[index]))
         ale.getScreen(buf)
         out.append(buf.copy())
-    return out[0], out[1], present
+    return out, present
 
 
 def bbox(mask):
@@ -766,11 +801,11 @@ def bitmap_test(ale, bases, index, observed, rng, n_contexts):
         contexts.append((base, own if k % 2 == 0 or not others else int(rng.choice(others))))
     held = []                       # per held context: per bit (box, changed pixels) or None
     for base, value in contexts:
-        a1, a2, present = screen_after_hold(ale, base["state"], base["actions"], index, value, buf)
+        (a1, a2), present = screen_after_hold(ale, base["state"], base["actions"], index, value, buf)
         row = [] if present[0] == value else None
         for bit in range(8 if row is not None else 0):
             flipped = value ^ (1 << bit)
-            b1, b2, p = screen_after_hold(ale, base["state"], base["actions"], index, flipped, buf)
+            (b1, b2), p = screen_after_hold(ale, base["state"], base["actions"], index, flipped, buf)
             if p[0] != flipped:
                 row = None
                 break
@@ -843,7 +878,8 @@ def make_bases(ale, ex, args, actions, rng, n_bases):
                 dropped += 1
             else:
                 long_bases.append({"state": e["state"], "ram": e["ram"], "actions": lacts,
-                                   "twin_ram": ltwin[0], "twin_screen": ltwin[1]})
+                                   "twin_ram": ltwin[0], "twin_screen": ltwin[1], "twin_reward": ltwin[2],
+                                   "twin_lives": ltwin[3]})
     return bases, long_bases, dropped
 
 
@@ -925,7 +961,8 @@ def held_action_bases(ale, bases, actions, horizon, n_bases=3):
             held = [a] * horizon
             twin = make_twin(ale, base["state"], held)
             if twin is not None:
-                out.append(dict(base, actions=held, twin_ram=twin[0], twin_screen=twin[1], held_action=a.name))
+                out.append(dict(base, actions=held, twin_ram=twin[0], twin_screen=twin[1], twin_reward=twin[2],
+                                twin_lives=twin[3], held_action=a.name))
     return out
 
 
@@ -1007,16 +1044,21 @@ def computed_source(index, first_hits, candidates, results):
             "trials_changed": {str(j): [n, results[j]["trials"]] for n, j in hits[:8]}}
 
 
+POSITION_HOLD_FRAMES = 4   # frames a value is held in the position test: an object drawn every 2nd-4th frame shows
+
+
 def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=10):
-    """Hold the byte at several values for 2 frames at up to `n_bases` bases (of the first `max_bases`; a base
-    where fewer than 3 values change the screen is skipped, e.g. no ball in play) and find what moved: per value,
-    the pixels that differ from the screen at the base's own value, less those that differ for >= 60% of the
+    """Hold the byte at several values for POSITION_HOLD_FRAMES frames at up to `n_bases` bases (of the first
+    `max_bases`; a base where fewer than 3 values change the screen is skipped, e.g. no ball in play) and find what
+    moved: per value, the pixels that differ, on any of the held frames (flicker: objects drawn on alternate
+    frames), from the screens at the base's own value, less those that differ for >= 60% of the
     values (where the object was before: it left that place for most values); their centre against the value.
     The line is fitted robustly (Siegel's repeated median, with an intercept per base, so a relative position or
     an object drawn around a base-dependent offset counts too); points far off it (values the game clamps,
-    wraps or that end a life) are dropped before r is taken. -> {"axis": "x" | "y", "px_per_unit", "r", "points",
-    "outliers"} when the centre moves along one axis in step with the value (|r| >= 0.9 over >= 4 kept points,
-    >= 70% of them kept), else None."""
+    wraps or that end a life) are dropped before r is taken. -> {"axis": "x" | "y", "fit": "line", "px_per_unit", "r",
+    "points", "outliers"} when the centre moves along one axis in step with the value (|r| >= 0.9 over >= 4 kept
+    points, >= 70% of them kept), else `axis_only_position` (fit "axis": it moves along one axis, not in a line with
+    the value), else None."""
     h, w = ale.getScreenDims()
     buf = np.zeros((h, w), np.uint8)
     vals = sorted(set(observed))
@@ -1026,11 +1068,13 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
         if len(groups) == n_bases:
             break
         own = int(base["ram"][index])
-        ref = screen_after_hold(ale, base["state"], base["actions"], index, own, buf)[1]
+        ref = screen_after_hold(ale, base["state"], base["actions"], index, own, buf, POSITION_HOLD_FRAMES)[0]
         masks = {}
         for v in picks:
             if v != own:
-                m = screen_after_hold(ale, base["state"], base["actions"], index, v, buf)[1] != ref
+                held = screen_after_hold(ale, base["state"], base["actions"], index, v, buf, POSITION_HOLD_FRAMES)[0]
+                # any held frame: an object drawn on alternate frames (flicker, multiplexed sprites) shows on some
+                m = np.any([s != r for s, r in zip(held, ref)], axis=0)
                 if m.any():
                     masks[v] = m
         if len(masks) < 3:
@@ -1080,9 +1124,40 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
         r = float(np.corrcoef(v, c)[0, 1])
         fit = float(np.polyfit(v, c, 1)[0])
         if abs(r) >= 0.9 and abs(fit) >= 0.05 and (best is None or abs(r) > abs(best["r"])):
-            best = {"axis": axis, "px_per_unit": round(fit, 3), "r": round(r, 3), "points": int(keep.sum()),
-                    "outliers": int((~keep).sum())}
-    return best
+            best = {"axis": axis, "fit": "line", "px_per_unit": round(fit, 3), "r": round(r, 3),
+                    "points": int(keep.sum()), "outliers": int((~keep).sum())}
+    return best or axis_only_position(groups)
+
+
+AXIS_MIN_SPREAD_PX = 8   # an object the byte moves along one axis, not in a line with the value: >= 8 px of travel
+AXIS_MAX_OFF_RATIO = 6   # ... and at most 1/6 of that (or 2 px) across the other axis
+
+
+def axis_only_position(groups):
+    """A position whose screen coordinate is not a line in the byte's value (Atari x positions are often stored as
+    a coarse and a fine part, e.g. a fine offset in the high nibble): within each base, the centres of what moved
+    spread along one axis (median range >= AXIS_MIN_SPREAD_PX) and hardly across the other (<= 1/AXIS_MAX_OFF_RATIO
+    of it, or 2 px), over >= 5 points with >= 4 distinct centres along the axis. groups: per base, rows (value,
+    centre x, centre y). -> the position record (fit "axis", r: Spearman's rank correlation of centre and value)
+    or None."""
+    pts = [g for g in groups if len(g) >= 3]
+    if sum(len(g) for g in pts) < 5:
+        return None
+    for axis, col, other in (("x", 1, 2), ("y", 2, 1)):
+        spread = float(np.median([np.ptp(g[:, col]) for g in pts]))
+        off = float(np.median([np.ptp(g[:, other]) for g in pts]))
+        distinct = len(np.unique(np.round(np.concatenate([g[:, col] - g[:, col].mean() for g in pts]))))
+        if spread >= AXIS_MIN_SPREAD_PX and off <= max(2.0, spread / AXIS_MAX_OFF_RATIO) and distinct >= 4:
+            rank = lambda a: np.argsort(np.argsort(a)).astype(float)
+            v = np.concatenate([rank(g[:, 0]) - rank(g[:, 0]).mean() for g in pts])
+            c = np.concatenate([rank(g[:, col]) - rank(g[:, col]).mean() for g in pts])
+            rho = float(np.corrcoef(v, c)[0, 1]) if np.std(v) and np.std(c) else 0.0
+            fit = float(np.polyfit(np.concatenate([g[:, 0] - g[:, 0].mean() for g in pts]),
+                                   np.concatenate([g[:, col] - g[:, col].mean() for g in pts]), 1)[0])
+            return {"axis": axis, "fit": "axis", "px_per_unit": round(fit, 3), "r": round(rho, 3),
+                    "points": int(sum(len(g) for g in pts)), "outliers": 0, "spread_px": round(spread, 1),
+                    "off_axis_px": round(off, 1)}
+    return None
 
 
 def event_role(values, events):
@@ -1115,10 +1190,110 @@ def counter_role(values):
     return None
 
 
+MOTION_MIN_MOVES = 8         # frames on which the position byte moved, needed to call a byte its velocity / direction
+MOTION_MIN_MATCH = 0.9       # ... of which this fraction must match (a velocity)
+DIRECTION_MIN_MATCH = 0.95   # ... or have the sign the byte (or one of its bits) says, >= 4 moves each way (a direction)
+
+
+def signed(v):
+    """uint8 values (array) -> the same bytes read as two's complement, in [-128, 127] (int64)."""
+    return ((np.asarray(v, np.int64) + 128) % 256) - 128
+
+
+def motion_role(index, positions, twins):
+    """Is byte `index` the velocity or the direction of a position byte? positions: {j: "x" | "y"}, the bytes called
+    x- / y-positions; twins: list of (T, 128) uint8 RAM arrays of untouched play. Over the frames where byte j moved
+    (its change d = ram[t+1, j] - ram[t, j], read as a signed byte, is not 0): a velocity when d equals the byte (read
+    as signed, on frame t or t+1, or its negative) on >= MOTION_MIN_MATCH of them; a direction when the sign of d is a
+    function of the byte or of one of its bits (>= DIRECTION_MIN_MATCH of the moves agree with the majority sign of
+    that value) and both signs occur, 4 times or more each. Needs MOTION_MIN_MOVES moves. -> role dict or None; a velocity beats a
+    direction, then the position with the most moves."""
+    best = None
+    for j in sorted(positions):
+        if j == index:
+            continue
+        d = np.concatenate([signed(t[1:, j].astype(np.int64) - t[:-1, j]) for t in twins])
+        v_now = np.concatenate([t[:-1, index] for t in twins]).astype(np.int64)
+        v_next = np.concatenate([t[1:, index] for t in twins]).astype(np.int64)
+        moved = d != 0
+        n = int(moved.sum())
+        if n < MOTION_MIN_MOVES or len(np.unique(np.concatenate([v_now, v_next]))) < 2:
+            continue
+        dm = d[moved]
+        for v, when in ((v_now, "the same frame"), (v_next, "the next frame")):
+            vm = signed(v[moved])
+            for sign in (1, -1):
+                match = float(np.mean(dm == sign * vm))
+                if match >= MOTION_MIN_MATCH and len(np.unique(vm)) >= 2:
+                    cand = (2, n, j, {"role": f"velocity of byte {j}",
+                                      "evidence": f"{'minus ' if sign < 0 else ''}its value, read as a signed byte, equals "
+                                                  f"the change of {positions[j]}-position byte {j} on {match:.0%} of "
+                                                  f"the {n} frames it moved (the byte on {when})"})
+                    best = max(best, cand, key=lambda c: c[:2] + (-c[2],)) if best else cand
+            # direction: the sign of the move as a function of the whole byte (few values) or of one bit
+            keys = [("", v[moved])] if len(np.unique(v[moved])) <= 4 else []
+            keys += [(f" (bit {b})", (v[moved] >> b) & 1) for b in range(8)]
+            for label, k in keys:
+                if len(np.unique(k)) < 2:
+                    continue
+                agree = 0
+                signs = set()
+                for val in np.unique(k):
+                    s = np.sign(dm[k == val])
+                    major = 1 if (s > 0).sum() >= (s < 0).sum() else -1
+                    agree += int((s == major).sum())
+                    signs.add(major)
+                frac = agree / n
+                if frac >= DIRECTION_MIN_MATCH and signs == {1, -1} and min((dm > 0).sum(), (dm < 0).sum()) >= 4:
+                    cand = (1, n, j, {"role": f"direction of byte {j}" + label,
+                                      "evidence": f"the sign of the change of {positions[j]}-position byte {j} is a "
+                                                  f"function of {'its ' + label.strip(' ()') if label else 'its value'} "
+                                                  f"(on {when}) on {frac:.0%} of the {n} frames it moved"})
+                    best = max(best, cand, key=lambda c: c[:2] + (-c[2],)) if best else cand
+    return best[3] if best else None
+
+
+SIGNAL_MIN_FOLLOWS = 0.6    # ... and the change went with the written value's sign (or against it) in >= 80% of those
+SIGNAL_MIN_DISTINCT = 3     # ... or took >= 3 different sizes (ALE clamps or wraps some scores' changes)
+SIGNAL_MIN_FRACTION = 0.3   # a written byte changed ALE's reward (lives()) on the first frame in >= 30% of its trials
+
+
+def signal_role(r, observed):
+    """Score / lives from ALE's own signals: ALE computes the reward and lives() from RAM after every frame, so a
+    byte whose write changed the first frame's reward (lives()) against the untouched twin, in at least
+    SIGNAL_MIN_FRACTION of its intervention trials, with the sign of the written change (or always against it: `follows`
+    >= SIGNAL_MIN_FOLLOWS) or by >= SIGNAL_MIN_DISTINCT different amounts (a write that triggers an event changes
+    them by one amount whichever way the value went), is read as score (lives) by ALE itself. Works for values play
+    never reached (a high score digit). r: a byte's "intervention" record. -> role dict or None."""
+    lives, reward, n = r.get("lives_changed_fraction", 0), r.get("reward_changed_fraction", 0), r.get("trials", 0)
+    def how(kind):   # the change follows the written value: its sign, or its size (several different changes)
+        follows_, distinct = r.get(f"{kind}_follows_value") or 0, r.get(f"{kind}_changes_distinct", 0)
+        if follows_ >= SIGNAL_MIN_FOLLOWS:
+            return f"with the written value's sign in {(1 + follows_) / 2:.0%} of them (or against it)"
+        if distinct >= SIGNAL_MIN_DISTINCT:
+            return f"by {distinct} different amounts as the written value varied"
+        return None
+    lives_ok = lives >= SIGNAL_MIN_FRACTION and how("lives")
+    reward_ok = reward >= SIGNAL_MIN_FRACTION and how("reward")
+    if lives_ok and (lives >= reward or not reward_ok):
+        return {"role": "lives", "evidence": f"writing it changed ale.lives() on the next frame in {lives:.0%} of "
+                                             f"{n} trials, {how('lives')}"}
+    if reward_ok:
+        bcd = bool(observed) and all(v % 16 <= 9 and v // 16 <= 9 for v in observed)
+        return {"role": "score" + (" (BCD digits)" if bcd else ""),
+                "evidence": f"writing it changed ALE's reward on the next frame in {reward:.0%} of {n} trials, "
+                            f"{how('reward')}"
+                            + ("; every value seen has both nibbles <= 9" if bcd else "")}
+    return None
+
+
 def describe_byte(rec, bases, ale, observed):
     """A role for a selected (or derived) byte, with its evidence, from play and interventions alone."""
     i = rec["index"]
     twins = [b["twin_ram"][:, i] for b in bases]
+    signal = signal_role(rec["intervention"], observed)
+    if signal:
+        return signal
     if rec["kind"] == "derived" and rec["derived"]["mapping"] == "computed":
         src = rec["derived"]
         n, of = src["trials_changed"][str(src["source"])]
@@ -1138,6 +1313,18 @@ def describe_byte(rec, bases, ale, observed):
     lives_frac, lives_n = event_role(twins, [np.diff(b["twin_lives"], prepend=b["twin_lives"][0]) != 0 for b in bases])
     if lives_n >= 2 and lives_frac >= 0.8:
         return {"role": "lives", "evidence": f"{lives_n} changes during play, {lives_frac:.0%} of them when ale.lives() changed"}
+    # position before counting: an object that moves every frame also steps at fixed intervals (Freeway's cars)
+    if rec["intervention"].get("screen_differed_fraction", 0) > 0 and len(observed) >= 3:
+        pos = position_test(ale, bases, i, observed)
+        if pos:
+            if pos["fit"] == "axis":
+                return {"role": f"{pos['axis']}-position", "position": pos,
+                        "evidence": f"holding it at {pos['points']} values moves a screen object {pos['spread_px']:.0f} px "
+                                    f"along {pos['axis']} and {pos['off_axis_px']:.0f} px across (not in a line with the "
+                                    f"value: rank r = {pos['r']:.2f}; any of {POSITION_HOLD_FRAMES} frames)"}
+            return {"role": f"{pos['axis']}-position", "evidence": f"a screen object moves {pos['px_per_unit']:+.2f} px "
+                    f"along {pos['axis']} per unit (r = {pos['r']:.2f}, {pos['points']} held values, any of "
+                    f"{POSITION_HOLD_FRAMES} frames)", "position": pos}
     score_frac, score_n = event_role(twins, [b["twin_reward"] != 0 for b in bases])
     if score_n >= 2 and score_frac >= 0.8:
         bcd = all(v % 16 <= 9 and v // 16 <= 9 for v in observed)
@@ -1149,11 +1336,6 @@ def describe_byte(rec, bases, ale, observed):
         return {"role": "toggle" if counter["toggle"] else "counter" if counter["every"] == 1 else "timer",
                 "evidence": f"steps by {counter['step']:+d} every {counter['every']} frame(s)"
                             + (" between two values" if counter["toggle"] else "")}
-    if rec["intervention"].get("screen_differed_fraction", 0) > 0 and len(observed) >= 3:
-        pos = position_test(ale, bases, i, observed)
-        if pos:
-            return {"role": f"{pos['axis']}-position", "evidence": f"a screen object moves {pos['px_per_unit']:+.2f} px "
-                    f"along {pos['axis']} per unit (r = {pos['r']:.2f}, {pos['points']} held values)", "position": pos}
     if len(observed) == 2:
         return {"role": "flag", "evidence": f"two values seen: {observed}"}
     return {"role": "unknown", "evidence": f"{len(observed)} values seen; no lives, score, counter, position or copy pattern"}
@@ -1308,11 +1490,37 @@ def main(args: Args) -> int:
         for rec in records:
             if rec["kind"] == "latent":
                 r = rec["intervention"]
-                rec["role"] = {"role": "latent screen element" if r["screen_differed_fraction"] > 0 else "latent",
+                signal = signal_role(r, [])   # e.g. a score digit play never reached: ALE's reward still reads it
+                rec["role"] = ({**signal, "evidence": "never changed in play; " + signal["evidence"]} if signal else
+                               {"role": "latent screen element" if r["screen_differed_fraction"] > 0 else "latent",
                                "evidence": f"never changed in play; written values changed the screen in "
-                                           f"{r['screen_differed_fraction']:.0%} and other RAM in {r['ram_differed_fraction']:.0%} of trials"}
+                                           f"{r['screen_differed_fraction']:.0%} and other RAM in {r['ram_differed_fraction']:.0%} of trials"})
             elif rec["kind"] in ("state", "bitmap", "input-driven", "stored", "derived"):
                 rec["role"] = describe_byte(rec, bases, det, observed[rec["index"]])
+        # relations between bytes: a display copy of a position byte is that position too (holding a copy moves
+        # nothing: the game rewrites it), then the velocity or direction of a position byte (a byte no other
+        # evidence named)
+        positions = {r["index"]: r["role"]["role"][0] for r in records
+                     if (r.get("role") or {}).get("role") in ("x-position", "y-position")}
+        for rec in records:
+            src = rec.get("derived") or {}
+            if rec["kind"] == "derived" and src.get("source") in positions and (
+                    src["mapping"] in ("copy", "offset") or (src["mapping"] == "affine" and abs(src["a"]) == 1)):
+                rec["role"] = {"role": f"{positions[src['source']]}-position", "copy_of": src["source"],
+                               "evidence": f"{rec['role']['evidence']}, a {positions[src['source']]}-position"}
+        twin_rams = [b["twin_ram"] for b in bases]
+        for rec in records:
+            role = rec.get("role") or {}
+            # holding a velocity byte also moves its object: a position yields to velocity (not to direction: a
+            # bit of one moving object's position often goes with another's direction)
+            fit = (role.get("position") or {}).get("fit") if rec["index"] in positions else None
+            if role.get("role") in ("unknown", "flag", "counter", "timer", "toggle") or fit is not None:
+                motion = motion_role(rec["index"], positions, twin_rams)
+                if motion and fit is not None and not motion["role"].startswith("velocity"):
+                    motion = None
+                if motion:
+                    rec["role"] = {**motion, "evidence": motion["evidence"] + f"; before: {rec['role']['role']} "
+                                                                              f"({rec['role']['evidence']})"}
     lives_seen = sorted({int(v) for b in bases for v in b["twin_lives"]} | set(ex.lives_seen))
     rare = [{"index": i, "n_distinct": int(n_distinct[i]), "change_rate": round(float(ex.changes[i]) / max(ex.transitions, 1), 6)}
             for i in selected if n_distinct[i] >= 2 and ex.changes[i] / max(ex.transitions, 1) < 1e-3]

@@ -67,6 +67,7 @@ import atexit
 import contextlib
 import errno
 import fcntl
+import gzip
 import io
 import json
 import os
@@ -667,10 +668,64 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
+class ImpalaResidualBlock(nn.Module):
+    """x + conv1(relu(conv0(relu(x)))): the IMPALA CNN's residual block (Espeholt et al. 2018, Fig. 3), 3x3 convs with
+    padding 1 (Flax's "SAME"). (B, C, H, W) float32 -> the same shape."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.relu0, self.conv0 = nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu1, self.conv1 = nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv1(self.relu1(self.conv0(self.relu0(x))))
+
+
+class ImpalaConvSequence(nn.Module):
+    """3x3 conv (padding 1), 3x3 max pool of stride 2, two residual blocks. The pool pads as XLA's "SAME" (Flax's
+    nn.max_pool(padding="SAME")): total = max((ceil(n / 2) - 1) * 2 + 3 - n, 0) padded with -inf, total // 2 before
+    and the rest after, which torch's symmetric MaxPool2d padding does not reproduce (84 -> 42 pads 0 before, 1 after).
+    (B, in_channels, H, W) -> (B, channels, ceil(H / 2), ceil(W / 2))."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2)
+        self.res0, self.res1 = ImpalaResidualBlock(channels), ImpalaResidualBlock(channels)
+
+    def forward(self, x):
+        x = self.conv(x)
+        pads = []
+        for n in (x.shape[3], x.shape[2]):  # nn.functional.pad takes the last dimension first
+            total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
+            pads += [total // 2, total - total // 2]
+        return self.res1(self.res0(self.pool(nn.functional.pad(x, pads, value=float("-inf")))))
+
+
+class ImpalaAgent(Agent):
+    """The IMPALA CNN (Espeholt et al. 2018) as CleanRL's cleanba lays it out (cleanba_ppo_envpool_impala_atari_wrapper.py):
+    network = seq0-2 (ImpalaConvSequence of 16, 32, 32 channels: 84 -> 42 -> 21 -> 11), relu, flatten (32 * 11 * 11),
+    fc (256), relu_fc; actor (logits) and critic on the 256 features. Agent's methods (hidden, get_value,
+    get_action_and_value) and trunk_dtype; Agent.__init__ is skipped, so nothing of the Nature CNN is built. Only agents
+    trained elsewhere use it (read_cleanba_msgpack loads every weight, so the init is PyTorch's default)."""
+
+    def __init__(self, n_actions: int, in_channels: int = 4):
+        nn.Module.__init__(self)
+        seqs = [(f"seq{i}", ImpalaConvSequence(c_in, c)) for i, (c_in, c) in enumerate(zip((in_channels, 16, 32), (16, 32, 32)))]
+        self.network = nn.Sequential(OrderedDict([
+            *seqs, ("relu", nn.ReLU()), ("flatten", nn.Flatten()), ("fc", nn.Linear(32 * 11 * 11, 256)), ("relu_fc", nn.ReLU()),
+        ]))
+        self.actor = nn.Linear(256, n_actions)
+        self.critic = nn.Linear(256, 1)
+        self.trunk_dtype = None
+
+
 def read_external_agent(path):
     """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
     library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
-    read by read_sb3_zip); a CleanRL state_dict (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
+    read by read_sb3_zip); CleanRL cleanba's Flax msgpack `.cleanrl_model` (Nature or IMPALA CNN, read by
+    read_cleanba_msgpack); an atari-agents DQN / M-DQN `model_<step>.gz` (read_atari_agents_gz); a CleanRL state_dict
+    (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
     Agent (network.0/2/4/7 = conv1, conv2, conv3, fc; actor; critic) or of `dqn_atari.py`'s QNetwork (network.0/2/4/7,
     network.9 = the Q-value head). Weights are read with torch.load(weights_only=True): nothing is unpickled.
     Returns None when `path` is none of these kinds of file (this project's checkpoint.pt, i.e. a dict with "format",
@@ -678,8 +733,17 @@ def read_external_agent(path):
     the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
     (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
     names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
-    CleanRL)}.
+    CleanRL), "architecture": "nature-cnn" (Agent) or "impala-cnn" (ImpalaAgent, cleanba only)}.
     Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return None
+    if head and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):  # a msgpack map (a pickle starts 0x80, a zip "PK")
+        return read_cleanba_msgpack(path)
+    if head == b"\x1f\x8b":  # gzip
+        return read_atari_agents_gz(path)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -707,8 +771,133 @@ def read_external_agent(path):
               "preprocessing": "cleanrl", "pipeline": "CleanRL make_env: SB3's NoopResetEnv(30), MaxAndSkipEnv(4), "
               "EpisodicLifeEnv, FireResetEnv, ClipRewardEnv + gymnasium 0.29's ResizeObservation(84), GrayScaleObservation, "
               "FrameStack(4)", "actor": "Q-values" if dqn else "logits", "critic": not dqn, "layer_map": layout}
-    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
-            "global_step": None}
+    return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+            "state_dict": state_dict, "global_step": None}
+
+
+def read_cleanba_msgpack(path):
+    """CleanRL's cleanba PPO file: the `.cleanrl_model` that cleanba_ppo_envpool_impala_atari_wrapper[_naturecnn].py
+    writes with flax.serialization.to_bytes([vars(args), [network_params, actor_params, critic_params]]) (the Atari-57
+    models on the Hugging Face Hub, cleanrl/<Game>-v5-cleanba_ppo_envpool_impala_atari_wrapper[_naturecnn]-seed<N>).
+    Flax's format is msgpack: a list is a map {"0": .., "1": ..}, an array the msgpack extension type 1 holding msgpack
+    (shape, dtype name, C-order bytes). It is read with the msgpack package alone (no Flax; nothing is unpickled), an
+    optional dependency: without it one ValueError names it. Network: the Nature CNN (Conv_0-2, Dense_0 of 512) or the
+    IMPALA CNN (ConvSequence_0-2, each Conv_0 and ResidualBlock_0-1 of Conv_0-1; Dense_0 of 256), on NCHW uint8 stacks
+    it transposes to NHWC and divides by 255; Actor Dense_0 = logits, Critic Dense_0 = value. Flax's conv kernel
+    (kh, kw, in, out) becomes torch's (out, in, kh, kw), a Dense kernel (in, out) torch's (out, in), and the Dense after
+    the flatten has its inputs reordered from Flax's (H, W, C) flattening to torch's (C, H, W).
+    Returns and raises as read_external_agent; "architecture" is "nature-cnn" (Agent) or "impala-cnn" (ImpalaAgent)."""
+    try:
+        import msgpack
+    except ImportError:
+        raise ValueError(f"'{path}' is a Flax msgpack file (CleanRL cleanba's .cleanrl_model): reading it needs the "
+                         "msgpack package (pip install msgpack)")
+
+    def array(code, data):  # Flax's _MsgpackExtType: 1 an ndarray, 3 a numpy scalar, both (shape, dtype name, bytes)
+        if code not in (1, 3):
+            raise ValueError(f"msgpack extension type {code}")
+        shape, dtype, buffer = msgpack.unpackb(data, raw=False)
+        return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape).copy()
+
+    try:
+        with open(path, "rb") as f:
+            tree = msgpack.unpackb(f.read(), ext_hook=array, raw=False, strict_map_key=False)
+    except Exception as e:  # msgpack and numpy raise many types on a damaged file
+        raise ValueError(f"'{path}' starts as msgpack (Flax's format) but cannot be read: {type(e).__name__}: {str(e)[:120]}")
+    parts = tree.get("1") if isinstance(tree, dict) else None
+    if not (isinstance(parts, dict) and set(parts) == {"0", "1", "2"} and all(isinstance(p, dict) for p in parts.values())):
+        found = ", ".join(map(str, list(tree)[:6])) if isinstance(tree, dict) else type(tree).__name__
+        raise ValueError(f"'{path}' is msgpack (Flax's format) holding {found}: not cleanba's [args, [network_params, "
+                         "actor_params, critic_params]]")
+    args = tree.get("0") if isinstance(tree.get("0"), dict) else {}
+    sd = {}
+
+    def flatten(prefix, node):  # {"Conv_0": {"kernel": a, "bias": b}} -> {"<prefix>.Conv_0.weight": tensor, ...}
+        for k, v in node.items():
+            if isinstance(v, dict):
+                flatten(f"{prefix}.{k}", v)
+            elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                sd[f"{prefix}.{k}".replace(".kernel", ".weight")] = v
+            else:
+                raise ValueError(f"'{path}': {prefix}.{k} is a {type(v).__name__} {getattr(v, 'dtype', '')}, not a float array")
+
+    for key, name in (("0", "network"), ("1", "actor"), ("2", "critic")):
+        flatten(name, parts[key].get("params", parts[key]))
+    impala = any(k.startswith("network.ConvSequence_") for k in sd)
+    spatial = (11, 11, 32) if impala else (7, 7, 64)  # the last conv's (H, W, C) before Flax's flatten
+    for k, v in sd.items():
+        if v.ndim == 4:
+            sd[k] = v.transpose(3, 2, 0, 1)
+        elif v.ndim == 2 and k == "network.Dense_0.weight" and v.shape[0] == int(np.prod(spatial)):
+            sd[k] = v.reshape(*spatial, -1).transpose(2, 0, 1, 3).reshape(v.shape[0], -1).T
+        elif v.ndim == 2:
+            sd[k] = v.T
+        sd[k] = torch.from_numpy(np.ascontiguousarray(sd[k]))
+    if impala:
+        layout = {f"network.seq{s}.conv": f"network.ConvSequence_{s}.Conv_0" for s in range(3)}
+        layout.update({f"network.seq{s}.res{r}.conv{c}": f"network.ConvSequence_{s}.ResidualBlock_{r}.Conv_{c}"
+                       for s in range(3) for r in range(2) for c in range(2)})
+        layout = dict(sorted(layout.items()))
+    else:
+        layout = {"network.conv1": "network.Conv_0", "network.conv2": "network.Conv_1", "network.conv3": "network.Conv_2"}
+    layout.update({"network.fc": "network.Dense_0", "actor": "actor.Dense_0", "critic": "critic.Dense_0"})
+    exp_name = str(args.get("exp_name", "cleanba"))
+    policy = f"{exp_name} ({'IMPALA' if impala else 'Nature'} CNN)"
+    what = f"'{path}' (CleanRL cleanba's Flax parameters, {policy})"
+    state_dict, n_actions = rename_external_weights(sd, layout, (), what, ImpalaAgent if impala else Agent)
+    if exp_name.startswith("cleanba_ppo_envpool_impala_atari_wrapper"):  # its make_env's envpool.make settings
+        pipeline = ("EnvPool Atari (cleanba's make_env): 84x84 gray, 4-frame stack, frame skip 4 with the max of the last "
+                    "2 frames, up to 30 no-op starts, fire reset, episodic life, reward clipping, no sticky actions, "
+                    "minimal action set, 27000 steps per episode")
+    else:
+        pipeline = f"EnvPool Atari with the settings of cleanba's {exp_name}.py (not checked here)"
+    source = {"library": "CleanRL (cleanba)", "algorithm": "PPO", "file": "Flax msgpack (flax.serialization.to_bytes)",
+              "policy": policy, "preprocessing": "envpool", "pipeline": pipeline, "actor": "logits", "critic": True,
+              "layer_map": layout, "trained_on": args.get("env_id")}
+    return {"source": source, "architecture": "impala-cnn" if impala else "nature-cnn",
+            "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict, "global_step": None}
+
+
+def read_atari_agents_gz(path):
+    """A floringogianu/atari-agents checkpoint (`<ALGO>/<Game>/<seed>/model_<step>.gz`): gzip of a torch.save'd dict
+    whose "estimator_state" is the state_dict of their play.py AtariNet (the Nature CNN: _AtariNet__features.0/2/4 =
+    conv1-3, _AtariNet__head.0 = fc, _AtariNet__head.2 = the Q-value head). DQN and M-DQN (`DQN_modern`,
+    `MDQN_modern`, `DQN_classic_adam`) fit; C51 (a distributional head and _AtariNet__support) is refused. Decompressed
+    in memory (at most 512 MiB) and read with torch.load(weights_only=True): nothing is unpickled beyond tensors and
+    plain containers. Returns and raises as read_external_agent."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read(512 * 2**20 + 1)
+        if len(data) > 512 * 2**20:
+            raise ValueError("more than 512 MiB once decompressed")
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # gzip, zlib and torch raise many types
+        raise ValueError(f"'{path}' is gzip-compressed but not a torch file readable without unpickling objects "
+                         f"(weights_only): {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+    sd = ckpt.get("estimator_state") if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        found = f"a dict of {', '.join(map(str, list(ckpt)[:6]))}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise ValueError(f"'{path}' is a gzip-compressed torch file holding {found}: not an atari-agents checkpoint "
+                         "(estimator_state)")
+    what = f"'{path}' (an atari-agents checkpoint, read as play.py's AtariNet)"
+    if "_AtariNet__support" in sd:
+        raise ValueError(f"{what} is C51 (distributional: Q-values are an expectation over 51 atoms), not a linear "
+                         "Q-value head: only DQN and M-DQN import")
+    layout = {"network.conv1": "_AtariNet__features.0", "network.conv2": "_AtariNet__features.2",
+              "network.conv3": "_AtariNet__features.4", "network.fc": "_AtariNet__head.0", "actor": "_AtariNet__head.2"}
+    state_dict, n_actions = rename_external_weights(sd, layout, (), what)
+    modern = "_modern" in str(path)  # their play.py picks the protocol from the folder name the same way
+    pipeline = ("atari-agents' ALEModern (Dopamine / Machado et al. 2017): sticky actions 0.25, no no-op starts, no "
+                "fire reset, game over only at the last life, frame skip 4 with the max of the last 2 frames' 84x84 "
+                "INTER_AREA gray images, 4-frame stack zero-filled at reset, minimal action set" if modern else
+                "atari-agents' ALEClassic (Mnih et al. 2015): no sticky actions, up to 29 no-op starts, a lost life ends "
+                "the episode in training, otherwise as ALEModern (the protocol is read from the folder name: "
+                "'_modern' is absent from this path)")
+    source = {"library": "atari-agents", "algorithm": "M-DQN" if re.search(r"M-?DQN", str(path), re.I) else "DQN", "file": "gzip of torch.save (estimator_state)", "policy": "AtariNet", "preprocessing":
+              "atari-agents-modern" if modern else "atari-agents-classic", "pipeline": pipeline, "actor": "Q-values",
+              "critic": False, "layer_map": layout}
+    return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+            "state_dict": state_dict, "global_step": None}
 
 
 def read_sb3_zip(path, z):
@@ -757,14 +946,14 @@ def read_sb3_zip(path, z):
               "policy": policy, "preprocessing": "sb3", "pipeline": "SB3's AtariWrapper + VecFrameStack(4) + "
               "VecTransposeImage (RL Zoo's Atari setting)", "actor": "Q-values" if dqn else "logits", "critic": not dqn,
               "layer_map": layout}
-    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
-            "global_step": data.get("num_timesteps")}
+    return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+            "state_dict": state_dict, "global_step": data.get("num_timesteps")}
 
 
-def rename_external_weights(sd, layout, extra, what):
-    """sd: another library's state_dict; layout: {Agent module: their module}, e.g. {"network.conv1": "network.0"};
+def rename_external_weights(sd, layout, extra, what, model_class=Agent):
+    """sd: another library's state_dict; layout: {model module: their module}, e.g. {"network.conv1": "network.0"};
     extra: prefixes of their keys that are not used (SB3's aliases of the shared CNN, DQN's target network); what: the
-    file, for messages. Returns (state_dict with Agent's names, float32, the critic all zeros when the layout has none;
+    file, for messages; model_class: Agent (the Nature CNN) or ImpalaAgent, whose shapes the weights must have. Returns (state_dict with Agent's names, float32, the critic all zeros when the layout has none;
     n_actions). Raises ValueError naming the modules found when the keys differ, or the first tensor whose shape differs."""
     wanted = {f"{theirs}.{p}": f"{ours}.{p}" for ours, theirs in layout.items() for p in ("weight", "bias")}
     keys = [k for k in sd if not k.startswith(extra)]
@@ -774,11 +963,12 @@ def rename_external_weights(sd, layout, extra, what):
     head = sd[layout["actor"] + ".weight"]
     n_actions = int(head.shape[0]) if head.dim() == 2 else 1
     with torch.random.fork_rng(devices=[]):  # the reference's init draws leave the caller's RNG as it was
-        reference = Agent(n_actions=n_actions, in_channels=4).state_dict()
+        reference = model_class(n_actions=n_actions, in_channels=4).state_dict()
     out = {}
     for theirs, ours in wanted.items():
         if tuple(sd[theirs].shape) != tuple(reference[ours].shape):
-            raise ValueError(f"{what}: {theirs} has shape {tuple(sd[theirs].shape)}, the Nature CNN's {ours} needs "
+            net = "IMPALA CNN" if model_class is ImpalaAgent else "Nature CNN"
+            raise ValueError(f"{what}: {theirs} has shape {tuple(sd[theirs].shape)}, the {net}'s {ours} needs "
                              f"{tuple(reference[ours].shape)}")
         out[ours] = sd[theirs].detach().to(torch.float32).clone()
     for k in ("critic.weight", "critic.bias"):
@@ -880,7 +1070,7 @@ def evaluate(args, ckpt, ckpt_path, device, wandb=None):
     its file named in eval.json; with --track (wandb: the module) the scores and videos go to a W&B run
     `<run_name>-eval-step<N>`."""
     out = eval_output(args, ckpt, ckpt_path)  # checked before any game is played
-    agent = Agent(**ckpt["model_kwargs"]).to(device)
+    agent = (ImpalaAgent if ckpt.get("architecture") == "impala-cnn" else Agent)(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
     source = ckpt.get("source")
@@ -914,6 +1104,7 @@ def evaluate(args, ckpt, ckpt_path, device, wandb=None):
     if source is not None:
         print(f"trained elsewhere: {source['library']} {source['algorithm']} ({source['policy']}), layers "
               + ", ".join(f"{o}={t}" for o, t in source["layer_map"].items())
+              + (f"; trained on {source['trained_on']}" if source.get("trained_on") else "")
               + f"; it sees this script's observations, not those of its own pipeline ({source['pipeline']})", flush=True)
     while (played < quota).any():
         if STOP["requested"]:

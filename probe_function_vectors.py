@@ -1,7 +1,7 @@
 """Probe a pixel-trained Atari PPO agent for the game's RAM variables: function vectors, with evidence.
 
 Inputs: a pixel-agent checkpoint, a memory-agent (RAM) checkpoint and the `ram_vars/<env-id>.json` both were
-trained with (docs/FORMATS.md §1-§3). The pixel agent may also be one trained elsewhere with the same Nature CNN (a
+trained with (docs/FORMATS.md §1-§3); the memory agent is optional (step 1). The pixel agent may also be one trained elsewhere with the same Nature CNN (a
 Stable-Baselines3 / RL Zoo zip, a CleanRL model file: FORMATS.md §6), its weights renamed onto the same modules.
 Outputs in `--out-dir` (default `probe/<env-id>`): `activations.npz`, `results.json`, and (via probe_report.py) the
 atlas, a self-contained `report.html`.
@@ -9,7 +9,9 @@ atlas, a self-contained `report.html`.
 Steps (README §Probe has the details and the .npz keys):
 1. Key variables: play the memory agent; for each selected byte, replace it by the byte's value from other
    visited states and measure how far the agent's action distribution moves (mean total variation, KL).
-   Rank; keep the top K (plus `--include-vars`).
+   Without a memory agent (--ranking pixel-policy): write each byte into the emulator on base states of the pixel
+   agent's own play, as step 2 does, and measure how far the pixel agent's action distribution moves.
+   Rank; keep the top K (plus `--include-vars`). results.json's `ranking` says which ranking was used.
 2. Screens from set RAM values: play the pixel agent (noop starts, epsilon-random actions) and clone base
    states across its episodes. For every (base state, key variable): one control sample that pins the
    variable at its own value, and `--samples-per-var` samples that pin it at drawn values (re-applied with
@@ -49,6 +51,7 @@ Steps (README §Probe has the details and the .npz keys):
    object's centre); reported for the position bytes and for all.
 """
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -59,7 +62,7 @@ import sys
 import time
 import zipfile
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
@@ -82,7 +85,8 @@ class Args:
     """pixel agent checkpoint.pt (FORMATS.md §2, agent "pixel"), or an agent trained elsewhere (FORMATS.md §6): a
     Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, or a CleanRL ppo_atari.py / dqn_atari.py state_dict"""
     ram_checkpoint: str = ""
-    """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`"""
+    """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`. Optional:
+    without it the variables are ranked by how much writing each byte moves the pixel agent's policy (--ranking)"""
     ram_vars: str = ""
     """ram_vars/<env-id>.json both agents were trained with"""
     roles_from: str = ""
@@ -91,16 +95,26 @@ class Args:
     (version 1); which bytes are probed still comes from --ram-vars"""
     out_dir: str = ""
     """output folder; default probe/<env-id> (with / replaced by _)"""
+    ranking: Literal["auto", "memory-agent", "pixel-policy"] = "auto"
+    """step 1's ranking of the selected bytes: "memory-agent" = how far the memory agent's policy moves when the byte is
+    replaced (needs --ram-checkpoint); "pixel-policy" = how far the pixel agent's policy moves when the byte is written
+    into the emulator (no memory agent; --ram-checkpoint must then be left out); "auto" = the first with a memory agent,
+    else the second"""
     top_k: int = 0
-    """keep the K variables the memory agent relies on most (0 = all selected bytes)"""
+    """keep the K variables ranked highest by step 1 (0 = all selected bytes)"""
     include_vars: tuple[str, ...] = ()
     """selected RAM indices probed even if not in the top K: 72, 0x48 or ram[0x48] (index into getRAM())"""
     num_envs: int = 4
     """emulators played side by side (one batched forward pass per step) in the rollouts of steps 1 and 2"""
     importance_steps: int = 256
-    """memory-agent steps per emulator for step 1 (states on which bytes are ablated)"""
+    """agent steps per emulator for step 1: the memory agent's (states on which bytes are ablated), or without one the
+    pixel agent's (the rollout --importance-states base states are drawn from)"""
     importance_repeats: int = 4
-    """ablation draws per byte (each replaces the byte by the values of a random permutation of the states)"""
+    """ablation draws per byte (memory agent: each replaces the byte by the values of a random permutation of the
+    states; pixel policy: per base state, values of the byte in other visited states, each one emulated sample)"""
+    importance_states: int = 24
+    """step 1 without a memory agent: base states (from a pixel-agent rollout of --importance-steps steps per emulator)
+    on which every selected byte is written; each costs (1 + --importance-repeats) x 16 emulated frames per byte"""
     rollout_steps: int = 300
     """pixel-agent steps per emulator from which the base states are drawn"""
     num_base_states: int = 48
@@ -172,7 +186,8 @@ class Args:
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
 RANGES = {
     "top_k": "[0, inf)", "num_envs": "[1, inf)", "importance_steps": "[1, inf)", "importance_repeats": "[1, inf)",
-    "rollout_steps": "[8, inf)", "num_base_states": "[2, inf)", "samples_per_var": "[1, inf)", "epsilon": "[0, 1]",
+    "importance_states": "[1, inf)", "rollout_steps": "[8, inf)", "num_base_states": "[2, inf)", "samples_per_var": "[1, inf)",
+    "epsilon": "[0, 1]",
     "noop_max": "[0, inf)", "test_fraction": "(0, 1)", "max_classes": "[0, inf)", "unit_max_other_changed": "[0, 127]",
     "min_unit_effect": "[0, inf)", "control_draws": "[1, inf)", "causal_pairs": "[1, inf)",
     "random_directions": "[1, inf)", "batch_size": "[1, inf)", "num_workers": "[1, inf)", "seed": "[0, 2147483647]",
@@ -349,10 +364,64 @@ def load_ram_vars(path: str) -> dict:
     return rv
 
 
+class ImpalaResidualBlock(nn.Module):
+    """x + conv1(relu(conv0(relu(x)))): the IMPALA CNN's residual block (Espeholt et al. 2018, Fig. 3), 3x3 convs with
+    padding 1 (Flax's "SAME"). (B, C, H, W) float32 -> the same shape."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.relu0, self.conv0 = nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu1, self.conv1 = nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv1(self.relu1(self.conv0(self.relu0(x))))
+
+
+class ImpalaConvSequence(nn.Module):
+    """3x3 conv (padding 1), 3x3 max pool of stride 2, two residual blocks. The pool pads as XLA's "SAME" (Flax's
+    nn.max_pool(padding="SAME")): total = max((ceil(n / 2) - 1) * 2 + 3 - n, 0) padded with -inf, total // 2 before
+    and the rest after, which torch's symmetric MaxPool2d padding does not reproduce (84 -> 42 pads 0 before, 1 after).
+    (B, in_channels, H, W) -> (B, channels, ceil(H / 2), ceil(W / 2))."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2)
+        self.res0, self.res1 = ImpalaResidualBlock(channels), ImpalaResidualBlock(channels)
+
+    def forward(self, x):
+        x = self.conv(x)
+        pads = []
+        for n in (x.shape[3], x.shape[2]):  # nn.functional.pad takes the last dimension first
+            total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
+            pads += [total // 2, total - total // 2]
+        return self.res1(self.res0(self.pool(nn.functional.pad(x, pads, value=float("-inf")))))
+
+
+class ImpalaAgent(Agent):
+    """The IMPALA CNN (Espeholt et al. 2018) as CleanRL's cleanba lays it out (cleanba_ppo_envpool_impala_atari_wrapper.py):
+    network = seq0-2 (ImpalaConvSequence of 16, 32, 32 channels: 84 -> 42 -> 21 -> 11), relu, flatten (32 * 11 * 11),
+    fc (256), relu_fc; actor (logits) and critic on the 256 features. Agent's methods (hidden, get_value,
+    get_action_and_value) and trunk_dtype; Agent.__init__ is skipped, so nothing of the Nature CNN is built. Only agents
+    trained elsewhere use it (read_cleanba_msgpack loads every weight, so the init is PyTorch's default)."""
+
+    def __init__(self, n_actions: int, in_channels: int = 4):
+        nn.Module.__init__(self)
+        seqs = [(f"seq{i}", ImpalaConvSequence(c_in, c)) for i, (c_in, c) in enumerate(zip((in_channels, 16, 32), (16, 32, 32)))]
+        self.network = nn.Sequential(OrderedDict([
+            *seqs, ("relu", nn.ReLU()), ("flatten", nn.Flatten()), ("fc", nn.Linear(32 * 11 * 11, 256)), ("relu_fc", nn.ReLU()),
+        ]))
+        self.actor = nn.Linear(256, n_actions)
+        self.critic = nn.Linear(256, 1)
+        self.trunk_dtype = None
+
+
 def read_external_agent(path):
     """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
     library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
-    read by read_sb3_zip); a CleanRL state_dict (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
+    read by read_sb3_zip); CleanRL cleanba's Flax msgpack `.cleanrl_model` (Nature or IMPALA CNN, read by
+    read_cleanba_msgpack); an atari-agents DQN / M-DQN `model_<step>.gz` (read_atari_agents_gz); a CleanRL state_dict
+    (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
     Agent (network.0/2/4/7 = conv1, conv2, conv3, fc; actor; critic) or of `dqn_atari.py`'s QNetwork (network.0/2/4/7,
     network.9 = the Q-value head). Weights are read with torch.load(weights_only=True): nothing is unpickled.
     Returns None when `path` is none of these kinds of file (this project's checkpoint.pt, i.e. a dict with "format",
@@ -360,8 +429,17 @@ def read_external_agent(path):
     the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
     (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
     names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
-    CleanRL)}.
+    CleanRL), "architecture": "nature-cnn" (Agent) or "impala-cnn" (ImpalaAgent, cleanba only)}.
     Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return None
+    if head and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):  # a msgpack map (a pickle starts 0x80, a zip "PK")
+        return read_cleanba_msgpack(path)
+    if head == b"\x1f\x8b":  # gzip
+        return read_atari_agents_gz(path)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
@@ -389,8 +467,133 @@ def read_external_agent(path):
               "preprocessing": "cleanrl", "pipeline": "CleanRL make_env: SB3's NoopResetEnv(30), MaxAndSkipEnv(4), "
               "EpisodicLifeEnv, FireResetEnv, ClipRewardEnv + gymnasium 0.29's ResizeObservation(84), GrayScaleObservation, "
               "FrameStack(4)", "actor": "Q-values" if dqn else "logits", "critic": not dqn, "layer_map": layout}
-    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
-            "global_step": None}
+    return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+            "state_dict": state_dict, "global_step": None}
+
+
+def read_cleanba_msgpack(path):
+    """CleanRL's cleanba PPO file: the `.cleanrl_model` that cleanba_ppo_envpool_impala_atari_wrapper[_naturecnn].py
+    writes with flax.serialization.to_bytes([vars(args), [network_params, actor_params, critic_params]]) (the Atari-57
+    models on the Hugging Face Hub, cleanrl/<Game>-v5-cleanba_ppo_envpool_impala_atari_wrapper[_naturecnn]-seed<N>).
+    Flax's format is msgpack: a list is a map {"0": .., "1": ..}, an array the msgpack extension type 1 holding msgpack
+    (shape, dtype name, C-order bytes). It is read with the msgpack package alone (no Flax; nothing is unpickled), an
+    optional dependency: without it one ValueError names it. Network: the Nature CNN (Conv_0-2, Dense_0 of 512) or the
+    IMPALA CNN (ConvSequence_0-2, each Conv_0 and ResidualBlock_0-1 of Conv_0-1; Dense_0 of 256), on NCHW uint8 stacks
+    it transposes to NHWC and divides by 255; Actor Dense_0 = logits, Critic Dense_0 = value. Flax's conv kernel
+    (kh, kw, in, out) becomes torch's (out, in, kh, kw), a Dense kernel (in, out) torch's (out, in), and the Dense after
+    the flatten has its inputs reordered from Flax's (H, W, C) flattening to torch's (C, H, W).
+    Returns and raises as read_external_agent; "architecture" is "nature-cnn" (Agent) or "impala-cnn" (ImpalaAgent)."""
+    try:
+        import msgpack
+    except ImportError:
+        raise ValueError(f"'{path}' is a Flax msgpack file (CleanRL cleanba's .cleanrl_model): reading it needs the "
+                         "msgpack package (pip install msgpack)")
+
+    def array(code, data):  # Flax's _MsgpackExtType: 1 an ndarray, 3 a numpy scalar, both (shape, dtype name, bytes)
+        if code not in (1, 3):
+            raise ValueError(f"msgpack extension type {code}")
+        shape, dtype, buffer = msgpack.unpackb(data, raw=False)
+        return np.frombuffer(buffer, dtype=np.dtype(dtype)).reshape(shape).copy()
+
+    try:
+        with open(path, "rb") as f:
+            tree = msgpack.unpackb(f.read(), ext_hook=array, raw=False, strict_map_key=False)
+    except Exception as e:  # msgpack and numpy raise many types on a damaged file
+        raise ValueError(f"'{path}' starts as msgpack (Flax's format) but cannot be read: {type(e).__name__}: {str(e)[:120]}")
+    parts = tree.get("1") if isinstance(tree, dict) else None
+    if not (isinstance(parts, dict) and set(parts) == {"0", "1", "2"} and all(isinstance(p, dict) for p in parts.values())):
+        found = ", ".join(map(str, list(tree)[:6])) if isinstance(tree, dict) else type(tree).__name__
+        raise ValueError(f"'{path}' is msgpack (Flax's format) holding {found}: not cleanba's [args, [network_params, "
+                         "actor_params, critic_params]]")
+    args = tree.get("0") if isinstance(tree.get("0"), dict) else {}
+    sd = {}
+
+    def flatten(prefix, node):  # {"Conv_0": {"kernel": a, "bias": b}} -> {"<prefix>.Conv_0.weight": tensor, ...}
+        for k, v in node.items():
+            if isinstance(v, dict):
+                flatten(f"{prefix}.{k}", v)
+            elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                sd[f"{prefix}.{k}".replace(".kernel", ".weight")] = v
+            else:
+                raise ValueError(f"'{path}': {prefix}.{k} is a {type(v).__name__} {getattr(v, 'dtype', '')}, not a float array")
+
+    for key, name in (("0", "network"), ("1", "actor"), ("2", "critic")):
+        flatten(name, parts[key].get("params", parts[key]))
+    impala = any(k.startswith("network.ConvSequence_") for k in sd)
+    spatial = (11, 11, 32) if impala else (7, 7, 64)  # the last conv's (H, W, C) before Flax's flatten
+    for k, v in sd.items():
+        if v.ndim == 4:
+            sd[k] = v.transpose(3, 2, 0, 1)
+        elif v.ndim == 2 and k == "network.Dense_0.weight" and v.shape[0] == int(np.prod(spatial)):
+            sd[k] = v.reshape(*spatial, -1).transpose(2, 0, 1, 3).reshape(v.shape[0], -1).T
+        elif v.ndim == 2:
+            sd[k] = v.T
+        sd[k] = torch.from_numpy(np.ascontiguousarray(sd[k]))
+    if impala:
+        layout = {f"network.seq{s}.conv": f"network.ConvSequence_{s}.Conv_0" for s in range(3)}
+        layout.update({f"network.seq{s}.res{r}.conv{c}": f"network.ConvSequence_{s}.ResidualBlock_{r}.Conv_{c}"
+                       for s in range(3) for r in range(2) for c in range(2)})
+        layout = dict(sorted(layout.items()))
+    else:
+        layout = {"network.conv1": "network.Conv_0", "network.conv2": "network.Conv_1", "network.conv3": "network.Conv_2"}
+    layout.update({"network.fc": "network.Dense_0", "actor": "actor.Dense_0", "critic": "critic.Dense_0"})
+    exp_name = str(args.get("exp_name", "cleanba"))
+    policy = f"{exp_name} ({'IMPALA' if impala else 'Nature'} CNN)"
+    what = f"'{path}' (CleanRL cleanba's Flax parameters, {policy})"
+    state_dict, n_actions = rename_external_weights(sd, layout, (), what, ImpalaAgent if impala else Agent)
+    if exp_name.startswith("cleanba_ppo_envpool_impala_atari_wrapper"):  # its make_env's envpool.make settings
+        pipeline = ("EnvPool Atari (cleanba's make_env): 84x84 gray, 4-frame stack, frame skip 4 with the max of the last "
+                    "2 frames, up to 30 no-op starts, fire reset, episodic life, reward clipping, no sticky actions, "
+                    "minimal action set, 27000 steps per episode")
+    else:
+        pipeline = f"EnvPool Atari with the settings of cleanba's {exp_name}.py (not checked here)"
+    source = {"library": "CleanRL (cleanba)", "algorithm": "PPO", "file": "Flax msgpack (flax.serialization.to_bytes)",
+              "policy": policy, "preprocessing": "envpool", "pipeline": pipeline, "actor": "logits", "critic": True,
+              "layer_map": layout, "trained_on": args.get("env_id")}
+    return {"source": source, "architecture": "impala-cnn" if impala else "nature-cnn",
+            "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict, "global_step": None}
+
+
+def read_atari_agents_gz(path):
+    """A floringogianu/atari-agents checkpoint (`<ALGO>/<Game>/<seed>/model_<step>.gz`): gzip of a torch.save'd dict
+    whose "estimator_state" is the state_dict of their play.py AtariNet (the Nature CNN: _AtariNet__features.0/2/4 =
+    conv1-3, _AtariNet__head.0 = fc, _AtariNet__head.2 = the Q-value head). DQN and M-DQN (`DQN_modern`,
+    `MDQN_modern`, `DQN_classic_adam`) fit; C51 (a distributional head and _AtariNet__support) is refused. Decompressed
+    in memory (at most 512 MiB) and read with torch.load(weights_only=True): nothing is unpickled beyond tensors and
+    plain containers. Returns and raises as read_external_agent."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read(512 * 2**20 + 1)
+        if len(data) > 512 * 2**20:
+            raise ValueError("more than 512 MiB once decompressed")
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # gzip, zlib and torch raise many types
+        raise ValueError(f"'{path}' is gzip-compressed but not a torch file readable without unpickling objects "
+                         f"(weights_only): {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+    sd = ckpt.get("estimator_state") if isinstance(ckpt, dict) else None
+    if not isinstance(sd, dict):
+        found = f"a dict of {', '.join(map(str, list(ckpt)[:6]))}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise ValueError(f"'{path}' is a gzip-compressed torch file holding {found}: not an atari-agents checkpoint "
+                         "(estimator_state)")
+    what = f"'{path}' (an atari-agents checkpoint, read as play.py's AtariNet)"
+    if "_AtariNet__support" in sd:
+        raise ValueError(f"{what} is C51 (distributional: Q-values are an expectation over 51 atoms), not a linear "
+                         "Q-value head: only DQN and M-DQN import")
+    layout = {"network.conv1": "_AtariNet__features.0", "network.conv2": "_AtariNet__features.2",
+              "network.conv3": "_AtariNet__features.4", "network.fc": "_AtariNet__head.0", "actor": "_AtariNet__head.2"}
+    state_dict, n_actions = rename_external_weights(sd, layout, (), what)
+    modern = "_modern" in str(path)  # their play.py picks the protocol from the folder name the same way
+    pipeline = ("atari-agents' ALEModern (Dopamine / Machado et al. 2017): sticky actions 0.25, no no-op starts, no "
+                "fire reset, game over only at the last life, frame skip 4 with the max of the last 2 frames' 84x84 "
+                "INTER_AREA gray images, 4-frame stack zero-filled at reset, minimal action set" if modern else
+                "atari-agents' ALEClassic (Mnih et al. 2015): no sticky actions, up to 29 no-op starts, a lost life ends "
+                "the episode in training, otherwise as ALEModern (the protocol is read from the folder name: "
+                "'_modern' is absent from this path)")
+    source = {"library": "atari-agents", "algorithm": "M-DQN" if re.search(r"M-?DQN", str(path), re.I) else "DQN", "file": "gzip of torch.save (estimator_state)", "policy": "AtariNet", "preprocessing":
+              "atari-agents-modern" if modern else "atari-agents-classic", "pipeline": pipeline, "actor": "Q-values",
+              "critic": False, "layer_map": layout}
+    return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+            "state_dict": state_dict, "global_step": None}
 
 
 def read_sb3_zip(path, z):
@@ -439,14 +642,14 @@ def read_sb3_zip(path, z):
               "policy": policy, "preprocessing": "sb3", "pipeline": "SB3's AtariWrapper + VecFrameStack(4) + "
               "VecTransposeImage (RL Zoo's Atari setting)", "actor": "Q-values" if dqn else "logits", "critic": not dqn,
               "layer_map": layout}
-    return {"source": source, "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict,
-            "global_step": data.get("num_timesteps")}
+    return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
+            "state_dict": state_dict, "global_step": data.get("num_timesteps")}
 
 
-def rename_external_weights(sd, layout, extra, what):
-    """sd: another library's state_dict; layout: {Agent module: their module}, e.g. {"network.conv1": "network.0"};
+def rename_external_weights(sd, layout, extra, what, model_class=Agent):
+    """sd: another library's state_dict; layout: {model module: their module}, e.g. {"network.conv1": "network.0"};
     extra: prefixes of their keys that are not used (SB3's aliases of the shared CNN, DQN's target network); what: the
-    file, for messages. Returns (state_dict with Agent's names, float32, the critic all zeros when the layout has none;
+    file, for messages; model_class: Agent (the Nature CNN) or ImpalaAgent, whose shapes the weights must have. Returns (state_dict with Agent's names, float32, the critic all zeros when the layout has none;
     n_actions). Raises ValueError naming the modules found when the keys differ, or the first tensor whose shape differs."""
     wanted = {f"{theirs}.{p}": f"{ours}.{p}" for ours, theirs in layout.items() for p in ("weight", "bias")}
     keys = [k for k in sd if not k.startswith(extra)]
@@ -456,11 +659,12 @@ def rename_external_weights(sd, layout, extra, what):
     head = sd[layout["actor"] + ".weight"]
     n_actions = int(head.shape[0]) if head.dim() == 2 else 1
     with torch.random.fork_rng(devices=[]):  # the reference's init draws leave the caller's RNG as it was
-        reference = Agent(n_actions=n_actions, in_channels=4).state_dict()
+        reference = model_class(n_actions=n_actions, in_channels=4).state_dict()
     out = {}
     for theirs, ours in wanted.items():
         if tuple(sd[theirs].shape) != tuple(reference[ours].shape):
-            raise ValueError(f"{what}: {theirs} has shape {tuple(sd[theirs].shape)}, the Nature CNN's {ours} needs "
+            net = "IMPALA CNN" if model_class is ImpalaAgent else "Nature CNN"
+            raise ValueError(f"{what}: {theirs} has shape {tuple(sd[theirs].shape)}, the {net}'s {ours} needs "
                              f"{tuple(reference[ours].shape)}")
         out[ours] = sd[theirs].detach().to(torch.float32).clone()
     for k in ("critic.weight", "critic.bias"):
@@ -480,9 +684,12 @@ def load_checkpoint(path: str, kind: str, flag: str) -> dict:
             raise InputError(f"{flag}: {e}")
         if external is not None:
             ckpt = {**external, "agent": "pixel", "env_id": None}
-            model = Agent(**ckpt["model_kwargs"])
+            model = (ImpalaAgent if ckpt["architecture"] == "impala-cnn" else Agent)(**ckpt["model_kwargs"])
             model.load_state_dict(ckpt["state_dict"])
             ckpt["model"] = model.eval()
+            if isinstance(model, ImpalaAgent):  # Hooks and receptive_fields record the Nature CNN's layers only
+                raise InputError(f"{flag}: '{path}' is an IMPALA-CNN agent ({ckpt['source']['policy']}): the probe records "
+                                 "the Nature CNN's layers (conv1-3, fc) only; ppo_pixel_breakout.py --eval-checkpoint plays it")
             return ckpt
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -515,19 +722,26 @@ def describes_bytes(record, indices, env_id):
 
 
 def validate_inputs(args: Args):
-    """Everything that can be wrong with the inputs is found here, before anything is written."""
+    """Everything that can be wrong with the inputs is found here, before anything is written. Returns (ram vars dict,
+    pixel checkpoint dict, memory-agent checkpoint dict or None without --ram-checkpoint, game, included indices,
+    output folder)."""
     rv = load_ram_vars(args.ram_vars)
     pix = load_checkpoint(args.pixel_checkpoint, "pixel", "--pixel-checkpoint")
-    ram = load_checkpoint(args.ram_checkpoint, "ram", "--ram-checkpoint")
+    if args.ranking == "memory-agent" and not args.ram_checkpoint:
+        raise InputError("--ranking memory-agent needs the memory agent: pass --ram-checkpoint (or --ranking pixel-policy)")
+    if args.ranking == "pixel-policy" and args.ram_checkpoint:
+        raise InputError("--ranking pixel-policy ranks without a memory agent, which would go unused: leave out "
+                         "--ram-checkpoint (or use --ranking memory-agent)")
+    ram = load_checkpoint(args.ram_checkpoint, "ram", "--ram-checkpoint") if args.ram_checkpoint else None
     game = rom_name(rv["env_id"])
-    for ck, label in [(pix, "pixel")] * (pix["env_id"] is not None) + [(ram, "ram")]:
+    for ck, label in [(pix, "pixel")] * (pix["env_id"] is not None) + [(ram, "ram")] * (ram is not None):
         ck_game = rom_name(ck["env_id"])
         if ck_game != game:
             raise InputError(f"{label} checkpoint is for {ck['env_id']} (game {ck_game!r}) but the ram vars file "
                              f"is for {rv['env_id']} (game {game!r})")
         if ck["env_id"] != rv["env_id"]:
             print(f"warning: {label} checkpoint env {ck['env_id']} differs from ram vars env {rv['env_id']} (same game)")
-    indices = list(ram.get("ram_indices") or [])
+    indices = list(ram.get("ram_indices") or []) if ram is not None else list(rv["selected"])
     if indices != list(rv["selected"]):
         # the memory agent observes other bytes than the file selects: ram_vars/ re-extracted since, or the agent's own
         # choice (--ram-bytes all, --drop-bitmaps). Use the first whole record of exactly its bytes: the RAM-vars
@@ -544,13 +758,13 @@ def validate_inputs(args: Args):
         print(f"note: {args.ram_vars} selects {len(rv['selected'])} bytes, not the {len(indices)} the memory agent was "
               f"trained on; using {what} (version {record.get('version')})", flush=True)
         rv = {**record, "selected": indices}
-    if ram.get("ram_stack", 1) != 1:
+    if ram is not None and ram.get("ram_stack", 1) != 1:
         raise InputError(f"ram checkpoint observes the last {ram['ram_stack']} RAM reads stacked (--ram-stack); the "
                          f"probe feeds the memory agent one RAM read")
     probe = ALEInterface()
     probe.loadROM(roms.get_rom_path(game))
     n_actions = len(probe.getMinimalActionSet())
-    for ck, label in ((pix, "pixel"), (ram, "ram")):
+    for ck, label in [(pix, "pixel")] + [(ram, "ram")] * (ram is not None):
         if ck["model_kwargs"].get("n_actions") != n_actions:
             raise InputError(f"{label} checkpoint has {ck['model_kwargs'].get('n_actions')} actions; {game} has {n_actions}")
     if args.roles_from:
@@ -716,6 +930,60 @@ class ScreenRecorder(gym.Wrapper):
         return out
 
 
+def envpool_pipeline(rec: "ScreenRecorder", seed: int, noop_max: int = 30):
+    """EnvPool's Atari pipeline (envpool/atari/atari_env.h) as cleanba's make_env set it (episodic_life, noop_max 30,
+    fire reset, no sticky actions, 84x84 gray, 4-stack), replayed on `rec` (a ScreenRecorder over a frameskip-1 env
+    without sticky actions). Its Reset: a game's reset (at the start and after a game over; none after a lost life),
+    then U{0..noop_max-1} + 1 NOOP frames, one less and then one FIRE frame on games with FIRE (a game over among them
+    resets the game); the last frame's gray screen, resized (INTER_AREA) to 84x84, is pushed onto the stack, or fills
+    it after a game's reset. Its Step: up to 4 frames of the action (it stops at a game over), the max of the gray
+    screens of frames 3 and 4 (after an early game over, frame 3's pool slot alone, as EnvPool does), resized and
+    pushed; a lost life or a game over ends the episode, and the agent's next observation is that of the Reset (the
+    terminal one, whose action EnvPool ignores, is skipped here).
+    Returns (first observation (4, 84, 84) uint8, act(action index) -> (next observation, episode ended))."""
+    ale = rec.unwrapped.ale
+    meanings = rec.unwrapped.get_action_meanings()
+    fire = meanings.index("FIRE") if "FIRE" in meanings else None
+    rng = np.random.default_rng(seed)
+    gray = lambda screen: cv2.resize(screen, (84, 84), interpolation=cv2.INTER_AREA)
+    state = {"pool": [None, None], "stack": [], "lives": 0}
+
+    def frame(a):  # one emulated frame; True at a game over
+        _, _, term, trunc, _ = rec.step(a)
+        return bool(term or trunc)
+
+    def reset(game, reset_seed=None):
+        if game:
+            rec.reset(seed=reset_seed)
+        for _ in range(int(rng.integers(noop_max)) + 1 - (fire is not None)):
+            if frame(0):
+                rec.reset()
+                game = True
+        if fire is not None:
+            frame(fire)
+        state["pool"][0] = ale.getScreenGrayscale()
+        img = gray(state["pool"][0])
+        state["stack"] = [img] * 4 if game else state["stack"][1:] + [img]
+        state["lives"] = ale.lives()
+        return np.stack(state["stack"])
+
+    def act(a):
+        over, k = False, 4
+        while k > 0 and not over:
+            over = frame(a)
+            if k <= 2:
+                state["pool"][2 - k] = ale.getScreenGrayscale()
+            k -= 1
+        pool = state["pool"]
+        state["stack"] = state["stack"][1:] + [gray(np.maximum(pool[0], pool[1]) if k == 0 else pool[0])]
+        lost = 0 < ale.lives() < state["lives"]
+        state["lives"] = ale.lives()
+        if over or lost:
+            return reset(over), True
+        return np.stack(state["stack"]), False
+
+    return reset(True, seed), act
+
 def check_agent_pipeline(env_id: str, seed: int, source: dict, steps: int = 400) -> dict:
     """Compare this script's observation with the one an agent trained elsewhere saw in training, on the same emulated
     frames: the agent's own pipeline (source["preprocessing"]: "sb3" = Stable-Baselines3's AtariWrapper +
@@ -729,15 +997,26 @@ def check_agent_pipeline(env_id: str, seed: int, source: dict, steps: int = 400)
     Returns {compared, pipeline, steps, frame: {max_abs_diff, mean_abs_diff, pixels_differing, steps_identical} of the
     newest frame (one frame's preprocessing), observation: the same for the whole (4, 84, 84) stack (plus the stacking
     rules), life_losses, game_resets, differences: the semantic differences in words}; compared False with the reason
-    when stable-baselines3 (whose wrappers both pipelines use) is not installed. Units: gray levels 0-255."""
+    when stable-baselines3 (whose wrappers both pipelines use) is not installed. Units: gray levels 0-255.
+    "envpool" (CleanRL cleanba's agents) is replayed by envpool_pipeline (no stable-baselines3 needed);
+    "atari-agents-modern" / "-classic" are not replayed here: compared False, with the differences in words."""
+    if source["preprocessing"].startswith("atari-agents"):  # their ale_env.py: ALE itself, a frame skip of their own
+        return {"compared": False, "pipeline": source["pipeline"], "reason": "atari-agents' ALE wrapper is not replayed "
+                "here; it differs from this script's in that it resizes each of the last 2 frames to 84x84 before taking "
+                "their max (this script: max, then resize), plays no FIRE at reset, and "
+                + ("plays sticky actions (0.25) and no no-op starts, like v5 ids" if source["preprocessing"].endswith("modern")
+                   else "ends a training episode at a lost life")}
     try:
-        from stable_baselines3.common import atari_wrappers as aw
-        from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
+        if source["preprocessing"] != "envpool":
+            from stable_baselines3.common import atari_wrappers as aw
+            from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTransposeImage
     except ImportError as e:
         return {"compared": False, "pipeline": source["pipeline"], "reason": f"stable-baselines3 is not installed ({e}); "
                 "pip install stable-baselines3 --no-deps cloudpickle  (its wrappers make the agent's own observations)"}
     rec = ScreenRecorder(gym.make(env_id, frameskip=1, repeat_action_probability=0.0))
-    if source["preprocessing"] == "sb3":
+    if source["preprocessing"] == "envpool":
+        first, act = envpool_pipeline(rec, seed)
+    elif source["preprocessing"] == "sb3":
         venv = VecTransposeImage(VecFrameStack(DummyVecEnv([lambda: aw.AtariWrapper(rec)]), n_stack=4))
         venv.seed(seed)
         first = venv.reset()[0]
@@ -777,7 +1056,7 @@ def check_agent_pipeline(env_id: str, seed: int, source: dict, steps: int = 400)
     if source["preprocessing"] == "sb3":
         venv.close()
     else:
-        env.close()
+        rec.close()
 
     def summary(d):
         d = np.stack(d)
@@ -785,15 +1064,24 @@ def check_agent_pipeline(env_id: str, seed: int, source: dict, steps: int = 400)
                 "steps_identical": int((d.reshape(len(d), -1).max(1) == 0).sum())}
     padding = "zeros at every terminal, lost lives included" if source["preprocessing"] == "sb3" else \
         "the first frame after every terminal, lost lives included, repeated 4 times"
+    differences = [
+        f"stack padding: its pipeline {padding}; this script zeros at a game's start only",
+        "a lost life: its pipeline ends the episode there (EpisodicLifeEnv) and plays NOOP, FIRE and RIGHT "
+        "steps before the next observation; this script plays one FIRE step, seen by the agent",
+        "reset: its pipeline plays 1-30 NOOP frames, then (games with FIRE) FIRE and RIGHT steps; this script "
+        "0-29 NOOP frames and one FIRE frame"]
+    if source["preprocessing"] == "envpool":
+        differences = [
+            "stack padding: its pipeline repeats a game's first frame 4 times (not after a lost life); this script zeros "
+            "at a game's start only",
+            "a lost life: its pipeline ends the episode there, plays 0-29 NOOP frames and one FIRE frame (games with "
+            "FIRE; else 1-30 NOOP frames) and pushes that frame, not maxed; this script plays one FIRE step, seen by the agent",
+            "reset: its pipeline the same NOOP and FIRE frames as after a lost life; this script 0-29 NOOP frames and "
+            "one FIRE frame"]
     return {"compared": True, "pipeline": source["pipeline"], "env_id": env_id, "steps": steps, "seed": seed,
             "frame": summary(frame_diffs), "observation": summary(stack_diffs), "terminals": int(ends),
             "game_resets": int(rec.resets), "units": "gray levels 0-255, over every observation the agent saw",
-            "differences": [
-                f"stack padding: its pipeline {padding}; this script zeros at a game's start only",
-                "a lost life: its pipeline ends the episode there (EpisodicLifeEnv) and plays NOOP, FIRE and RIGHT "
-                "steps before the next observation; this script plays one FIRE step, seen by the agent",
-                "reset: its pipeline plays 1-30 NOOP frames, then (games with FIRE) FIRE and RIGHT steps; this script "
-                "0-29 NOOP frames and one FIRE frame"],
+            "differences": differences,
             "how": "the same emulator frames (ScreenRecorder under its wrappers, uniformly random actions), each "
                    "observation the agent saw vs this script's pipeline applied to those frames"}
 
@@ -890,10 +1178,80 @@ def ram_importance(ram_agent, selected, game, args, rng, device):
     return ranking, rams
 
 
+def pixel_sensitivity(agent, rv, game, args, rng, device, greedy=False):
+    """Step 1 without a memory agent: how far the pixel agent's policy moves when each selected byte of `rv` is written
+    into the emulator. Base states: --importance-states, drawn by collect_base_states from a pixel-agent rollout of
+    --importance-steps steps on --num-envs emulators seeded seed + 100 + i (as the memory agent's rollout). On each,
+    per byte, plan_samples' control (the byte pinned at its own value) and --importance-repeats draws (values seen in
+    the rollout or in the ram vars record; for an ordinal byte half uniform in its [min, max]), each emulated as step
+    2's samples are: the 4 agent steps (16 frames) its observation needs, the agent's own actions, the byte written
+    before every frame. Only draws whose byte ends at another value than the control's count, as in step 2 (a byte the
+    game re-derives every frame keeps none: it ranks last, tv 0, and the probe could not score it). A draw's policy
+    change against its control: total variation between the action distributions (softmax of the logits; greedy, for a
+    Q-network: its argmax, so TV 1 when the greedy action changes), KL(control || draw) of the softmax of the actor
+    output, |value change| (the critic; greedy: max Q).
+    Returns (ranking, best first by tv then kl: [{index, name, tv, kl, value_change (means over the byte's kept draws;
+    0 without any), fraction_replaced (kept / drawn), screen_changed (fraction of the kept draws whose observation
+    differs from the control's), draws, kept, rank}], the RAMs of every rollout step (n, 128) uint8, {states, samples,
+    frames_emulated, emulation_s}). Raises InputError when the rollout has too few usable states."""
+    sub = replace(args, seed=args.seed + 100, rollout_steps=args.importance_steps, num_base_states=args.importance_states,
+                  samples_per_var=args.importance_repeats, natural=False)
+    bases = collect_base_states(agent, game, sub, rng, device, greedy=greedy,
+                                hint="raise --importance-steps or lower --importance-states (step 1, no memory agent)")
+    selected = list(rv["selected"])
+    tasks, meta = plan_samples(bases, describe_variables(selected, rv, [], args.max_classes), bases["seen_rams"], sub, rng)
+    N = len(tasks)
+    actor, value = np.zeros((N, agent.actor.out_features), np.float32), np.zeros(N, np.float32)
+    stack_changed, ram = np.zeros(N, bool), np.zeros((N, 128), np.uint8)
+    prog, emu_time, control_stack = Progress("importance", N), {"s": 0.0}, None
+    for s0, results in emulated_batches(tasks, game, bases, sub, emu_time):
+        with torch.no_grad():
+            h = agent.hidden(torch.as_tensor(np.stack([r[0] for r in results]), device=device))
+            out = agent.actor(h)
+            actor[s0:s0 + len(results)] = out.cpu().numpy()
+            value[s0:s0 + len(results)] = (out.max(-1).values if greedy else agent.critic(h).squeeze(-1)).cpu().numpy()
+        for i, (stack, _, r) in enumerate(results, start=s0):
+            ram[i] = r
+            if meta[i, 3] == 1:  # plan_samples puts a control right before its draws
+                control_stack = stack
+            elif meta[i, 3] == 2:
+                stack_changed[i] = not np.array_equal(stack, control_stack)
+        prog.update(s0 + len(results))
+    role = meta[:, 3]
+    control = np.maximum.accumulate(np.where(role == 1, np.arange(N), -1))  # each draw's control row
+    draws = np.nonzero(role == 2)[0]
+    c = control[draws]
+    logp, logq = torch.log_softmax(torch.as_tensor(actor[c]), -1), torch.log_softmax(torch.as_tensor(actor[draws]), -1)
+    if greedy:
+        tv = (actor[c].argmax(1) != actor[draws].argmax(1)).astype(np.float64)
+    else:
+        tv = 0.5 * (logp.exp() - logq.exp()).abs().sum(-1).double().numpy()
+    kl = (logp.exp() * (logp - logq)).sum(-1).double().numpy()
+    dv = np.abs(value[draws] - value[c]).astype(np.float64)
+    same = ~stack_changed[draws]  # the same observation: no change (not the last bits of two batches' forward passes)
+    tv[same], kl[same], dv[same] = 0.0, 0.0, 0.0
+    idx = np.array([t[1] for t in tasks])[draws]
+    replaced = ram[draws, idx] != ram[c, idx]
+    scores = []
+    for j, i in enumerate(selected):
+        drawn = meta[draws, 1] == j
+        m = drawn & replaced
+        tv_, kl_, dv_, changed = (float(a[m].mean()) if m.any() else 0.0 for a in (tv, kl, dv, stack_changed[draws]))
+        scores.append({"index": i, "name": f"ram[0x{i:02x}]", "tv": tv_, "kl": kl_, "value_change": dv_,
+                       "fraction_replaced": float(m.sum() / max(drawn.sum(), 1)), "screen_changed": changed,
+                       "draws": int(drawn.sum()), "kept": int(m.sum())})
+    ranking = sorted(scores, key=lambda s: (-s["tv"], -s["kl"]))
+    for rank, s in enumerate(ranking):
+        s["rank"] = rank + 1
+    return ranking, bases["seen_rams"], {"states": len(bases["states"]), "samples": N, "frames_emulated": N * 16,
+                                         "emulation_s": emu_time["s"]}
+
+
 def describe_variables(keep, rv, ranking, max_classes):
     """The probed variables: name ram[0xNN] (NN = index into getRAM()), the ram vars record's address, kind, role
     (what the extractor found the byte is, with its evidence), range and values; categorical if the kind is
-    bitmap or it has <= max_classes distinct values."""
+    bitmap or it has <= max_classes distinct values; "importance": the byte's entry in step 1's `ranking` (None when
+    it has none)."""
     variables = []
     for i in keep:
         rec = rv["bytes"][i]
@@ -908,14 +1266,15 @@ def describe_variables(keep, rv, ranking, max_classes):
                                      "role": (rec.get("role") or {}).get("role"),
                                      "role_evidence": (rec.get("role") or {}).get("evidence"),
                                      "min": int(rec["min"]), "max": int(rec["max"]),
-                                     "importance": next(s for s in ranking if s["index"] == i)}})
+                                     "importance": next((s for s in ranking if s["index"] == i), None)}})
     return variables
 
 
 # ---------------------------------------------------------------- step 2: base states and samples
-def collect_base_states(agent, game, args, rng, device, greedy=False):
+def collect_base_states(agent, game, args, rng, device, greedy=False, hint="raise --rollout-steps"):
     """Play the pixel agent (sampled from its logits; greedy: argmax of its actor output, for a Q-network) and draw
-    base states uniformly from the steps that have 4 more steps in the same episode. Each base keeps its cloned
+    base states uniformly from the steps that have 4 more steps in the same episode (too few: InputError ending in
+    `hint`). Each base keeps its cloned
     state, the 4 actions the agent took next, its RAM, and the observation the rollout saw after those 4 steps (to
     check that restore + replay reproduces it); also the game's screen size (H, W) from the emulator, and (with --natural) every step's unedited observation with its
     RAM for step 7: "natural" {obs (n, 4, 84, 84) uint8, ram (n, 128) uint8, emu, episode, step (n,) int, state (n
@@ -931,7 +1290,7 @@ def collect_base_states(agent, game, args, rng, device, greedy=False):
     eligible = [(e, t) for e, recs in enumerate(records) for t in range(len(recs) - 3)
                 if len({r["episode"] for r in recs[t:t + 4]}) == 1 and not any(r["over"] for r in recs[t:t + 4])]
     if len(eligible) < args.num_base_states:
-        raise InputError(f"only {len(eligible)} usable base states in the rollouts; raise --rollout-steps")
+        raise InputError(f"only {len(eligible)} usable base states in the rollouts; {hint}")
     chosen = [eligible[i] for i in sorted(rng.choice(len(eligible), args.num_base_states, replace=False))]
     return {"states": [records[e][t]["state"] for e, t in chosen],
             "actions": [np.array([r["action"] for r in records[e][t:t + 4]]) for e, t in chosen],
@@ -978,6 +1337,34 @@ def plan_samples(bases, variables, seen_rams, args, rng):
     return tasks, np.array(meta, dtype=np.int64).reshape(-1, 4)
 
 
+def emulated_batches(tasks, game, bases, args, emu_time):
+    """Emulate `tasks` [(base id, ram index, value or -1 for no pin)] on `bases` (collect_base_states' states and
+    actions) in batches of --batch-size, in this process or on --num-workers processes (fork; ALE + cv2 only).
+    Yields (index of the batch's first task, [(stack (4, 84, 84) uint8, last raw frame (H, W) uint8, RAM (128,) uint8)]
+    per task); adds the seconds spent emulating to emu_time["s"]."""
+    pool = None
+    if args.num_workers > 1:
+        ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")  # workers use only ALE + cv2
+        pool = ctx.Pool(args.num_workers, _init_worker, (game, args.seed, bases["states"], bases["actions"]))
+    else:
+        _init_worker(game, args.seed, bases["states"], bases["actions"])
+    try:
+        for s0 in range(0, len(tasks), args.batch_size):
+            chunk = tasks[s0:s0 + args.batch_size]
+            te = time.time()
+            if pool is not None:
+                per = -(-len(chunk) // args.num_workers)
+                results = [r for part in pool.map(_emulate, [chunk[i:i + per] for i in range(0, len(chunk), per)]) for r in part]
+            else:
+                results = _emulate(chunk)
+            emu_time["s"] += time.time() - te
+            yield s0, results
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+
 def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
     """Emulate every task (set RAM -> render the 4-frame stack) and forward it in batches, recording every
     layer. Also accumulates, per variable, |screen - control screen| for the draws whose variable changed."""
@@ -990,50 +1377,31 @@ def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
          "diff_raw": np.zeros((n_vars,) + bases["screen_dims"]), "diff_obs": np.zeros((n_vars, 84, 84)), "n_diff": np.zeros(n_vars, int),
          "control_stack": {}, "natural_obs": {}}
     controls = {}
-    pool = None
-    if args.num_workers > 1:
-        ctx = get_context("fork" if sys.platform.startswith("linux") else "spawn")  # workers use only ALE + cv2
-        pool = ctx.Pool(args.num_workers, _init_worker, (game, args.seed, bases["states"], bases["actions"]))
-    else:
-        _init_worker(game, args.seed, bases["states"], bases["actions"])
-    prog, t0, t_emu = Progress("samples", N), time.time(), 0.0
-    try:
-        for s0 in range(0, N, args.batch_size):
-            chunk = tasks[s0:s0 + args.batch_size]
-            te = time.time()
-            if pool is not None:
-                per = -(-len(chunk) // args.num_workers)
-                results = [r for part in pool.map(_emulate, [chunk[i:i + per] for i in range(0, len(chunk), per)]) for r in part]
+    prog, t0, emu_time = Progress("samples", N), time.time(), {"s": 0.0}
+    for s0, results in emulated_batches(tasks, game, bases, args, emu_time):
+        out = hooks.run(torch.as_tensor(np.stack([r[0] for r in results]), device=device))
+        for k, _ in LAYERS:
+            S["acts"][k][s0:s0 + len(results)] = out[k].cpu().numpy()
+        for i, (stack, raw, ram) in enumerate(results, start=s0):
+            b, v, _, role = meta[i]
+            S["obs_last"][i], S["ram"][i] = stack[-1], ram
+            if role == 0:
+                S["natural_obs"][b] = stack
+            elif role == 1:
+                controls[(b, v)] = (i, raw.astype(np.int16), stack[-1].astype(np.int16))
+                S["control_stack"][i] = stack
             else:
-                results = _emulate(chunk)
-            t_emu += time.time() - te
-            out = hooks.run(torch.as_tensor(np.stack([r[0] for r in results]), device=device))
-            for k, _ in LAYERS:
-                S["acts"][k][s0:s0 + len(chunk)] = out[k].cpu().numpy()
-            for i, (stack, raw, ram) in enumerate(results, start=s0):
-                b, v, _, role = meta[i]
-                S["obs_last"][i], S["ram"][i] = stack[-1], ram
-                if role == 0:
-                    S["natural_obs"][b] = stack
-                elif role == 1:
-                    controls[(b, v)] = (i, raw.astype(np.int16), stack[-1].astype(np.int16))
-                    S["control_stack"][i] = stack
-                else:
-                    ci, craw, cobs = controls[(b, v)]
-                    S["control_of"][i] = ci
-                    idx = tasks[i][1]
-                    if ram[idx] != S["ram"][ci, idx]:
-                        d = np.abs(raw.astype(np.int16) - craw)
-                        S["screen_changed"][i] = bool(d.any())
-                        S["diff_raw"][v] += d
-                        S["diff_obs"][v] += np.abs(stack[-1].astype(np.int16) - cobs)
-                        S["n_diff"][v] += 1
-            prog.update(s0 + len(chunk))
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-    S["seconds"], S["emulation_seconds"] = time.time() - t0, t_emu
+                ci, craw, cobs = controls[(b, v)]
+                S["control_of"][i] = ci
+                idx = tasks[i][1]
+                if ram[idx] != S["ram"][ci, idx]:
+                    d = np.abs(raw.astype(np.int16) - craw)
+                    S["screen_changed"][i] = bool(d.any())
+                    S["diff_raw"][v] += d
+                    S["diff_obs"][v] += np.abs(stack[-1].astype(np.int16) - cobs)
+                    S["n_diff"][v] += 1
+        prog.update(s0 + len(results))
+    S["seconds"], S["emulation_seconds"] = time.time() - t0, emu_time["s"]
     nz = np.maximum(S["n_diff"], 1)
     S["diff_raw"] = (S["diff_raw"] / nz[:, None, None]).astype(np.float32)
     S["diff_obs"] = (S["diff_obs"] / nz[:, None, None]).astype(np.float32)
@@ -1950,7 +2318,7 @@ def main(args: Args):
     torch.manual_seed(args.seed)
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    agent, ram_agent = pix["model"].to(device), ramck["model"].to(device)
+    agent = pix["model"].to(device)
     timing = {}
     print(f"probe {env_id} ({game}) on {device}", flush=True)
 
@@ -1964,13 +2332,31 @@ def main(args: Args):
     timing["preprocessing_check_s"] = time.time() - t0
     print(f"[check] this script's observation vs {prep['pipeline']}: {prep}", flush=True)
 
-    # 1. key variables from the memory agent
+    # 1. key variables: what the memory agent relies on; without one, what moves the pixel agent's policy when written
+    greedy = source is not None and source["actor"] == "Q-values"
     t0 = time.time()
-    ranking, ram_rollout = ram_importance(ram_agent, rv["selected"], game, args, rng, device)
+    if ramck is not None:
+        ranking, ram_rollout = ram_importance(ramck["model"].to(device), rv["selected"], game, args, rng, device)
+        ranked = {"by": "memory-agent importance", "agent": "memory", "metric": "tv", "states": int(len(ram_rollout)),
+                  "how": "the memory agent's policy on its own rollout's RAMs, each byte replaced by its value in other "
+                         "visited states (a random permutation of the states): mean total variation of the action "
+                         "distribution"}
+        did = f"{len(ram_rollout)} memory-agent states, {len(ranking)} bytes ablated"
+    else:
+        ranking, ram_rollout, done = pixel_sensitivity(agent, rv, game, args, rng, device, greedy=greedy)
+        ranked = {"by": "pixel-policy sensitivity", "agent": "pixel", "metric": "greedy tv" if greedy else "tv",
+                  **done, "how": "each byte written into the emulator (before every frame of the 4 agent steps the "
+                  "observation needs, the agent's own actions) on base states of a pixel-agent rollout, at other values: "
+                  "mean total variation of the pixel agent's " + ("greedy action (a Q-network: 1 when its argmax "
+                  "changes)" if greedy else "action distribution") + " against the byte held at its own value, over the draws whose "
+                  "byte kept another value (as step 2)"}
+        did = (f"{done['states']} pixel-agent base states, {len(ranking)} bytes written ({done['samples']} samples, "
+               f"emulation {done['emulation_s']:.1f}s)")
+    ranked["repeats"] = args.importance_repeats
     keep = [s["index"] for s in ranking[: args.top_k or len(ranking)]]
     keep += [i for i in include if i not in keep]
     timing["importance_s"] = time.time() - t0
-    print(f"[importance] {len(ram_rollout)} memory-agent states, {len(ranking)} bytes ablated in {timing['importance_s']:.1f}s; "
+    print(f"[importance] ranked by {ranked['by']}: {did} in {timing['importance_s']:.1f}s; "
           "top: " + ", ".join(f"{s['name']} tv={s['tv']:.4f}" for s in ranking[:5]), flush=True)
     variables = describe_variables(keep, rv, ranking, args.max_classes)
     names = [v["public"]["name"] for v in variables]
@@ -1978,7 +2364,7 @@ def main(args: Args):
 
     # 2. base states from the pixel agent, then screens with set RAM values
     t0 = time.time()
-    bases = collect_base_states(agent, game, args, rng, device, greedy=source is not None and source["actor"] == "Q-values")
+    bases = collect_base_states(agent, game, args, rng, device, greedy=greedy)
     B = len(bases["states"])
     test_bases = np.sort(rng.choice(B, max(1, int(round(args.test_fraction * B))), replace=False))
     timing["rollout_s"] = time.time() - t0
@@ -2059,14 +2445,16 @@ def main(args: Args):
     # outputs
     results = {
         "format": "memory-pixel-interp/probe", "version": 5, "env_id": env_id, "game": game,
-        "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint, "ram_vars": args.ram_vars,
-                   "roles_from": args.roles_from or None,
-                   "pixel_global_step": pix.get("global_step"), "ram_global_step": ramck.get("global_step"),
+        "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint or None,
+                   "ram_vars": args.ram_vars, "roles_from": args.roles_from or None,
+                   "pixel_global_step": pix.get("global_step"), "ram_global_step": (ramck or {}).get("global_step"),
                    "pixel_source": source},  # None: this project's checkpoint; else read_external_agent's "source"
         "args": asdict(args), "device": str(device),
         "screen": {"height": bases["screen_dims"][0], "width": bases["screen_dims"][1], "source": "ale.getScreenDims()"},
         "preprocessing_check": prep, "restore_check": {"base_states": B, "identical_to_rollout": restore_ok},
-        "importance": {"metric": "tv", "states": int(len(ram_rollout)), "repeats": args.importance_repeats, "ranking": ranking},
+        "ranking": ranked,  # what step 1 ranked the selected bytes by (memory agent, or the pixel agent's policy)
+        "importance": {"metric": ranked["metric"], "states": ranked["states"], "repeats": args.importance_repeats,
+                       "ranking": ranking},
         "variables": results_vars, "layers": layers, "natural": natural_summary,
         "verdict_rules": {"decodable": DECODE_RULE, "margin": DECODE_MARGIN, "steering": STEER_RULE},
         "counts": {"samples": N, "base_states": B, "test_base_states": test_bases.tolist(), "variables": V,

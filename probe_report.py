@@ -145,7 +145,7 @@ def load_inputs(out_dir: Path):
 
 
 def address_colours(n: int):
-    """One colour per variable slot (results' order: the memory agent's ranking, most relied on first), computed
+    """One colour per variable slot (results' order: step 1's ranking, highest importance first), computed
     once and used by every chart and badge of the page: matplotlib's tab10 without its grey for the first 9, then
     hues spaced by the golden angle at two lightnesses. No colour is grey (grey = unlabelled). -> ["#rrggbb"]."""
     tab10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
@@ -235,6 +235,16 @@ def describe(v) -> str:
     if v.get("role"):
         return f"{v['role']} ({kind})"
     return f"{kind}; values {v.get('min', '?')}–{v.get('max', '?')}"
+
+
+def ranking_text(res) -> tuple[str, str]:
+    """(short name, sentence) of what step 1 ranked the variables by: results.json's `ranking` (memory-agent importance,
+    or without a memory agent the pixel agent's policy sensitivity); results written before it had one ranked by the
+    memory agent."""
+    r = res.get("ranking") or {"by": "memory-agent importance", "how": "the memory agent's policy on its own rollout's "
+                                "RAMs, each byte replaced by its value in other visited states: mean total variation of "
+                                "the action distribution"}
+    return r["by"], f"{r['by']}: {r['how']}"
 
 
 def region_text(v, res) -> str:
@@ -452,7 +462,8 @@ def variable_card(v, j, ctx) -> str:
                f"{ctx['regions'][j]}'>")
     return (f"<details class='var' id='{esc(v['name'])}' style='border-left-color:{cols[j]}'{' open' if j < ctx['open_cards'] else ''}>"
             f"<summary><h3>{badge(j, vs, cols)} {esc(v['name'])} <span class='sub'>bus address {esc(str(v['address']))} · "
-            f"{esc(describe(v))} · importance rank {imp['rank']} (policy TV {fmt(imp['tv'], 4)})</span></h3></summary>"
+            f"{esc(describe(v))} · importance rank {imp['rank']} ({esc(ranking_text(res)[0])}: policy TV "
+            f"{fmt(imp['tv'], 4)})</span></h3></summary>"
             f"<p class='desc'>{desc}</p>"
             f"<div class='cardrow'><figure>{picture}<figcaption>red: mean |screen change| when the byte is set; "
             f"box: its region</figcaption></figure>"
@@ -492,7 +503,8 @@ def overview_table(ctx) -> str:
     vs, cols = ctx["vs"], ctx["cols"]
     tv_max = max([v["importance"]["tv"] for v in vs] + [1e-12])
     h = ["<table class='sortable overview'><thead><tr><th class='l'>variable</th><th class='l'>address</th>"
-         "<th class='l'>what it is</th><th class='l'>metric</th><th>importance (policy TV)</th><th class='l'>screen region</th>"
+         f"<th class='l'>what it is</th><th class='l'>metric</th><th>importance<br>({esc(ranking_text(ctx['res'])[0])}: "
+         "policy TV)</th><th class='l'>screen region</th>"
          "<th>natural frames: best layer beyond both controls<br>(R² or weighted F1, per the metric column)</th>"
          "<th>interventions: best layer beyond shuffled labels<br>(R² or weighted F1)</th>"
          "<th>steer relu_fc: cos<br>(random directions)</th></tr></thead><tbody>"]
@@ -518,10 +530,9 @@ def overview_table(ctx) -> str:
 def section_variables(ctx) -> str:
     res = ctx["res"]
     nat = res.get("natural") or {}
-    intro = ("<p class='note'>Every RAM variable probed, most relied on by the memory agent first (importance: the mean "
-             "total variation of its policy when the byte is replaced by its value in other visited states). Click a "
-             "column header to sort, a variable to open its card. The first {n} cards are unfolded; click a folded card's title "
-             "line to unfold it.</p>").format(n=min(ctx["open_cards"], len(ctx["vs"])))
+    intro = (f"<p class='note'>Every RAM variable probed, highest importance first, ranked by {esc(ranking_text(res)[1])}. "
+             "Click a column header to sort, a variable to open its card. The first {n} cards are unfolded; click a folded "
+             "card's title line to unfold it.</p>").format(n=min(ctx["open_cards"], len(ctx["vs"])))
     if not nat.get("run"):
         intro += f"<p class='why'>Natural frames: {esc(nat.get('reason') or ('results.json version %s has none' % res.get('version')))}</p>"
     groups = grouped_reasons(ctx["vs"], nat)
@@ -859,9 +870,12 @@ def section_run(ctx) -> str:
                      f"(largest difference {prep.get('max_abs_diff')} gray levels).")
     else:
         prep_text = "not compared: " + str(prep.get("reason") or "no reason recorded")
-    items = [f"Pixel agent {esc(str(inp['pixel_checkpoint']))} (step {fmt(inp.get('pixel_global_step'))}); memory agent "
-             f"{esc(str(inp['ram_checkpoint']))} (step {fmt(inp.get('ram_global_step'))}); ram vars {esc(str(inp['ram_vars']))}"
+    memory = (f"memory agent {esc(str(inp['ram_checkpoint']))} (step {fmt(inp.get('ram_global_step'))})"
+              if inp.get("ram_checkpoint") else "no memory agent")
+    items = [f"Pixel agent {esc(str(inp['pixel_checkpoint']))} (step {fmt(inp.get('pixel_global_step'))}); {memory}; "
+             f"ram vars {esc(str(inp['ram_vars']))}"
              + (f" (variables named by the roles in {esc(str(inp['roles_from']))})" if inp.get("roles_from") else "") + ".",
+             f"Variables ranked by {esc(ranking_text(res)[1])}.",
              f"{cnt['samples']:,} emulated samples on {cnt['base_states']} base states ({len(cnt['test_base_states'])} held out); "
              f"{cnt.get('kept_draws', '—')} of {cnt.get('drawn', '—')} drawn values changed their byte. Device {esc(str(res.get('device')))}, "
              f"created {esc(res.get('created', '—'))}.",
@@ -1091,8 +1105,11 @@ def html_page(ctx, args) -> str:
             f"<style>{STYLE}</style></head><body>"
             f"<h1>Atlas: what the pixel agent knows about {esc(res['env_id'])}'s RAM</h1>"
             f"<p class='note'>{len(ctx['vs'])} RAM variables probed in every layer of the pixel agent "
-            f"({esc(str(inp['pixel_checkpoint']))}, step {fmt(inp.get('pixel_global_step'))}), ranked by how much the memory agent "
-            f"({esc(str(inp['ram_checkpoint']))}, step {fmt(inp.get('ram_global_step'))}) relies on them; screen {H}×{W}. "
+            f"({esc(str(inp['pixel_checkpoint']))}, step {fmt(inp.get('pixel_global_step'))}), " + (
+                f"ranked by how much the memory agent ({esc(str(inp['ram_checkpoint']))}, step "
+                f"{fmt(inp.get('ram_global_step'))}) relies on them" if ranking_text(res)[0] == "memory-agent importance" else
+                "ranked, without a memory agent, by how much writing each into the emulator moves the pixel agent's policy")
+            + f" ({esc(ranking_text(res)[0])}); screen {H}×{W}. "
             "Each address has one colour on every chart.</p>"
             f"<nav>{nav}</nav>"
             + "".join(f"<section id='{sid}'><h2>{esc(title)}</h2>{body}</section>" for sid, title, body in sections)

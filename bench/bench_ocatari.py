@@ -9,10 +9,18 @@ benchmark goes on where it stopped). A byte OCAtari reads is *found* when the ex
 `derived` from source byte(s) it all selects (a display copy, or a byte computed every frame from others: the
 state is in the sources). Printed per game: the bytes
 read, recall, each missed byte with its kind and reason, the extractor's seconds, and how our role agrees with
-the object class OCAtari feeds from the byte: a class whose name contains "score" should get a score role, one
-containing "live" a lives role, any other class a role other than "unknown". The class names are OCAtari's;
-this comparison lives only here, never in the extractor. Target (the extractor issue): recall >= 0.98 over every
-covered game.
+what OCAtari makes of the byte (`ocatari_class`): "score" when it feeds a class whose name contains "score",
+"lives" ("live"), else "x" / "y" when its edits in bench/ocatari_reads.py moved an object along x / y (more
+often than along the other axis; "x/y" when as often: either role agrees, and it counts in both), else "other"
+(it changed sizes, values or presence only: any role but "unknown" agrees). Per byte: agreement overall and per
+class (x, y, score, lives, other), and the precision of our x- and y-positions (of the read bytes we call an
+x-position, the fraction OCAtari moves along x). Bytes whose edits changed no object are not compared. The older
+figure, per (byte, class) pair with x / y not told apart, is kept as role_agreement_pairs. The class names are
+OCAtari's; this comparison lives only here, never in the extractor. Targets (issues 20, 27): recall >= 0.98;
+role agreement >= 0.90 with x, y, score, lives each >= 0.85; x / y precision >= 0.9.
+
+`--games pong,freeway` runs a subset (OCAtari module names), e.g. while developing; give a fresh `--extract-dir`
+after changing the extractor (outputs there of the same version, budget and seed are reused, not re-run).
 
 Output: the table on stdout, `--out` (JSON: per game the figures and missed bytes) and the same table as Markdown
 next to it (`--out` with `.md`, the table docs/results/extractor_ocatari.md shows); both written atomically.
@@ -101,13 +109,65 @@ def check_ranges(args, ranges):
 
 
 def role_agrees(cls, role):
-    """OCAtari class name x our role -> True / False: the comparison described in the module docstring."""
+    """OCAtari class name x our role -> True / False: the per-(byte, class) comparison of the module docstring
+    (reported as role_agreement_pairs, the figure of earlier versions of this benchmark)."""
     name, role = cls.lower(), (role or "unknown").lower()
     if "score" in name:
         return "score" in role
     if "live" in name:
         return "lives" in role
     return role != "unknown"
+
+
+CLASSES = ("x", "y", "score", "lives", "other")   # per-byte classes from OCAtari (x/y bytes count in both x and y)
+
+
+def ocatari_class(reads, i):
+    """What OCAtari's code makes of byte i, from the reads file: "score" (it feeds a class whose name contains
+    "score"), "lives" ("live"), "x" / "y" (its edits moved an object along x / y more often than along the other
+    axis), "x/y" (as often along both), "other" (it changed objects' size, value or presence only), or None (its
+    edits changed no object, or the reads file has no "fields", then x / y are not told from other)."""
+    classes = reads["classes"].get(str(i), [])
+    if not classes:
+        return None
+    names = [c.lower() for c in classes]
+    if any("score" in n for n in names):
+        return "score"
+    if any("live" in n for n in names):
+        return "lives"
+    per_class = (reads.get("fields") or {}).get(str(i))
+    if per_class is None:
+        return "other"
+    nx = sum(f.get("x", 0) for f in per_class.values())
+    ny = sum(f.get("y", 0) for f in per_class.values())
+    if nx == ny == 0:
+        return "other"
+    return "x" if nx > ny else "y" if ny > nx else "x/y"
+
+
+def our_class(role):
+    """Our role string -> "x", "y", "score", "lives", "unknown" or "other" (any other role, e.g. counter, flag,
+    velocity, bitmap, copy)."""
+    role = (role or "unknown").lower()
+    if role == "x-position":
+        return "x"
+    if role == "y-position":
+        return "y"
+    if "score" in role:
+        return "score"
+    if "lives" in role:
+        return "lives"
+    return "unknown" if role in ("unknown", "latent") else "other"
+
+
+def class_agrees(truth, ours):
+    """OCAtari's class of a byte x ours -> True / False. x / y / score / lives must match (an "x/y" byte takes
+    either axis); an "other" byte needs any role but "unknown" (a latent byte with no role either is unknown)."""
+    if truth == "x/y":
+        return ours in ("x", "y")
+    if truth == "other":
+        return ours != "unknown"
+    return truth == ours
 
 
 def extract(env_id, args):
@@ -137,6 +197,9 @@ def score_game(reads, data):
     records = data["bytes"]
     selected = set(data["selected"])
     found, missed, agree, compared = [], [], 0, 0
+    per_class = {c: [0, 0] for c in CLASSES}      # OCAtari's class -> [bytes where our role agrees, bytes]
+    precision = {"x": [0, 0], "y": [0, 0]}         # our x / y -> [bytes OCAtari reads as that axis, bytes]
+    disagree = []
     for i in reads["read"]:
         rec = records[i]
         derived = rec.get("derived") or {}
@@ -150,29 +213,47 @@ def score_game(reads, data):
         for cls in reads["classes"].get(str(i), []):
             compared += 1
             agree += role_agrees(cls, role)
+        truth, ours = ocatari_class(reads, i), our_class(role)
+        if truth is not None:
+            for c in ("x", "y") if truth == "x/y" else (truth,):
+                per_class[c][0] += class_agrees(truth, ours)
+                per_class[c][1] += 1
+            if ours in ("x", "y"):
+                precision[ours][0] += truth in (ours, "x/y")
+                precision[ours][1] += 1
+            if not class_agrees(truth, ours):
+                disagree.append({"index": i, "ocatari": truth, "ours": role or "unknown"})
     n = len(reads["read"])
+    bytes_compared = sum(1 for i in reads["read"] if ocatari_class(reads, i) is not None)
+    bytes_agree = bytes_compared - len(disagree)
     return {"read": n, "found": len(found), "recall": len(found) / n if n else None, "missed": missed,
-            "role_agreement": agree / compared if compared else None, "role_pairs": compared,
-            "selected": len(selected)}
+            "role_agreement": bytes_agree / bytes_compared if bytes_compared else None,
+            "role_bytes": bytes_compared, "per_class": per_class, "precision": precision,
+            "role_disagreements": disagree,
+            "role_agreement_pairs": agree / compared if compared else None, "role_pairs": compared,
+            "selected": len(selected), "xy_known": "fields" in reads}
 
 
 def markdown_table(rows, summary):
     """Per-game rows + summary (as in --out) -> a Markdown table, one line per game and a total line."""
-    lines = ["| game | env id | bytes read | found | recall | role agreement | extractor s | missed (index: kind) |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"
+    frac = lambda p: fmt(p[0] / p[1] if p[1] else None) + (f" ({p[0]}/{p[1]})" if p[1] else "")
+    lines = ["| game | env id | bytes read | found | recall | roles | x | y | score | lives | other | x prec. | "
+             "y prec. | extractor s | missed (index: kind) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for game, r in sorted(rows.items()):
         if r.get("error"):
-            lines.append(f"| {game} | {r['env_id']} | | | | | | extractor failed: {r['error']} |")
+            lines.append(f"| {game} | {r['env_id']} |" + " |" * 12 + f" extractor failed: {r['error']} |")
             continue
-        ra = "-" if r["role_agreement"] is None else f"{r['role_agreement']:.2f}"
-        rc = "-" if r["recall"] is None else f"{r['recall']:.2f}"   # OCAtari's code read no byte in play
         missed = ", ".join(f"{m['index']}: {m['kind']}" for m in r["missed"]) or "-"
-        lines.append(f"| {game} | `{r['env_id']}` | {r['read']} | {r['found']} | {rc} | {ra} | "
-                     f"{r['seconds'] or 0:.0f} | {missed} |")
+        cells = [frac(r["per_class"][c]) for c in CLASSES] + [frac(r["precision"][a]) for a in ("x", "y")]
+        lines.append(f"| {game} | `{r['env_id']}` | {r['read']} | {r['found']} | {fmt(r['recall'])} | "
+                     f"{fmt(r['role_agreement'])} | " + " | ".join(cells) + f" | {r['seconds'] or 0:.0f} | {missed} |")
+    cells = [frac(summary["per_class"][c]) for c in CLASSES] + [frac(summary["precision"][a]) for a in ("x", "y")]
     lines.append(f"| **all {summary['games']} games** | | {summary['bytes_read']} | {summary['bytes_found']} | "
-                 f"**{summary['recall']:.3f}** | {summary['role_agreement'] or 0:.2f} | median "
-                 f"{summary['extractor_seconds_median'] or 0:.0f}, max {summary['extractor_seconds_max'] or 0:.0f} | "
-                 f"{summary['games_at_full_recall']} games at 1.00 |")
+                 f"**{summary['recall']:.3f}** | **{fmt(summary['role_agreement'])}** | " + " | ".join(cells) +
+                 f" | median {summary['extractor_seconds_median'] or 0:.0f}, max "
+                 f"{summary['extractor_seconds_max'] or 0:.0f} | {summary['games_at_full_recall']} games at 1.00 |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,7 +271,8 @@ def main():
             fail(f"not in {args.reads}: {', '.join(unknown)}")
         games = {g: games[g] for g in args.games.split(",")}
     os.makedirs(args.extract_dir, exist_ok=True)
-    print(f"{'game':18s} {'env id':30s} {'read':>4s} {'found':>5s} {'recall':>6s} {'roles':>5s} {'sec':>5s}  missed")
+    print(f"{'game':18s} {'env id':30s} {'read':>4s} {'found':>5s} {'recall':>6s} {'roles':>5s} "
+          + " ".join(f"{c:>5s}" for c in CLASSES) + f" {'xprec':>5s} {'yprec':>5s} {'sec':>5s}  missed")
     rows, t_start = {}, time.time()
     for k, (game, rd) in enumerate(sorted(games.items())):
         try:
@@ -205,22 +287,39 @@ def main():
         ra = "-" if row["role_agreement"] is None else f"{row['role_agreement']:.2f}"
         rc = "-" if row["recall"] is None else f"{row['recall']:.2f}"
         eta = (time.time() - t_start) / (k + 1) * (len(games) - k - 1)
-        print(f"{game:18s} {rd['env_id']:30s} {row['read']:4d} {row['found']:5d} {rc:>6s} {ra:>5s} "
+        per = " ".join(f"{row['per_class'][c][0] / row['per_class'][c][1]:5.2f}" if row["per_class"][c][1]
+                       else f"{'-':>5s}" for c in CLASSES)
+        prec = " ".join(f"{row['precision'][a][0] / row['precision'][a][1]:5.2f}" if row["precision"][a][1]
+                        else f"{'-':>5s}" for a in ("x", "y"))
+        print(f"{game:18s} {rd['env_id']:30s} {row['read']:4d} {row['found']:5d} {rc:>6s} {ra:>5s} {per} {prec} "
               f"{secs or 0:5.0f}  {missed}   [{k + 1}/{len(games)}, ETA {eta / 60:.0f} min]", flush=True)
     scored = [r for r in rows.values() if r.get("read")]
     total_read = sum(r["read"] for r in scored)
     total_found = sum(r["found"] for r in scored)
     pairs = sum(r["role_pairs"] for r in scored)
-    agree = sum((r["role_agreement"] or 0) * r["role_pairs"] for r in scored)
+    agree_pairs = sum((r["role_agreement_pairs"] or 0) * r["role_pairs"] for r in scored)
+    n_bytes = sum(r["role_bytes"] for r in scored)
+    agree = sum((r["role_agreement"] or 0) * r["role_bytes"] for r in scored)
+    per_class = {c: [sum(r["per_class"][c][k] for r in scored) for k in (0, 1)] for c in CLASSES}
+    precision = {a: [sum(r["precision"][a][k] for r in scored) for k in (0, 1)] for a in ("x", "y")}
+    ratio = lambda p: p[0] / p[1] if p[1] else None
     secs = sorted(r["seconds"] for r in scored if r.get("seconds"))
     summary = {"games": len(scored), "bytes_read": total_read, "bytes_found": total_found,
                "recall": total_found / total_read if total_read else None,
                "games_at_full_recall": sum(r["found"] == r["read"] for r in scored),
-               "role_agreement": agree / pairs if pairs else None,
+               "role_agreement": agree / n_bytes if n_bytes else None, "role_bytes": n_bytes,
+               "per_class": per_class, "per_class_agreement": {c: ratio(p) for c, p in per_class.items()},
+               "precision": precision, "precision_ratio": {a: ratio(p) for a, p in precision.items()},
+               "role_agreement_pairs": agree_pairs / pairs if pairs else None,
+               "xy_known": all(r["xy_known"] for r in scored),
                "extractor_seconds_median": secs[len(secs) // 2] if secs else None,
                "extractor_seconds_max": secs[-1] if secs else None}
     print(f"\nall games: recall {summary['recall']:.3f} ({total_found}/{total_read} bytes, {len(scored)} games, "
-          f"{summary['games_at_full_recall']} at 1.00); role agreement {summary['role_agreement'] or 0:.2f}; "
+          f"{summary['games_at_full_recall']} at 1.00); role agreement {summary['role_agreement'] or 0:.3f} "
+          f"({n_bytes} bytes; " + ", ".join(f"{c} {ratio(p) or 0:.2f} of {p[1]}" for c, p in per_class.items())
+          + "); precision " + ", ".join(f"{a} {ratio(p) or 0:.2f} of {p[1]}" for a, p in precision.items())
+          + f"; per (byte, class) pair {summary['role_agreement_pairs'] or 0:.2f}; "
+          + ("" if summary["xy_known"] else "x / y not told apart (reads file without 'fields'); ") +
           f"extractor seconds median {summary['extractor_seconds_median'] or 0:.0f}, "
           f"max {summary['extractor_seconds_max'] or 0:.0f}")
     out = {"summary": summary, "games": rows, "reads": args.reads,

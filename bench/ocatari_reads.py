@@ -12,21 +12,28 @@ After every agent step, OCAtari's `_detect_objects_ram(objects, ram, hud=True)` 
 wrapped in a numpy array subclass that records every index it is asked for (ints, slices, index arrays,
 iteration). Then, at --attribution-states of those states, each read byte is set to 4 other values in a copy
 of the RAM and the detection is re-run on copied objects: the object classes whose position, size or value
-changed are the classes that byte feeds.
+changed are the classes that byte feeds, and what changed in them is counted per class: "x", "y", "w", "h" (the
+box of the object in the same slot of OCAtari's object list), "value" (e.g. a score's number) or "presence" (objects appeared or went);
+bench/bench_ocatari.py reads a byte whose edits moved an object along x (y) as an x (y) byte.
 
 OCAtari pins numpy < 2, so it gets its own virtual environment (the project's own needs numpy 2):
 
     python -m venv .venv-ocatari && .venv-ocatari/bin/pip install ocatari ale-py==0.12.1
     .venv-ocatari/bin/python bench/ocatari_reads.py --out bench/results/ocatari_reads.json
 
+(the file in bench/results was made with ocatari 2.2.1, numpy 1.26.4, ale-py 0.12.1, in a venv outside the tree).
+
 Output JSON: {"produced_by": {...}, "games": {module: {"rom": str, "env_id": str, "read": [int, ...] (sorted RAM
-indices 0-127), "classes": {"<index>": [class names the byte feeds]}, "frames": int}},
+indices 0-127), "classes": {"<index>": [class names the byte feeds]}, "fields": {"<index>": {class: {"x" | "y" | "w" |
+"h" | "value" | "presence": edits of the byte that changed it}}}, "frames": int}},
 "skipped": {module: reason}}. The file is written atomically (temp file + rename).
 Plain argparse here (not tyro): this file runs in OCAtari's environment, which need not have tyro.
 """
 import argparse
 import copy
 import importlib
+import importlib.metadata
+import itertools
 import json
 import os
 import pkgutil
@@ -73,6 +80,41 @@ def object_signature(objects):
         value = getattr(obj, "value", None)
         sig.setdefault(name, []).append((xywh, repr(value)))
     return {k: sorted(v) for k, v in sig.items()}
+
+
+FIELDS = ("x", "y", "w", "h")
+
+
+def slot_signature(objects):
+    """Per slot of OCAtari's object list (fixed slots; an empty one is falsy): None or (class, xywh, value)."""
+    out = []
+    for obj in objects:
+        if not obj:
+            out.append(None)
+            continue
+        try:
+            xywh = tuple(int(v) for v in obj.xywh)
+        except Exception:  # noqa: BLE001 -- an object without geometry still counts by its value
+            xywh = ()
+        out.append((type(obj).__name__, xywh, repr(getattr(obj, "value", None))))
+    return out
+
+
+def changed_fields(ref, sig):
+    """Two slot signatures (same object list before / after an edit) -> {class: set of what differs}: "x", "y",
+    "w", "h" (the box of the object in the same slot), "value", or "presence" (the slot gained or lost its object)."""
+    out = {}
+    for a, b in itertools.zip_longest(ref, sig):
+        if a == b:
+            continue
+        if a is None or b is None or a[0] != b[0] or len(a[1]) != len(b[1]):
+            for o in (a, b):
+                if o is not None:
+                    out.setdefault(o[0], set()).add("presence")
+            continue
+        what = {f for f, p, q in zip(FIELDS, a[1], b[1]) if p != q} | ({"value"} if a[2] != b[2] else set())
+        out.setdefault(a[0], set()).update(what)
+    return out
 
 
 def rom_for(module_name, roms):
@@ -123,12 +165,13 @@ def record_game(module_name, rom, args, rng):
         if ale.game_over():
             ale.reset_game()
     classes = {i: set() for i in reads}
+    fields = {i: {} for i in reads}   # index -> {class: {field: edits that changed it}}
     picks = rng.choice(len(states), size=min(args.attribution_states, len(states)), replace=False)
     for s in picks:
         ram, objs = states[s]
         base = copy.deepcopy(objs)
         mod._detect_objects_ram(base, wrap(ram, set()), True)
-        ref = object_signature(base)
+        ref, ref_slots = object_signature(base), slot_signature(base)
         for i in sorted(reads):
             for new in {(int(ram[i]) + 1) % 256, (int(ram[i]) - 1) % 256, int(ram[i]) ^ 0x80, 0} - {int(ram[i])}:
                 edited = ram.copy()
@@ -142,8 +185,14 @@ def record_game(module_name, rom, args, rng):
                 for name in set(ref) | set(sig):
                     if ref.get(name) != sig.get(name):
                         classes[i].add(name)
+                for name, what in changed_fields(ref_slots, slot_signature(objs_e)).items():
+                    per = fields[i].setdefault(name, {})
+                    for f in what:
+                        per[f] = per.get(f, 0) + 1
     return {"rom": rom, "read": sorted(reads), "frames": frames,
-            "classes": {str(i): sorted(c) for i, c in sorted(classes.items())}}
+            "classes": {str(i): sorted(c) for i, c in sorted(classes.items())},
+            "fields": {str(i): {c: dict(sorted(f.items())) for c, f in sorted(d.items())}
+                       for i, d in sorted(fields.items())}}
 
 
 def main():
@@ -176,7 +225,7 @@ def main():
         if unknown:
             sys.exit(f"error: no OCAtari RAM module named {', '.join(unknown)}")
         modules = wanted
-    out = {"produced_by": {"script": "bench/ocatari_reads.py", "ocatari": getattr(ocatari, "__version__", None),
+    out = {"produced_by": {"script": "bench/ocatari_reads.py", "ocatari": importlib.metadata.version("ocatari"),
                            "ale_py": ale_py.__version__, "numpy": np.__version__, "args": vars(args)},
            "games": {}, "skipped": {}}
     for k, module_name in enumerate(modules):

@@ -31,6 +31,11 @@ COPIES = {
     "read_external_agent": [[PIXEL, PROBE]],
     "read_sb3_zip": [[PIXEL, PROBE]],
     "rename_external_weights": [[PIXEL, PROBE]],
+    "read_cleanba_msgpack": [[PIXEL, PROBE]],
+    "read_atari_agents_gz": [[PIXEL, PROBE]],
+    "ImpalaResidualBlock": [[PIXEL, PROBE]],
+    "ImpalaConvSequence": [[PIXEL, PROBE]],
+    "ImpalaAgent": [[PIXEL, PROBE]],
     # the command line: one `error:` line for a bad one, every numeric flag checked against its range
     "fail": [SCRIPTS],
     "parse_args": [SCRIPTS],

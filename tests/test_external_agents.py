@@ -6,6 +6,7 @@ The SB3 artifacts are real: untrained PPO / A2C / DQN models built with SB3's ow
 `ppo_atari.py` (network.0/2/4/7, actor, critic) and `dqn_atari.py` (network.0/2/4/7/9), saved as CleanRL saves them.
 stable-baselines3 is a test-only dependency (requirements-test.txt); without it the SB3 tests skip and say so.
 """
+import datetime
 import importlib.util
 import json
 import zipfile
@@ -265,3 +266,272 @@ def test_sb3_models_that_do_not_fit_are_refused(sb3, tmp_path):
         proc = run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False)
         assert_clean_error(proc, *needles)
         assert not (tmp_path / "eval.json").exists()
+
+
+# ---- CleanRL cleanba's Flax files (.cleanrl_model = flax.serialization.to_bytes, msgpack): written by Flax itself
+NO_FLAX = "flax is not installed (test-only: pip install flax; it writes cleanba's files and is the reference forward pass)"
+
+
+def cleanba_modules(n_actions):
+    """cleanba's Network (Nature CNN or IMPALA CNN), Actor and Critic, written here from the architecture of
+    cleanba_ppo_envpool_impala_atari_wrapper[_naturecnn].py (Flax names its layers Conv_0, ResidualBlock_0, ... in the
+    order they are created, so the order below is part of the file layout)."""
+    import flax.linen as fnn
+    import jax.numpy as jnp
+
+    class NatureNetwork(fnn.Module):
+        @fnn.compact
+        def __call__(self, x):
+            x = jnp.transpose(x, (0, 2, 3, 1)) / 255.0
+            for channels, kernel, stride in ((32, 8, 4), (64, 4, 2), (64, 3, 1)):
+                x = fnn.relu(fnn.Conv(channels, (kernel, kernel), (stride, stride), padding="VALID")(x))
+            return fnn.relu(fnn.Dense(512)(x.reshape((x.shape[0], -1))))
+
+    class ResidualBlock(fnn.Module):
+        channels: int
+
+        @fnn.compact
+        def __call__(self, x):
+            y = fnn.Conv(self.channels, (3, 3))(fnn.relu(x))
+            return x + fnn.Conv(self.channels, (3, 3))(fnn.relu(y))
+
+    class ConvSequence(fnn.Module):
+        channels: int
+
+        @fnn.compact
+        def __call__(self, x):
+            x = fnn.max_pool(fnn.Conv(self.channels, (3, 3))(x), (3, 3), (2, 2), padding="SAME")
+            x = ResidualBlock(self.channels)(x)
+            return ResidualBlock(self.channels)(x)
+
+    class ImpalaNetwork(fnn.Module):
+        @fnn.compact
+        def __call__(self, x):
+            x = jnp.transpose(x, (0, 2, 3, 1)) / 255.0
+            for channels in (16, 32, 32):
+                x = ConvSequence(channels)(x)
+            return fnn.relu(fnn.Dense(256)(fnn.relu(x).reshape((x.shape[0], -1))))
+
+    class Head(fnn.Module):  # Actor (n_actions logits) and Critic (1 value): one Dense each
+        n: int
+
+        @fnn.compact
+        def __call__(self, x):
+            return fnn.Dense(self.n)(x)
+
+    return {"naturecnn": NatureNetwork(), "impala": ImpalaNetwork()}, Head(n_actions), Head(1)
+
+
+def real_frames(n_envs=2, steps=20, seed=0):
+    """Frame stacks of ale_py's AtariVectorEnv on Breakout under random play, (N, 4, 84, 84) uint8, and 4 stacks of
+    uniform noise."""
+    from ale_py.vector_env import AtariVectorEnv
+    env = AtariVectorEnv(game="breakout", num_envs=n_envs)
+    rng = np.random.default_rng(seed)
+    obs = [env.reset(seed=seed)[0]]
+    for _ in range(steps):
+        obs.append(env.step(rng.integers(4, size=n_envs))[0])
+    env.close()
+    return np.concatenate(obs + [rng.integers(0, 256, size=(4, 4, 84, 84), dtype=np.uint8)])
+
+
+@pytest.fixture(scope="module")
+def cleanba(tmp_path_factory):
+    """Both cleanba networks with Flax's default init (every bias then moved off 0, so that each is checked), saved as cleanba
+    saves them (flax.serialization.to_bytes([vars(args), [network_params, actor_params, critic_params]])) under the
+    Hub's file names, and Flax's own logits and values on real frames."""
+    pytest.importorskip("flax", reason=NO_FLAX)
+    import flax
+    import jax
+    d = tmp_path_factory.mktemp("cleanba")
+    x = real_frames()
+    networks, actor, critic = cleanba_modules(4)
+    out = {"dir": d, "x": x, "file": {}, "logits": {}, "value": {}}
+    for i, (arch, network) in enumerate(networks.items()):
+        keys = jax.random.split(jax.random.PRNGKey(i), 4)
+        params = [network.init(keys[0], x[:1])]
+        hidden = network.apply(params[0], x[:1])
+        params += [actor.init(keys[1], hidden), critic.init(keys[2], hidden)]
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        noise = jax.random.split(keys[3], len(leaves))
+        params = jax.tree_util.tree_unflatten(tree, [l + 0.1 * jax.random.normal(k, l.shape) if l.ndim == 1 else l
+                                                      for l, k in zip(leaves, noise)])  # Flax's biases start at 0
+        hidden = network.apply(params[0], x)
+        out["logits"][arch] = np.asarray(actor.apply(params[1], hidden))
+        out["value"][arch] = np.asarray(critic.apply(params[2], hidden))
+        exp_name = "cleanba_ppo_envpool_impala_atari_wrapper" + ("_naturecnn" if arch == "naturecnn" else "")
+        args = {"exp_name": exp_name, "env_id": "Breakout-v5", "seed": 1, "learning_rate": 2.5e-4, "target_kl": None,
+                "actor_device_ids": [0], "anneal_lr": True}
+        out["file"][arch] = d / f"{exp_name}.cleanrl_model"
+        out["file"][arch].write_bytes(flax.serialization.to_bytes([args, params]))
+    return out
+
+
+def our_cleanba_agent(scripts, loader, path):
+    """The model `loader`'s script builds from a cleanba file (the probe: its load_checkpoint, Nature CNN only)."""
+    if loader == "pixel":
+        ckpt = scripts["pixel"].load_checkpoint(str(path))
+        cls = scripts["pixel"].ImpalaAgent if ckpt["architecture"] == "impala-cnn" else scripts["pixel"].Agent
+        agent = cls(**ckpt["model_kwargs"])
+        agent.load_state_dict(ckpt["state_dict"])
+        return agent.eval(), ckpt
+    return our_agent(scripts, loader, path)
+
+
+@pytest.mark.parametrize("arch, loader", [("naturecnn", "pixel"), ("naturecnn", "probe"), ("impala", "pixel")])
+def test_cleanba_files_give_flaxs_logits_and_value(cleanba, scripts, arch, loader):
+    agent, ckpt = our_cleanba_agent(scripts, loader, cleanba["file"][arch])
+    src = ckpt["source"]
+    assert src["library"] == "CleanRL (cleanba)" and src["preprocessing"] == "envpool" and src["trained_on"] == "Breakout-v5"
+    assert ckpt["architecture"] == ("impala-cnn" if arch == "impala" else "nature-cnn")
+    assert src["layer_map"]["network.fc"] == "network.Dense_0" and src["layer_map"]["actor"] == "actor.Dense_0"
+    x = torch.as_tensor(cleanba["x"])
+    with torch.no_grad():
+        hidden = agent.hidden(x)
+        logits, value = agent.actor(hidden).numpy(), agent.critic(hidden).numpy()
+        _, logprob, _, value2 = agent.get_action_and_value(x, torch.zeros(len(x), dtype=torch.long))
+    theirs_logits, theirs_value = cleanba["logits"][arch], cleanba["value"][arch]
+    assert theirs_value.std() > 1e-2 and theirs_logits.std() > 1e-2  # real outputs that differ between observations
+    assert np.abs(logits - theirs_logits).max() <= 1e-5, np.abs(logits - theirs_logits).max()
+    assert np.abs(value - theirs_value).max() <= 1e-5, np.abs(value - theirs_value).max()
+    assert torch.allclose(value2, torch.as_tensor(value)) and torch.allclose(logprob, torch.log_softmax(torch.as_tensor(logits), -1)[:, 0])
+
+
+def test_eval_plays_cleanba_files(cleanba, tmp_path):
+    for arch in ("naturecnn", "impala"):
+        evaluate_once(cleanba["file"][arch], "CleanRL (cleanba)", False, tmp_path)
+
+
+def test_probe_runs_on_a_cleanba_file_and_refuses_impala(cleanba, tmp_path):
+    out = tmp_path / "probe"
+    run_script(PROBE, "--pixel-checkpoint", cleanba["file"]["naturecnn"], *PROBE_INPUTS, *PROBE_TINY, "--out-dir", out,
+               "--no-report", cwd=tmp_path)
+    res = json.loads((out / "results.json").read_text())
+    assert res["inputs"]["pixel_source"]["policy"] == "cleanba_ppo_envpool_impala_atari_wrapper_naturecnn (Nature CNN)"
+    check = res["preprocessing_check"]  # EnvPool's pipeline replayed on the same frames (no stable-baselines3 needed)
+    assert check["compared"] and "EnvPool" in check["pipeline"] and check["steps"] == 400 and check["terminals"] > 0
+    assert check["observation"]["max_abs_diff"] >= check["frame"]["max_abs_diff"] > 0  # its resets are not maxed
+    assert "repeats a game's first frame" in check["differences"][0]
+    z = np.load(out / "activations.npz")
+    assert z["act_critic"].std() > 0 and z["act_actor"].shape[1] == 4
+    probe = run_script(PROBE, "--pixel-checkpoint", cleanba["file"]["impala"], *PROBE_INPUTS, "--out-dir", tmp_path / "out2",
+                       cwd=tmp_path, check=False)
+    assert_clean_error(probe, "IMPALA-CNN", "Nature CNN's layers")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_cleanba_files_that_do_not_fit_are_refused(cleanba, tmp_path):
+    """Damaged, of another layout, of another game, or without the msgpack package: one `error:` line each."""
+    import flax
+    import jax
+    data = cleanba["file"]["naturecnn"].read_bytes()
+    cut = tmp_path / "cut.cleanrl_model"
+    cut.write_bytes(data[:len(data) // 2])
+    other = tmp_path / "dict.cleanrl_model"
+    other.write_bytes(flax.serialization.to_bytes({"params": {"w": np.zeros(3, np.float32)}}))
+    networks, actor, critic = cleanba_modules(6)
+    x = cleanba["x"][:1]
+    params = [networks["naturecnn"].init(jax.random.PRNGKey(0), x)]
+    hidden = networks["naturecnn"].apply(params[0], x)
+    params += [actor.init(jax.random.PRNGKey(1), hidden), critic.init(jax.random.PRNGKey(2), hidden)]
+    pong = tmp_path / "pong.cleanrl_model"
+    pong.write_bytes(flax.serialization.to_bytes([{"env_id": "Pong-v5"}, params]))
+    cases = [(cut, ["cannot be read"]), (other, ["holding params", "not cleanba's"]), (pong, ["6 actions", "4"])]
+    for path, needles in cases:
+        assert_clean_error(run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False), *needles)
+        assert not (tmp_path / "eval.json").exists()
+    blocker = tmp_path / "no_msgpack"  # a `msgpack` that cannot be imported stands for the package missing
+    (blocker / "msgpack").mkdir(parents=True)
+    (blocker / "msgpack" / "__init__.py").write_text("raise ImportError('msgpack is blocked by the test')\n")
+    proc = run_script(PIXEL, "--eval-checkpoint", cleanba["file"]["naturecnn"], *EVAL, cwd=tmp_path, check=False,
+                      env_extra={"PYTHONPATH": str(blocker)})
+    assert_clean_error(proc, "needs the msgpack package", "pip install msgpack")
+
+
+# ---- floringogianu/atari-agents: gzip of torch.save({"estimator_state": AtariNet.state_dict(), ...})
+class AtariNet(nn.Module):
+    """atari-agents' play.py estimator, written here from its published architecture: the Nature CNN as
+    `self.__features` (convs) and `self.__head` (fc, Q-values), attributes whose names Python mangles to
+    _AtariNet__features / _AtariNet__head, as in their state_dicts; C51 adds `self.__support` and 51 atoms per action."""
+
+    def __init__(self, n_actions, distributional=False):
+        super().__init__()
+        self.n_actions, self.distributional = n_actions, distributional
+        if distributional:
+            self.__support = nn.Parameter(torch.linspace(-10, 10, 51), requires_grad=False)
+        self.__features = nn.Sequential(nn.Conv2d(4, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                                        nn.Conv2d(64, 64, 3, stride=1), nn.ReLU())
+        self.__head = nn.Sequential(nn.Linear(64 * 7 * 7, 512), nn.ReLU(), nn.Linear(512, n_actions * (51 if distributional else 1)))
+
+    def forward(self, x):
+        return self.__head(self.__features(x.float().div(255)).flatten(1))
+
+
+def save_atari_agents(path, model, **extra):
+    import gzip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        torch.save({"estimator_state": model.state_dict(), **extra}, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def atari_agents(tmp_path_factory):
+    """An M-DQN AtariNet (PyTorch's default init, biases moved off it) saved under their folder layout."""
+    d = tmp_path_factory.mktemp("atari_agents")
+    torch.manual_seed(5)
+    model = AtariNet(4)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(0.05 * torch.randn_like(p))
+    path = save_atari_agents(d / "MDQN_modern" / "Breakout" / "0" / "model_50000000.gz", model, step=50_000_000)
+    return {"dir": d, "model": model.eval(), "file": path, "x": torch.as_tensor(real_frames())}
+
+
+@pytest.mark.parametrize("loader", ["pixel", "probe"])
+def test_atari_agents_file_gives_their_q_values(atari_agents, scripts, loader):
+    agent, ckpt = our_agent(scripts, loader, atari_agents["file"])
+    src = ckpt["source"]
+    assert src["library"] == "atari-agents" and src["algorithm"] == "M-DQN" and src["actor"] == "Q-values" and not src["critic"]
+    assert src["preprocessing"] == "atari-agents-modern" and src["layer_map"]["actor"] == "_AtariNet__head.2"
+    x = atari_agents["x"]
+    with torch.no_grad():
+        q, theirs = agent.actor(agent.hidden(x)), atari_agents["model"](x)
+        assert torch.count_nonzero(agent.get_value(x)) == 0
+    assert theirs.std() > 1e-2
+    assert (q - theirs).abs().max() <= 1e-5, (q - theirs).abs().max()
+    assert torch.equal(q.argmax(1), theirs.argmax(1))
+
+
+def test_eval_plays_an_atari_agents_file_and_refuses_what_does_not_fit(atari_agents, tmp_path):
+    evaluate_once(atari_agents["file"], "atari-agents", True, tmp_path)
+    c51 = save_atari_agents(tmp_path / "C51_classic" / "Pong" / "0" / "model_1.gz", AtariNet(6, distributional=True))
+    pickled = save_atari_agents(tmp_path / "DQN_modern" / "Pong" / "0" / "model_2.gz", AtariNet(6), when=datetime.date(2022, 1, 1))
+    cases = [(c51, ["C51", "only DQN and M-DQN"]), (pickled, ["weights_only"])]
+    for path, needles in cases:
+        assert_clean_error(run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False), *needles)
+        assert not (tmp_path / "eval.json").exists()
+
+
+@pytest.mark.parametrize("game", ["Breakout", "MsPacman"])
+def test_envpool_replay_equals_envpool(scripts, game):
+    """The probe's replay of cleanba's EnvPool pipeline (envpool_pipeline) against EnvPool itself, on the same actions:
+    with noop_max=1 neither draws no-ops, so the two must agree exactly, through lost lives (episodic life) and game
+    overs. EnvPool is optional (pip install envpool); without it this test skips."""
+    envpool = pytest.importorskip("envpool", reason="envpool is not installed (optional: pip install envpool)")
+    pool = envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=1, episodic_life=True, repeat_action_probability=0,
+                        noop_max=1, full_action_space=False, reward_clip=True, seed=0, max_episode_steps=27000)
+    obs = pool.reset()[0][0]
+    rec = scripts["probe"].ScreenRecorder(gym.make(f"{game}NoFrameskip-v4", frameskip=1, repeat_action_probability=0.0))
+    ours, act = scripts["probe"].envpool_pipeline(rec, 0, noop_max=1)
+    rng, ends, diffs = np.random.default_rng(1), 0, [np.abs(obs.astype(int) - ours).max()]
+    for _ in range(800):
+        a = int(rng.integers(pool.action_space.n))
+        obs, _, term, trunc, _ = pool.step(np.array([a]))
+        if term[0] or trunc[0]:  # EnvPool resets on the call after a terminal step, ignoring its action
+            obs, ends = pool.step(np.array([0]))[0], ends + 1
+        ours, done = act(a)
+        assert done == bool(term[0] or trunc[0])
+        diffs.append(np.abs(obs[0].astype(int) - ours).max())
+    assert ends > 0 and max(diffs) == 0, (ends, max(diffs))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import matplotlib.image
 import numpy as np
 import pytest
@@ -107,6 +108,9 @@ def test_results_and_npz_contents(chain):
     assert res["format"] == "memory-pixel-interp/probe" and res["env_id"] == ENV and res["game"] == "breakout"
     for key in ("preprocessing_check", "restore_check", "importance", "variables", "layers", "counts", "timing"):
         assert key in res, key
+    # with a memory agent, step 1 ranks by it, and the atlas says so
+    assert res["ranking"]["by"] == "memory-agent importance" and res["ranking"]["agent"] == "memory"
+    assert "ranked by how much the memory agent" in page and "memory-agent importance" in page
     # our observation equals AtariVectorEnv's, and restoring a base state reproduces the rollout's frames
     assert res["preprocessing_check"]["compared"] and res["preprocessing_check"]["max_abs_diff"] == 0
     assert res["restore_check"]["identical_to_rollout"] == res["restore_check"]["base_states"] == 6
@@ -511,6 +515,11 @@ def test_bad_inputs(chain, tmp_path):
     # pixel and ram checkpoints swapped
     assert_clean_error(probe("--pixel-checkpoint", chain["ram"], "--ram-checkpoint", chain["pixel"], "--ram-vars", chain["ram_vars"]), "pixel")
 
+    # a ranking that does not fit the agents given: by the memory agent without one, by the pixel policy with one
+    assert_clean_error(probe("--pixel-checkpoint", chain["pixel"], "--ram-vars", chain["ram_vars"], "--ranking", "memory-agent"),
+                       "--ram-checkpoint")
+    assert_clean_error(probe(*inputs, "--ranking", "pixel-policy"), "--ram-checkpoint")
+
     # the report on a corrupt activations.npz
     broken = tmp_path / "broken_out"
     broken.mkdir()
@@ -667,6 +676,100 @@ def test_natural_probe_of_trained_agent_beats_random_network(chain, tmp_path):
     nat = var["natural"]
     margin = {k: p["score"] - max(p["random_network"], p["control"]) for k, p in nat.items() if p["score"] is not None}
     assert margin and max(margin.values()) > 0.1, nat
+
+
+def held_observation(ale, state, actions, index, value):
+    """The pixel agent's observation after 4 agent steps `actions` from `state` with ram[index] written before every
+    frame: frame skip 4, max of the last 2 frames, gray, 84x84 INTER_AREA, 4-frame stack. -> (4, 84, 84) uint8."""
+    ale.restoreState(state)
+    stack = np.zeros((4, 84, 84), np.uint8)
+    for k, a in enumerate(actions):
+        last = []
+        for f in range(4):
+            ale.setRAM(index, value)
+            ale.act(a)
+            if f >= 2:
+                last.append(ale.getScreenGrayscale())
+        stack[k] = cv2.resize(np.maximum(*last), (84, 84), interpolation=cv2.INTER_AREA)
+    return stack
+
+
+def policy_moves(agent, ale, states, index, values_of, rng):
+    """Mean total variation of the agent's action distribution when ram[index] is held at 3 other values instead of its
+    own, over `states` (each with 4 random actions), measured here on the emulator; and the fraction of those writes
+    that changed the observation."""
+    actions = ale.getMinimalActionSet()
+    tv, changed = [], []
+    for state in states:
+        ale.restoreState(state)
+        own = int(ale.getRAM()[index])
+        acts = [actions[i] for i in rng.integers(len(actions), size=4)]
+        others = [v for v in values_of(index) if v != own]
+        obs = [held_observation(ale, state, acts, index, v) for v in [own] + list(rng.choice(others, 3))]
+        with torch.no_grad():
+            p = torch.softmax(agent.actor(agent.hidden(torch.as_tensor(np.stack(obs)))), -1)
+        tv += (0.5 * (p[1:] - p[0]).abs().sum(-1)).tolist()
+        changed += [not np.array_equal(o, obs[0]) for o in obs[1:]]
+    return float(np.mean(tv)), float(np.mean(changed))
+
+
+def test_probe_without_memory_agent(tmp_path):
+    """Without --ram-checkpoint the variables are ranked by how far writing each byte moves the pixel agent's policy
+    (the shipped 500k agent and ram vars file): every selected byte ranked, best first; results.json and the atlas say
+    which ranking was used. The ranking agrees with the same measurement done here on the emulator, on other states
+    (random play) and actions: the top-ranked bytes move the agent's policy far more than the bottom-ranked ones; the
+    paddle byte (found from the emulator: the agent must steer it) ranks in the top half."""
+    paddle, _ = paddle_from_emulator()
+    shipped, pixel = ROOT / "ram_vars" / f"{ENV}.json", ROOT / "models" / "breakout_pixel_ppo_500k.pt"
+    proc = run_script("probe_function_vectors.py", "--pixel-checkpoint", pixel, "--ram-vars", shipped, "--out-dir",
+                      tmp_path / "out", *TINY, "--importance-states", "4", "--include-vars", str(paddle), "--no-natural",
+                      cwd=tmp_path)
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["ranking"]["by"] == "pixel-policy sensitivity" and res["ranking"]["agent"] == "pixel"
+    assert res["ranking"]["states"] == 4 and res["inputs"]["ram_checkpoint"] is None
+    assert "ranked by pixel-policy sensitivity" in proc.stdout
+    rv = json.loads(shipped.read_text())
+    rk = res["importance"]["ranking"]
+    assert sorted(s["index"] for s in rk) == sorted(rv["selected"]) and [s["rank"] for s in rk] == list(range(1, len(rk) + 1))
+    assert [s["tv"] for s in rk] == sorted((s["tv"] for s in rk), reverse=True)
+    for s in rk:  # a write that never changed the agent's observation cannot have moved its policy
+        assert 0 <= s["kept"] <= s["draws"] and (s["tv"] == 0) >= (s["screen_changed"] == 0), s
+    expected = [s["index"] for s in rk[:4]] + ([paddle] if paddle not in [s["index"] for s in rk[:4]] else [])
+    assert [v["index"] for v in res["variables"]] == expected
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "no memory agent" in page and "pixel-policy sensitivity" in page and "ranked by how much the memory agent" not in page
+
+    # the same measurement, here: other states (random play after FIRE), other actions, other values
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    probe = importlib.import_module("probe_function_vectors")
+    ck = torch.load(pixel, map_location="cpu", weights_only=False)
+    agent = probe.Agent(**ck["model_kwargs"]).eval()
+    agent.load_state_dict(ck["state_dict"])
+    ALEInterface.setLoggerMode(LoggerMode.Error)
+    ale = ALEInterface()
+    ale.setFloat("repeat_action_probability", 0.0)
+    ale.loadROM(roms.get_rom_path("breakout"))
+    ale.reset_game()
+    ale.act(Action.FIRE)
+    rng, states, seen = np.random.default_rng(0), [], []
+    actions = ale.getMinimalActionSet()
+    for t in range(400):
+        if ale.game_over():
+            ale.reset_game()
+        ale.act(Action.FIRE if t % 50 == 0 else actions[rng.integers(len(actions))])
+        seen.append(ale.getRAM().copy())
+        if t % 50 == 25:
+            states.append(ale.cloneState())
+    seen = np.array(seen)
+    values_of = lambda i: sorted(set(seen[:, i].tolist()) | set(rv["bytes"][i].get("values") or []) | {rv["bytes"][i]["min"], rv["bytes"][i]["max"]})  # noqa: E731
+    ranked = [s for s in rk if s["kept"] > 0]  # bytes the game re-derives every frame rank last, unmeasured
+    top = {s["index"]: policy_moves(agent, ale, states, s["index"], values_of, rng) for s in ranked[:4]}
+    bottom = {s["index"]: policy_moves(agent, ale, states, s["index"], values_of, rng) for s in ranked[-4:]}
+    assert min(tv for tv, _ in top.values()) > 0.01, top
+    assert np.mean([tv for tv, _ in top.values()]) > 5 * np.mean([tv for tv, _ in bottom.values()]), (top, bottom)
+    tvs = sorted(s["tv"] for s in rk)
+    assert next(s["tv"] for s in rk if s["index"] == paddle) > tvs[len(tvs) // 2], (paddle, tvs)
 
 
 # ---------------------------------------------------------------- a game whose screen is not 210 rows high

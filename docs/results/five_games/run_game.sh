@@ -18,7 +18,9 @@
 #   probe    probe_function_vectors.py on the shipped pair into $DIR/probe (the atlas: report.html)
 #   video    probe_video.py on the probe's outputs (decoded_relu3_natural.mp4 in $DIR/probe, shown in the atlas)
 # Settings (environment variables): STEPS (5000000), SEED (1), UNTIL (Unix time; 0 = never), EXTRA (more arguments
-# for both training scripts, e.g. "--torch-threads 1"), MEMORY_FLAGS, EVAL_EPISODES (30).
+# for both training scripts, e.g. "--torch-threads 1"), MEMORY_FLAGS, EVAL_EPISODES (30); for a quick dry run of the
+# whole chain (not for results): EVAL_FLAGS (more evaluation arguments, e.g. "--eval-max-frames 2000") and PROBE_FLAGS
+# (more probe arguments, e.g. a tiny budget), PIXEL_FLAGS (default "--compile").
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 GAME=${1:?usage: run_game.sh <Game> (e.g. Pong, Freeway, MsPacman, SpaceInvaders)}
@@ -26,7 +28,7 @@ ENV_ID=${GAME}NoFrameskip-v4
 LOWER=$(echo "$GAME" | tr '[:upper:]' '[:lower:]')
 DIR=docs/results/five_games/$LOWER
 STEPS=${STEPS:-5000000} SEED=${SEED:-1} UNTIL=${UNTIL:-0} EXTRA=${EXTRA:-} MEMORY_FLAGS=${MEMORY_FLAGS:-}
-EVAL_EPISODES=${EVAL_EPISODES:-30}
+EVAL_EPISODES=${EVAL_EPISODES:-30} EVAL_FLAGS=${EVAL_FLAGS:-} PROBE_FLAGS=${PROBE_FLAGS:-} PIXEL_FLAGS=${PIXEL_FLAGS---compile}
 STAGES=${STAGES:-extract pixel memory eval compare ship probe video}
 PY=${PYTHON:-python}
 RAM_VARS=ram_vars/$ENV_ID.json
@@ -80,7 +82,7 @@ if wanted extract && [ ! -f "$RAM_VARS" ]; then
     limited $PY extract_ram_vars.py --env-id "$ENV_ID" --out-dir ram_vars 2>&1 | tee "$DIR/logs/extract.log"
     checked "${PIPESTATUS[0]}" extract
 fi
-wanted pixel && train pixel ppo_pixel_breakout.py --compile
+wanted pixel && train pixel ppo_pixel_breakout.py $PIXEL_FLAGS
 wanted memory && train memory ppo_ram_breakout.py --ram-vars "$RAM_VARS" $MEMORY_FLAGS
 
 declare -A SCRIPT=([pixel]=ppo_pixel_breakout.py [memory]=ppo_ram_breakout.py)
@@ -95,7 +97,7 @@ for agent in pixel memory; do
             log "$agent: eval $EVAL_EPISODES games, $mode"
             flag=$([ "$mode" = greedy ] && echo --eval-greedy)
             limited $PY "${SCRIPT[$agent]}" --eval-checkpoint "$run_dir/checkpoint.pt" --eval-episodes "$EVAL_EPISODES" \
-                $flag --eval-out "$out" 2>&1 | tee "$DIR/logs/${agent}_eval_${mode}.log"
+                $flag --eval-out "$out" $EVAL_FLAGS 2>&1 | tee "$DIR/logs/${agent}_eval_${mode}.log"
             checked "${PIPESTATUS[0]}" "$agent eval ($mode)"
         done
     fi
@@ -124,7 +126,7 @@ fi
 if wanted probe && [ "$both" = yes ] && [ ! -f "$DIR/probe/report.html" ]; then
     log "probe"
     limited $PY probe_function_vectors.py --pixel-checkpoint "${SHIPPED[pixel]}" --ram-checkpoint "${SHIPPED[memory]}" \
-        --ram-vars "$RAM_VARS" --out-dir "$DIR/probe" 2>&1 | tee "$DIR/logs/probe.log"
+        --ram-vars "$RAM_VARS" --out-dir "$DIR/probe" $PROBE_FLAGS 2>&1 | tee "$DIR/logs/probe.log"
     checked "${PIPESTATUS[0]}" probe
 fi
 if wanted video && [ -f "$DIR/probe/results.json" ] && [ ! -f "$DIR/probe/decoded_relu3_natural.mp4" ]; then
