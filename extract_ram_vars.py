@@ -363,7 +363,7 @@ class RamAgent(nn.Module):
 def load_checkpoint(path: str, game: str, n_actions: int):
     """-> (model, kind, ram_indices). Any problem is a InputError naming the checkpoint."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # nothing is unpickled
     except Exception as e:  # missing, directory, truncated, not a torch file, ...
         raise InputError(f"cannot read checkpoint '{path}': {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != "memory-pixel-interp/checkpoint":
@@ -1206,7 +1206,7 @@ def motion_role(index, positions, twins):
     (its change d = ram[t+1, j] - ram[t, j], read as a signed byte, is not 0): a velocity when d equals the byte (read
     as signed, on frame t or t+1, or its negative) on >= MOTION_MIN_MATCH of them; a direction when the sign of d is a
     function of the byte or of one of its bits (>= DIRECTION_MIN_MATCH of the moves agree with the majority sign of
-    that value) and both signs occur, 4 times or more each. Needs MOTION_MIN_MOVES moves. -> role dict or None; a velocity beats a
+    that value) and the values of each majority sign hold 4 moves or more. Needs MOTION_MIN_MOVES moves. -> role dict or None; a velocity beats a
     direction, then the position with the most moves."""
     best = None
     for j in sorted(positions):
@@ -1236,15 +1236,15 @@ def motion_role(index, positions, twins):
             for label, k in keys:
                 if len(np.unique(k)) < 2:
                     continue
-                agree = 0
-                signs = set()
+                agree, held = 0, {1: 0, -1: 0}  # held: the moves in the values whose majority is each sign
                 for val in np.unique(k):
                     s = np.sign(dm[k == val])
                     major = 1 if (s > 0).sum() >= (s < 0).sum() else -1
                     agree += int((s == major).sum())
-                    signs.add(major)
+                    held[major] += len(s)
                 frac = agree / n
-                if frac >= DIRECTION_MIN_MATCH and signs == {1, -1} and min((dm > 0).sum(), (dm < 0).sum()) >= 4:
+                # both signs stand for a direction, each in 4 moves or more (a value seen on one stray move does not)
+                if frac >= DIRECTION_MIN_MATCH and min(held.values()) >= 4:
                     cand = (1, n, j, {"role": f"direction of byte {j}" + label,
                                       "evidence": f"the sign of the change of {positions[j]}-position byte {j} is a "
                                                   f"function of {'its ' + label.strip(' ()') if label else 'its value'} "
@@ -1279,12 +1279,17 @@ def signal_role(r, observed):
         return {"role": "lives", "evidence": f"writing it changed ale.lives() on the next frame in {lives:.0%} of "
                                              f"{n} trials, {how('lives')}"}
     if reward_ok:
-        bcd = bool(observed) and all(v % 16 <= 9 and v // 16 <= 9 for v in observed)
-        return {"role": "score" + (" (BCD digits)" if bcd else ""),
-                "evidence": f"writing it changed ALE's reward on the next frame in {reward:.0%} of {n} trials, "
-                            f"{how('reward')}"
-                            + ("; every value seen has both nibbles <= 9" if bcd else "")}
+        return score_role(observed, f"writing it changed ALE's reward on the next frame in {reward:.0%} of {n} "
+                                    f"trials, {how('reward')}")
     return None
+
+
+def score_role(observed, evidence):
+    """The score role: "score (BCD digits)" when every observed value (list of int) has both nibbles <= 9, else "score";
+    `evidence` (str) gets the BCD reason appended."""
+    bcd = bool(observed) and all(v % 16 <= 9 and v // 16 <= 9 for v in observed)
+    return {"role": "score" + (" (BCD digits)" if bcd else ""),
+            "evidence": evidence + ("; every value seen has both nibbles <= 9" if bcd else "")}
 
 
 def describe_byte(rec, bases, ale, observed):
@@ -1327,10 +1332,7 @@ def describe_byte(rec, bases, ale, observed):
                     f"{POSITION_HOLD_FRAMES} frames)", "position": pos}
     score_frac, score_n = event_role(twins, [b["twin_reward"] != 0 for b in bases])
     if score_n >= 2 and score_frac >= 0.8:
-        bcd = all(v % 16 <= 9 and v // 16 <= 9 for v in observed)
-        return {"role": "score" + (" (BCD digits)" if bcd else ""),
-                "evidence": f"{score_n} changes during play, {score_frac:.0%} of them on a rewarded frame"
-                            + ("; every value seen has both nibbles <= 9" if bcd else "")}
+        return score_role(observed, f"{score_n} changes during play, {score_frac:.0%} of them on a rewarded frame")
     counter = counter_role(twins)
     if counter:
         return {"role": "toggle" if counter["toggle"] else "counter" if counter["every"] == 1 else "timer",
@@ -1497,17 +1499,11 @@ def main(args: Args) -> int:
                                            f"{r['screen_differed_fraction']:.0%} and other RAM in {r['ram_differed_fraction']:.0%} of trials"})
             elif rec["kind"] in ("state", "bitmap", "input-driven", "stored", "derived"):
                 rec["role"] = describe_byte(rec, bases, det, observed[rec["index"]])
-        # relations between bytes: a display copy of a position byte is that position too (holding a copy moves
-        # nothing: the game rewrites it), then the velocity or direction of a position byte (a byte no other
-        # evidence named)
+        # relations between bytes: the velocity or direction of a position byte (a byte no other evidence named),
+        # then a display copy of a position byte is that position too (holding a copy moves nothing: the game
+        # rewrites it), from the positions left once velocities are named
         positions = {r["index"]: r["role"]["role"][0] for r in records
                      if (r.get("role") or {}).get("role") in ("x-position", "y-position")}
-        for rec in records:
-            src = rec.get("derived") or {}
-            if rec["kind"] == "derived" and src.get("source") in positions and (
-                    src["mapping"] in ("copy", "offset") or (src["mapping"] == "affine" and abs(src["a"]) == 1)):
-                rec["role"] = {"role": f"{positions[src['source']]}-position", "copy_of": src["source"],
-                               "evidence": f"{rec['role']['evidence']}, a {positions[src['source']]}-position"}
         twin_rams = [b["twin_ram"] for b in bases]
         for rec in records:
             role = rec.get("role") or {}
@@ -1521,6 +1517,14 @@ def main(args: Args) -> int:
                 if motion:
                     rec["role"] = {**motion, "evidence": motion["evidence"] + f"; before: {rec['role']['role']} "
                                                                               f"({rec['role']['evidence']})"}
+        role_of = {r["index"]: (r.get("role") or {}).get("role") for r in records}
+        positions = {i: axis for i, axis in positions.items() if role_of[i] in ("x-position", "y-position")}
+        for rec in records:
+            src = rec.get("derived") or {}
+            if rec["kind"] == "derived" and src.get("source") in positions and (
+                    src["mapping"] in ("copy", "offset") or (src["mapping"] == "affine" and abs(src["a"]) == 1)):
+                rec["role"] = {"role": f"{positions[src['source']]}-position", "copy_of": src["source"],
+                               "evidence": f"{rec['role']['evidence']}, a {positions[src['source']]}-position"}
     lives_seen = sorted({int(v) for b in bases for v in b["twin_lives"]} | set(ex.lives_seen))
     rare = [{"index": i, "n_distinct": int(n_distinct[i]), "change_rate": round(float(ex.changes[i]) / max(ex.transitions, 1), 6)}
             for i in selected if n_distinct[i] >= 2 and ex.changes[i] / max(ex.transitions, 1) < 1e-3]

@@ -148,8 +148,9 @@ class Args:
     # Evaluation mode
     eval_checkpoint: Optional[str] = None
     """evaluate this checkpoint.pt instead of training; writes eval.json next to it (or --eval-out). Also takes an agent trained
-    elsewhere with the same Nature CNN (FORMATS.md section 6): a Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, a
-    CleanRL ppo_atari.py / dqn_atari.py state_dict (.cleanrl_model), played on --env-id"""
+    elsewhere (FORMATS.md section 6): a Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, a CleanRL ppo_atari.py /
+    dqn_atari.py state_dict (.cleanrl_model), a cleanba PPO file (Flax msgpack; Nature or IMPALA CNN), an atari-agents
+    DQN / M-DQN file (.gz), played on --env-id"""
     eval_out: Optional[str] = None
     """where the evaluation writes its result (JSON); default `eval.json` beside the checkpoint, which never replaces
     another result there (another checkpoint's, or other actions', games, frame cap or seed: refused before any game,
@@ -720,6 +721,18 @@ class ImpalaAgent(Agent):
         self.trunk_dtype = None
 
 
+def trained_game_mismatch(source, game):
+    """An agent trained elsewhere whose file names its game (cleanba's args: `trained_on`, an EnvPool id such as
+    'Breakout-v5'), played or probed on another game (`game`: an ALE ROM name such as 'breakout' or 'ms_pacman'): the
+    one-line reason, else None (same game, or a file that does not say). Names are compared in lower case without the
+    version, 'NoFrameskip' and underscores."""
+    trained = source.get("trained_on") if isinstance(source, dict) else None
+    if not isinstance(trained, str) or not trained:
+        return None
+    name = re.sub(r"[^a-z0-9]", "", trained.split("/")[-1].split("-v")[0].lower().replace("noframeskip", ""))
+    return None if name == game.replace("_", "") else f"the agent was trained on {trained}, not on {game}"
+
+
 def read_external_agent(path):
     """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
     library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
@@ -813,6 +826,8 @@ def read_cleanba_msgpack(path):
     sd = {}
 
     def flatten(prefix, node):  # {"Conv_0": {"kernel": a, "bias": b}} -> {"<prefix>.Conv_0.weight": tensor, ...}
+        if not isinstance(node, dict):
+            raise ValueError(f"'{path}': {prefix}'s parameters are a {type(node).__name__}, not a dict of layers")
         for k, v in node.items():
             if isinstance(v, dict):
                 flatten(f"{prefix}.{k}", v)
@@ -880,6 +895,8 @@ def read_atari_agents_gz(path):
         raise ValueError(f"'{path}' is a gzip-compressed torch file holding {found}: not an atari-agents checkpoint "
                          "(estimator_state)")
     what = f"'{path}' (an atari-agents checkpoint, read as play.py's AtariNet)"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ValueError(f"{what}: its estimator_state holds more than tensors under names (not a state_dict)")
     if "_AtariNet__support" in sd:
         raise ValueError(f"{what} is C51 (distributional: Q-values are an expectation over 51 atoms), not a linear "
                          "Q-value head: only DQN and M-DQN import")
@@ -893,7 +910,9 @@ def read_atari_agents_gz(path):
                 "atari-agents' ALEClassic (Mnih et al. 2015): no sticky actions, up to 29 no-op starts, a lost life ends "
                 "the episode in training, otherwise as ALEModern (the protocol is read from the folder name: "
                 "'_modern' is absent from this path)")
-    source = {"library": "atari-agents", "algorithm": "M-DQN" if re.search(r"M-?DQN", str(path), re.I) else "DQN", "file": "gzip of torch.save (estimator_state)", "policy": "AtariNet", "preprocessing":
+    mdqn = any(re.fullmatch(r"M-?DQN(_\w*)?", part, re.I) for part in os.path.normpath(str(path)).split(os.sep))
+    source = {"library": "atari-agents", "algorithm": "M-DQN" if mdqn else "DQN", "file": "gzip of torch.save "
+              "(estimator_state)", "policy": "AtariNet", "preprocessing":
               "atari-agents-modern" if modern else "atari-agents-classic", "pipeline": pipeline, "actor": "Q-values",
               "critic": False, "layer_map": layout}
     return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
@@ -1201,6 +1220,9 @@ if __name__ == "__main__":
     trunk_dtype = resolve_precision(args.precision, device)
 
     if args.eval_checkpoint:
+        if trained_game_mismatch(ckpt.get("source"), game):
+            fail(f"--eval-checkpoint '{args.eval_checkpoint}': {trained_game_mismatch(ckpt['source'], game)} "
+                 "(pass its game's --env-id)")
         evaluate(args, ckpt, args.eval_checkpoint, device, wandb)
         sys.exit(0)
 

@@ -1,8 +1,9 @@
 """Probe a pixel-trained Atari PPO agent for the game's RAM variables: function vectors, with evidence.
 
 Inputs: a pixel-agent checkpoint, a memory-agent (RAM) checkpoint and the `ram_vars/<env-id>.json` both were
-trained with (docs/FORMATS.md §1-§3); the memory agent is optional (step 1). The pixel agent may also be one trained elsewhere with the same Nature CNN (a
-Stable-Baselines3 / RL Zoo zip, a CleanRL model file: FORMATS.md §6), its weights renamed onto the same modules.
+trained with (docs/FORMATS.md §1-§3); the memory agent is optional (step 1). The pixel agent may also be one trained
+elsewhere with the same Nature CNN (a Stable-Baselines3 / RL Zoo zip, a CleanRL model file, a cleanba Flax msgpack
+file, an atari-agents DQN / M-DQN file: FORMATS.md §6), its weights renamed onto the same modules.
 Outputs in `--out-dir` (default `probe/<env-id>`): `activations.npz`, `results.json`, and (via probe_report.py) the
 atlas, a self-contained `report.html`.
 
@@ -82,8 +83,10 @@ from torch.distributions.categorical import Categorical
 @dataclass
 class Args:
     pixel_checkpoint: str = ""
-    """pixel agent checkpoint.pt (FORMATS.md §2, agent "pixel"), or an agent trained elsewhere (FORMATS.md §6): a
-    Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, or a CleanRL ppo_atari.py / dqn_atari.py state_dict"""
+    """pixel agent checkpoint.pt (FORMATS.md §2, agent "pixel"), or an agent trained elsewhere with the Nature CNN
+    (FORMATS.md §6): a Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, a CleanRL ppo_atari.py / dqn_atari.py
+    state_dict, a cleanba PPO .cleanrl_model (Flax msgpack), an atari-agents DQN / M-DQN .gz; IMPALA-CNN agents are
+    refused (evaluated by ppo_pixel_breakout.py, not probed yet)"""
     ram_checkpoint: str = ""
     """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`. Optional:
     without it the variables are ranked by how much writing each byte moves the pixel agent's policy (--ranking)"""
@@ -416,6 +419,18 @@ class ImpalaAgent(Agent):
         self.trunk_dtype = None
 
 
+def trained_game_mismatch(source, game):
+    """An agent trained elsewhere whose file names its game (cleanba's args: `trained_on`, an EnvPool id such as
+    'Breakout-v5'), played or probed on another game (`game`: an ALE ROM name such as 'breakout' or 'ms_pacman'): the
+    one-line reason, else None (same game, or a file that does not say). Names are compared in lower case without the
+    version, 'NoFrameskip' and underscores."""
+    trained = source.get("trained_on") if isinstance(source, dict) else None
+    if not isinstance(trained, str) or not trained:
+        return None
+    name = re.sub(r"[^a-z0-9]", "", trained.split("/")[-1].split("-v")[0].lower().replace("noframeskip", ""))
+    return None if name == game.replace("_", "") else f"the agent was trained on {trained}, not on {game}"
+
+
 def read_external_agent(path):
     """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
     library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
@@ -509,6 +524,8 @@ def read_cleanba_msgpack(path):
     sd = {}
 
     def flatten(prefix, node):  # {"Conv_0": {"kernel": a, "bias": b}} -> {"<prefix>.Conv_0.weight": tensor, ...}
+        if not isinstance(node, dict):
+            raise ValueError(f"'{path}': {prefix}'s parameters are a {type(node).__name__}, not a dict of layers")
         for k, v in node.items():
             if isinstance(v, dict):
                 flatten(f"{prefix}.{k}", v)
@@ -576,6 +593,8 @@ def read_atari_agents_gz(path):
         raise ValueError(f"'{path}' is a gzip-compressed torch file holding {found}: not an atari-agents checkpoint "
                          "(estimator_state)")
     what = f"'{path}' (an atari-agents checkpoint, read as play.py's AtariNet)"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ValueError(f"{what}: its estimator_state holds more than tensors under names (not a state_dict)")
     if "_AtariNet__support" in sd:
         raise ValueError(f"{what} is C51 (distributional: Q-values are an expectation over 51 atoms), not a linear "
                          "Q-value head: only DQN and M-DQN import")
@@ -589,7 +608,9 @@ def read_atari_agents_gz(path):
                 "atari-agents' ALEClassic (Mnih et al. 2015): no sticky actions, up to 29 no-op starts, a lost life ends "
                 "the episode in training, otherwise as ALEModern (the protocol is read from the folder name: "
                 "'_modern' is absent from this path)")
-    source = {"library": "atari-agents", "algorithm": "M-DQN" if re.search(r"M-?DQN", str(path), re.I) else "DQN", "file": "gzip of torch.save (estimator_state)", "policy": "AtariNet", "preprocessing":
+    mdqn = any(re.fullmatch(r"M-?DQN(_\w*)?", part, re.I) for part in os.path.normpath(str(path)).split(os.sep))
+    source = {"library": "atari-agents", "algorithm": "M-DQN" if mdqn else "DQN", "file": "gzip of torch.save "
+              "(estimator_state)", "policy": "AtariNet", "preprocessing":
               "atari-agents-modern" if modern else "atari-agents-classic", "pipeline": pipeline, "actor": "Q-values",
               "critic": False, "layer_map": layout}
     return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
@@ -692,7 +713,7 @@ def load_checkpoint(path: str, kind: str, flag: str) -> dict:
                                  "the Nature CNN's layers (conv1-3, fc) only; ppo_pixel_breakout.py --eval-checkpoint plays it")
             return ckpt
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # nothing is unpickled
     except Exception as e:  # torch raises many types on a damaged file
         raise InputError(f"cannot read {kind} checkpoint {path}: {type(e).__name__}: {str(e)[:120]}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != "memory-pixel-interp/checkpoint":
@@ -734,6 +755,9 @@ def validate_inputs(args: Args):
                          "--ram-checkpoint (or use --ranking memory-agent)")
     ram = load_checkpoint(args.ram_checkpoint, "ram", "--ram-checkpoint") if args.ram_checkpoint else None
     game = rom_name(rv["env_id"])
+    if trained_game_mismatch(pix.get("source"), game):
+        raise InputError(f"--pixel-checkpoint: {trained_game_mismatch(pix['source'], game)}, the game of the ram vars "
+                         f"file {args.ram_vars} (pass that game's ram vars file)")
     for ck, label in [(pix, "pixel")] * (pix["env_id"] is not None) + [(ram, "ram")] * (ram is not None):
         ck_game = rom_name(ck["env_id"])
         if ck_game != game:
@@ -1141,6 +1165,21 @@ class Progress:
 
 
 # ---------------------------------------------------------------- step 1: what the memory agent relies on
+def policy_change(logp, logq):
+    """Per row, how far the action distribution moved: (total variation, KL(p || q)), from log-probabilities logp, logq
+    (N, n_actions) float tensors -> two (N,) tensors."""
+    p = logp.exp()
+    return 0.5 * (p - logq.exp()).abs().sum(-1), (p * (logp - logq)).sum(-1)
+
+
+def rank_by_tv(scores):
+    """Step 1's ranking: the per-byte score dicts, best first by "tv" (then "kl"), each given its "rank" (1 = first)."""
+    ranking = sorted(scores, key=lambda s: (-s["tv"], -s["kl"]))
+    for rank, s in enumerate(ranking):
+        s["rank"] = rank + 1
+    return ranking
+
+
 def ram_importance(ram_agent, selected, game, args, rng, device):
     """Ablate each selected byte (replace it by its value in other visited states) -> change of the policy.
     Returns the ranking (best first) and the RAMs visited."""
@@ -1164,18 +1203,14 @@ def ram_importance(ram_agent, selected, game, args, rng, device):
                 xa = x.clone()
                 xa[:, j] = x[torch.as_tensor(rng.permutation(len(x)), device=device), j]
                 h = ram_agent.network(encode_ram(xa))
-                logq = torch.log_softmax(ram_agent.actor(h), -1)
-                tv += 0.5 * (logp.exp() - logq.exp()).abs().sum(-1).mean().item()
-                kl += (logp.exp() * (logp - logq)).sum(-1).mean().item()
+                tv_, kl_ = policy_change(logp, torch.log_softmax(ram_agent.actor(h), -1))
+                tv, kl = tv + tv_.mean().item(), kl + kl_.mean().item()
                 dv += (ram_agent.critic(h).squeeze(-1) - value).abs().mean().item()
                 frac += (xa[:, j] != x[:, j]).float().mean().item()
             r = args.importance_repeats
             scores.append({"index": idx, "name": f"ram[0x{idx:02x}]", "tv": tv / r, "kl": kl / r,
                            "value_change": dv / r, "fraction_replaced": frac / r})
-    ranking = sorted(scores, key=lambda s: -s["tv"])
-    for rank, s in enumerate(ranking):
-        s["rank"] = rank + 1
-    return ranking, rams
+    return rank_by_tv(scores), rams
 
 
 def pixel_sensitivity(agent, rv, game, args, rng, device, greedy=False):
@@ -1222,11 +1257,9 @@ def pixel_sensitivity(agent, rv, game, args, rng, device, greedy=False):
     draws = np.nonzero(role == 2)[0]
     c = control[draws]
     logp, logq = torch.log_softmax(torch.as_tensor(actor[c]), -1), torch.log_softmax(torch.as_tensor(actor[draws]), -1)
+    tv, kl = (t.double().numpy() for t in policy_change(logp, logq))
     if greedy:
         tv = (actor[c].argmax(1) != actor[draws].argmax(1)).astype(np.float64)
-    else:
-        tv = 0.5 * (logp.exp() - logq.exp()).abs().sum(-1).double().numpy()
-    kl = (logp.exp() * (logp - logq)).sum(-1).double().numpy()
     dv = np.abs(value[draws] - value[c]).astype(np.float64)
     same = ~stack_changed[draws]  # the same observation: no change (not the last bits of two batches' forward passes)
     tv[same], kl[same], dv[same] = 0.0, 0.0, 0.0
@@ -1240,11 +1273,8 @@ def pixel_sensitivity(agent, rv, game, args, rng, device, greedy=False):
         scores.append({"index": i, "name": f"ram[0x{i:02x}]", "tv": tv_, "kl": kl_, "value_change": dv_,
                        "fraction_replaced": float(m.sum() / max(drawn.sum(), 1)), "screen_changed": changed,
                        "draws": int(drawn.sum()), "kept": int(m.sum())})
-    ranking = sorted(scores, key=lambda s: (-s["tv"], -s["kl"]))
-    for rank, s in enumerate(ranking):
-        s["rank"] = rank + 1
-    return ranking, bases["seen_rams"], {"states": len(bases["states"]), "samples": N, "frames_emulated": N * 16,
-                                         "emulation_s": emu_time["s"]}
+    return rank_by_tv(scores), bases["seen_rams"], {"states": len(bases["states"]), "samples": N,
+                                                    "frames_emulated": N * 16, "emulation_s": emu_time["s"]}
 
 
 def describe_variables(keep, rv, ranking, max_classes):
@@ -2182,8 +2212,9 @@ POSITION_ROLES = ("x-position", "y-position")
 
 
 def object_mask(ale, state, actions, index, own, values, buf):
-    """Where the object a byte draws is on the frame of `state`, found as extract_ram_vars.py's position test finds
-    it: hold the byte (setRAM before each frame) for 2 frames at its own value and at each of `values`; the pixels
+    """Where the object a byte draws is on the frame of `state`, found much as extract_ram_vars.py's position test
+    finds it (which holds 4 frames, for objects drawn on alternate frames): hold the byte (setRAM before each frame)
+    for 2 frames at its own value and at each of `values`; the pixels
     that differ from the own-value screen for >= 60% of the other values are where the object was (it left that
     place, or changed there, for most values). -> (H, W) bool mask on the raw screen, or None when no pixel qualifies
     (the byte moved nothing there, e.g. no ball in play)."""

@@ -247,6 +247,12 @@ def ranking_text(res) -> tuple[str, str]:
     return r["by"], f"{r['by']}: {r['how']}"
 
 
+def tv_name(res) -> str:
+    """What the importance column's TV is: of the action distributions, or (a Q-network ranked without a memory agent,
+    results.json ranking.metric "greedy tv") of the greedy actions, i.e. the fraction of writes that changed the argmax."""
+    return "greedy-action TV" if (res.get("ranking") or {}).get("metric") == "greedy tv" else "policy TV"
+
+
 def region_text(v, res) -> str:
     reg = raw_region(v)
     if reg:
@@ -462,7 +468,7 @@ def variable_card(v, j, ctx) -> str:
                f"{ctx['regions'][j]}'>")
     return (f"<details class='var' id='{esc(v['name'])}' style='border-left-color:{cols[j]}'{' open' if j < ctx['open_cards'] else ''}>"
             f"<summary><h3>{badge(j, vs, cols)} {esc(v['name'])} <span class='sub'>bus address {esc(str(v['address']))} · "
-            f"{esc(describe(v))} · importance rank {imp['rank']} ({esc(ranking_text(res)[0])}: policy TV "
+            f"{esc(describe(v))} · importance rank {imp['rank']} ({esc(ranking_text(res)[0])}: {tv_name(res)} "
             f"{fmt(imp['tv'], 4)})</span></h3></summary>"
             f"<p class='desc'>{desc}</p>"
             f"<div class='cardrow'><figure>{picture}<figcaption>red: mean |screen change| when the byte is set; "
@@ -504,7 +510,7 @@ def overview_table(ctx) -> str:
     tv_max = max([v["importance"]["tv"] for v in vs] + [1e-12])
     h = ["<table class='sortable overview'><thead><tr><th class='l'>variable</th><th class='l'>address</th>"
          f"<th class='l'>what it is</th><th class='l'>metric</th><th>importance<br>({esc(ranking_text(ctx['res'])[0])}: "
-         "policy TV)</th><th class='l'>screen region</th>"
+         f"{tv_name(ctx['res'])})</th><th class='l'>screen region</th>"
          "<th>natural frames: best layer beyond both controls<br>(R² or weighted F1, per the metric column)</th>"
          "<th>interventions: best layer beyond shuffled labels<br>(R² or weighted F1)</th>"
          "<th>steer relu_fc: cos<br>(random directions)</th></tr></thead><tbody>"]

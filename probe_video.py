@@ -229,7 +229,7 @@ def load_checkpoint(path: str, kind: str, flag: str) -> dict:
     if not Path(path).is_file():
         raise InputError(f"{kind} checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # nothing is unpickled
     except Exception as e:  # torch raises many types on a damaged file
         raise InputError(f"cannot read {kind} checkpoint {path}: {type(e).__name__}: {str(e)[:120]}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != "memory-pixel-interp/checkpoint":

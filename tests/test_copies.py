@@ -33,6 +33,7 @@ COPIES = {
     "rename_external_weights": [[PIXEL, PROBE]],
     "read_cleanba_msgpack": [[PIXEL, PROBE]],
     "read_atari_agents_gz": [[PIXEL, PROBE]],
+    "trained_game_mismatch": [[PIXEL, PROBE]],
     "ImpalaResidualBlock": [[PIXEL, PROBE]],
     "ImpalaConvSequence": [[PIXEL, PROBE]],
     "ImpalaAgent": [[PIXEL, PROBE]],

@@ -7,6 +7,7 @@ The SB3 artifacts are real: untrained PPO / A2C / DQN models built with SB3's ow
 stable-baselines3 is a test-only dependency (requirements-test.txt); without it the SB3 tests skip and say so.
 """
 import datetime
+import gzip
 import importlib.util
 import json
 import zipfile
@@ -436,7 +437,10 @@ def test_cleanba_files_that_do_not_fit_are_refused(cleanba, tmp_path):
     params += [actor.init(jax.random.PRNGKey(1), hidden), critic.init(jax.random.PRNGKey(2), hidden)]
     pong = tmp_path / "pong.cleanrl_model"
     pong.write_bytes(flax.serialization.to_bytes([{"env_id": "Pong-v5"}, params]))
-    cases = [(cut, ["cannot be read"]), (other, ["holding params", "not cleanba's"]), (pong, ["6 actions", "4"])]
+    six = tmp_path / "six.cleanrl_model"  # said to be Breakout, with Pong's 6 actions
+    six.write_bytes(flax.serialization.to_bytes([{"env_id": "Breakout-v5"}, params]))
+    cases = [(cut, ["cannot be read"]), (other, ["holding params", "not cleanba's"]), (six, ["6 actions", "4"]),
+             (pong, ["trained on Pong-v5", "not on breakout"])]
     for path, needles in cases:
         assert_clean_error(run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False), *needles)
         assert not (tmp_path / "eval.json").exists()
@@ -446,6 +450,10 @@ def test_cleanba_files_that_do_not_fit_are_refused(cleanba, tmp_path):
     proc = run_script(PIXEL, "--eval-checkpoint", cleanba["file"]["naturecnn"], *EVAL, cwd=tmp_path, check=False,
                       env_extra={"PYTHONPATH": str(blocker)})
     assert_clean_error(proc, "needs the msgpack package", "pip install msgpack")
+    proc = run_script(PROBE, "--pixel-checkpoint", pong, "--ram-vars", ROOT / "ram_vars" / f"{ENV}.json", "--out-dir",
+                      tmp_path / "probe", cwd=tmp_path, check=False)  # the probe: a Pong agent on Breakout's bytes
+    assert_clean_error(proc, "trained on Pong-v5", "not on breakout")
+    assert not (tmp_path / "probe").exists()
 
 
 # ---- floringogianu/atari-agents: gzip of torch.save({"estimator_state": AtariNet.state_dict(), ...})
@@ -508,7 +516,10 @@ def test_eval_plays_an_atari_agents_file_and_refuses_what_does_not_fit(atari_age
     evaluate_once(atari_agents["file"], "atari-agents", True, tmp_path)
     c51 = save_atari_agents(tmp_path / "C51_classic" / "Pong" / "0" / "model_1.gz", AtariNet(6, distributional=True))
     pickled = save_atari_agents(tmp_path / "DQN_modern" / "Pong" / "0" / "model_2.gz", AtariNet(6), when=datetime.date(2022, 1, 1))
-    cases = [(c51, ["C51", "only DQN and M-DQN"]), (pickled, ["weights_only"])]
+    odd = tmp_path / "DQN_modern" / "Pong" / "0" / "model_3.gz"  # readable without pickle, but not a state_dict
+    with gzip.open(odd, "wb") as f:
+        torch.save({"estimator_state": {**AtariNet(6).state_dict(), "steps": 3}}, f)
+    cases = [(c51, ["C51", "only DQN and M-DQN"]), (pickled, ["weights_only"]), (odd, ["more than tensors"])]
     for path, needles in cases:
         assert_clean_error(run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False), *needles)
         assert not (tmp_path / "eval.json").exists()

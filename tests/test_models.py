@@ -14,7 +14,7 @@ SCRIPTS = {"pixel": "ppo_pixel_breakout.py", "ram": "ppo_ram_breakout.py"}
 
 
 def load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def reference(agent):

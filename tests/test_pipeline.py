@@ -25,7 +25,7 @@ def test_extract_train_both_compare(tmp_path):
 
     # the memory agent was built on exactly the extractor's selection
     import torch
-    ckpt = torch.load(runs["ram"] / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(runs["ram"] / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert ckpt["ram_indices"] == spec["selected"]
     assert ckpt["model_kwargs"]["n_ram"] == len(spec["selected"])
 

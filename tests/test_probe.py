@@ -63,7 +63,7 @@ def paddle_from_emulator():
 
 
 def find_checkpoint(runs: Path, agent: str) -> Path:
-    found = [p for p in runs.glob("*/checkpoint.pt") if torch.load(p, map_location="cpu", weights_only=False)["agent"] == agent]
+    found = [p for p in runs.glob("*/checkpoint.pt") if torch.load(p, map_location="cpu", weights_only=True)["agent"] == agent]
     assert len(found) == 1, (agent, found)
     return found[0]
 
@@ -491,14 +491,14 @@ def test_bad_inputs(chain, tmp_path):
     rv["bytes"][dropped] = {"index": dropped}  # and no record of the byte it leaves out (one that describes every
     other = tmp_path / "other_ram_vars.json"   # byte of the agent is probed with it: tests/test_probe_ram_vars.py)
     other.write_text(json.dumps(rv))
-    ck = torch.load(chain["ram"], map_location="cpu", weights_only=False)
+    ck = torch.load(chain["ram"], map_location="cpu", weights_only=True)
     ck["ram_vars"] = None
     bare = tmp_path / "ram_no_record.pt"
     torch.save(ck, bare)
     assert_clean_error(probe("--pixel-checkpoint", chain["pixel"], "--ram-checkpoint", bare, "--ram-vars", other), "ram_indices")
 
     # pixel checkpoint of another game
-    ck = torch.load(chain["pixel"], map_location="cpu", weights_only=False)
+    ck = torch.load(chain["pixel"], map_location="cpu", weights_only=True)
     ck.update(env_id="PongNoFrameskip-v4", game="pong")
     pong = tmp_path / "pong.pt"
     torch.save(ck, pong)
@@ -618,7 +618,7 @@ def test_top_natural_frames(chain):
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     probe = importlib.import_module("probe_function_vectors")
-    ck = torch.load(chain["pixel"], map_location="cpu", weights_only=False)
+    ck = torch.load(chain["pixel"], map_location="cpu", weights_only=True)
     agent = probe.Agent(**ck["model_kwargs"])
     agent.load_state_dict(ck["state_dict"])
     acts = {}
@@ -743,7 +743,7 @@ def test_probe_without_memory_agent(tmp_path):
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     probe = importlib.import_module("probe_function_vectors")
-    ck = torch.load(pixel, map_location="cpu", weights_only=False)
+    ck = torch.load(pixel, map_location="cpu", weights_only=True)
     agent = probe.Agent(**ck["model_kwargs"]).eval()
     agent.load_state_dict(ck["state_dict"])
     ALEInterface.setLoggerMode(LoggerMode.Error)
