@@ -1220,9 +1220,8 @@ if __name__ == "__main__":
     trunk_dtype = resolve_precision(args.precision, device)
 
     if args.eval_checkpoint:
-        if trained_game_mismatch(ckpt.get("source"), game):
-            fail(f"--eval-checkpoint '{args.eval_checkpoint}': {trained_game_mismatch(ckpt['source'], game)} "
-                 "(pass its game's --env-id)")
+        if why := trained_game_mismatch(ckpt.get("source"), game):
+            fail(f"--eval-checkpoint '{args.eval_checkpoint}': {why} (pass its game's --env-id)")
         evaluate(args, ckpt, args.eval_checkpoint, device, wandb)
         sys.exit(0)
 

@@ -755,9 +755,9 @@ def validate_inputs(args: Args):
                          "--ram-checkpoint (or use --ranking memory-agent)")
     ram = load_checkpoint(args.ram_checkpoint, "ram", "--ram-checkpoint") if args.ram_checkpoint else None
     game = rom_name(rv["env_id"])
-    if trained_game_mismatch(pix.get("source"), game):
-        raise InputError(f"--pixel-checkpoint: {trained_game_mismatch(pix['source'], game)}, the game of the ram vars "
-                         f"file {args.ram_vars} (pass that game's ram vars file)")
+    if why := trained_game_mismatch(pix.get("source"), game):
+        raise InputError(f"--pixel-checkpoint: {why}, the game of the ram vars file {args.ram_vars} (pass that game's "
+                         "ram vars file)")
     for ck, label in [(pix, "pixel")] * (pix["env_id"] is not None) + [(ram, "ram")] * (ram is not None):
         ck_game = rom_name(ck["env_id"])
         if ck_game != game:
