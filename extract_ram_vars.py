@@ -141,6 +141,9 @@ class Args:
     min_effect: float = 0.0
     """a state byte is selected only if the fraction of its trials whose future differed is above this (above 0,
     stored bytes, which had no effect in any trial, are excluded too)"""
+    roles_into: Optional[str] = None
+    """an older ram vars JSON of the same game (e.g. the one a shipped memory agent was trained on) that gets this
+    run's byte roles: each byte record's "role" is added or replaced, everything else (`selected` included) is kept"""
 
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
@@ -1058,12 +1061,14 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
     wraps or that end a life) are dropped before r is taken. -> {"axis": "x" | "y", "fit": "line", "px_per_unit", "r",
     "points", "outliers"} when the centre moves along one axis in step with the value (|r| >= 0.9 over >= 4 kept
     points, >= 70% of them kept), else `axis_only_position` (fit "axis": it moves along one axis, not in a line with
-    the value), else None."""
+    the value), else None; but {"axis", "fit": "extent", "bases", "growing_bases"} first when in most bases what
+    changed grows in place with the value (`grows_in_place`: a count drawn as a bar or a row of icons)."""
     h, w = ale.getScreenDims()
     buf = np.zeros((h, w), np.uint8)
     vals = sorted(set(observed))
     picks = [vals[k] for k in sorted(set(np.linspace(0, len(vals) - 1, n_values).astype(int).tolist()))]
     groups = []  # per usable base: [(value, centre x, centre y)]
+    extents = []  # per usable base: did what changed grow in place with the value (a bar / a row of icons)?
     for base in bases[:max_bases]:
         if len(groups) == n_bases:
             break
@@ -1079,6 +1084,7 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
                     masks[v] = m
         if len(masks) < 3:
             continue
+        extents.append(grows_in_place(masks, own))
         before = np.mean(list(masks.values()), axis=0) >= 0.6
         pts = []
         for v, m in masks.items():
@@ -1090,6 +1096,10 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
             groups.append(np.array(pts))
     if sum(len(g) for g in groups) < 4:
         return None
+    if sum(extents) * 2 > len(extents):   # most bases: a count drawn as a bar or a row of icons, not an object's place
+        g = np.concatenate(groups)
+        axis = "x" if np.ptp(g[:, 1]) >= np.ptp(g[:, 2]) else "y"
+        return {"axis": axis, "fit": "extent", "bases": len(extents), "growing_bases": int(sum(extents))}
     best = None
     for axis, col in (("x", 1), ("y", 2)):
         # Siegel's repeated-median slope within bases (robust to < 50% outliers), an intercept per base, then
@@ -1127,6 +1137,25 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
             best = {"axis": axis, "fit": "line", "px_per_unit": round(fit, 3), "r": round(r, 3),
                     "points": int(keep.sum()), "outliers": int((~keep).sum())}
     return best or axis_only_position(groups)
+
+
+EXTENT_MIN_NESTED = 0.9   # a bar / row of icons: what changed at a value holds >= 90% of what changed at a nearer one
+
+
+def grows_in_place(masks, own):
+    """Does what a byte draws grow in place with its value, like a bar or a row of icons (a count: oxygen, collected
+    divers) rather than move (a position)? masks: {held value: (H, W) bool, the pixels that differed from the
+    screens at the base's own value `own`}. Walking away from `own` on either side, the changed region of each value
+    must contain >= EXTENT_MIN_NESTED of the nearer value's and be larger: the regions nest and grow. A moved object
+    fails: its new places at two values are different pixels (only the place it left is shared). Needs >= 2
+    such steps. -> bool."""
+    nested, steps = [], 0
+    for side in (sorted(v for v in masks if v > own), sorted((v for v in masks if v < own), reverse=True)):
+        for a, b in zip(side, side[1:]):
+            na, nb = int(masks[a].sum()), int(masks[b].sum())
+            nested.append(int((masks[a] & masks[b]).sum()) / max(na, 1) if nb > na else 0.0)
+            steps += 1
+    return steps >= 2 and float(np.median(nested)) >= EXTENT_MIN_NESTED
 
 
 AXIS_MIN_SPREAD_PX = 8   # an object the byte moves along one axis, not in a line with the value: >= 8 px of travel
@@ -1206,8 +1235,10 @@ def motion_role(index, positions, twins):
     (its change d = ram[t+1, j] - ram[t, j], read as a signed byte, is not 0): a velocity when d equals the byte (read
     as signed, on frame t or t+1, or its negative) on >= MOTION_MIN_MATCH of them; a direction when the sign of d is a
     function of the byte or of one of its bits (>= DIRECTION_MIN_MATCH of the moves agree with the majority sign of
-    that value) and the values of each majority sign hold 4 moves or more. Needs MOTION_MIN_MOVES moves. -> role dict or None; a velocity beats a
-    direction, then the position with the most moves."""
+    that value) and the values of each majority sign hold 4 moves or more. Also a velocity (a speed, not the step
+    itself) when the signed byte has the sign of d (or the opposite) on >= DIRECTION_MIN_MATCH of them, took both
+    signs and two sizes or more, each on 4 moves or more. Needs MOTION_MIN_MOVES moves. -> role dict or None; an equal velocity
+    beats a speed, a speed a direction, then the position with the most moves."""
     best = None
     for j in sorted(positions):
         if j == index:
@@ -1229,6 +1260,18 @@ def motion_role(index, positions, twins):
                                       "evidence": f"{'minus ' if sign < 0 else ''}its value, read as a signed byte, equals "
                                                   f"the change of {positions[j]}-position byte {j} on {match:.0%} of "
                                                   f"the {n} frames it moved (the byte on {when})"})
+                    best = max(best, cand, key=lambda c: c[:2] + (-c[2],)) if best else cand
+                # a speed that is not the step itself (an object that moves 1 or 2 px a frame at speed 1): the signed
+                # value's sign is the move's on >= DIRECTION_MIN_MATCH, with >= 2 sizes each seen on 4 moves or more
+                sizes, counts = np.unique(np.abs(vm[vm != 0]), return_counts=True)
+                same_sign = float(np.mean(np.sign(dm) == sign * np.sign(vm)))
+                both_ways = min((vm > 0).sum(), (vm < 0).sum()) >= 4   # a signed value: it took both signs
+                if same_sign >= DIRECTION_MIN_MATCH and both_ways and (counts >= 4).sum() >= 2:
+                    cand = (1.5, n, j, {"role": f"velocity of byte {j}",
+                                        "evidence": f"{'minus ' if sign < 0 else ''}its value, read as a signed byte "
+                                                    f"({len(sizes)} sizes), has the sign of the change of "
+                                                    f"{positions[j]}-position byte {j} on {same_sign:.0%} of the {n} "
+                                                    f"frames it moved (the byte on {when}; equal to it on {match:.0%})"})
                     best = max(best, cand, key=lambda c: c[:2] + (-c[2],)) if best else cand
             # direction: the sign of the move as a function of the whole byte (few values) or of one bit
             keys = [("", v[moved])] if len(np.unique(v[moved])) <= 4 else []
@@ -1292,6 +1335,28 @@ def score_role(observed, evidence):
             "evidence": evidence + ("; every value seen has both nibbles <= 9" if bcd else "")}
 
 
+LIVES_MIN_FIT = 0.95   # a lives byte from play: an affine function of ale.lives() on >= 95% of the twins' frames
+
+
+def lives_fit(twins, lives):
+    """Is a byte (twins: per base its (T,) values) an affine function a * lives + b of ALE's lives() (lives: per base
+    (T,) ints) on >= LIVES_MIN_FIT of the frames, with 3 or more values of each? (A byte that only flips when a
+    life is lost, or is reset then, is not the count.) -> "lives() * a + b" as text, or None."""
+    v = np.concatenate(twins).astype(np.int64)
+    n = np.concatenate(lives).astype(np.int64)
+    if len(np.unique(n)) < 3 or len(np.unique(v)) < 3:
+        return None
+    lo, hi = np.unique(n)[[0, -1]]
+    a_num = np.median(v[n == hi]) - np.median(v[n == lo])
+    if a_num == 0 or a_num % (hi - lo):
+        return None
+    a = int(a_num // (hi - lo))
+    b = int(np.median(v - a * n))
+    if np.mean(v == a * n + b) < LIVES_MIN_FIT:
+        return None
+    return f"lives() * {a} + {b}" if a != 1 else f"lives() + {b}"
+
+
 def describe_byte(rec, bases, ale, observed):
     """A role for a selected (or derived) byte, with its evidence, from play and interventions alone."""
     i = rec["index"]
@@ -1316,11 +1381,17 @@ def describe_byte(rec, bases, ale, observed):
         blocks = sum(b["effect"] == "block" for b in rec["intervention"]["bitmap"]["bits"])
         return {"role": "bitmap", "evidence": f"{blocks} bits each toggle a fixed screen block"}
     lives_frac, lives_n = event_role(twins, [np.diff(b["twin_lives"], prepend=b["twin_lives"][0]) != 0 for b in bases])
-    if lives_n >= 2 and lives_frac >= 0.8:
-        return {"role": "lives", "evidence": f"{lives_n} changes during play, {lives_frac:.0%} of them when ale.lives() changed"}
+    fit = lives_fit(twins, [b["twin_lives"] for b in bases])
+    if lives_n >= 2 and lives_frac >= 0.8 and fit is not None:
+        return {"role": "lives", "evidence": f"{lives_n} changes during play, {lives_frac:.0%} of them when ale.lives() "
+                                             f"changed; its value is {fit} on {LIVES_MIN_FIT:.0%} or more of the frames"}
     # position before counting: an object that moves every frame also steps at fixed intervals (Freeway's cars)
     if rec["intervention"].get("screen_differed_fraction", 0) > 0 and len(observed) >= 3:
         pos = position_test(ale, bases, i, observed)
+        if pos and pos["fit"] == "extent":
+            return {"role": "counter", "extent": pos,
+                    "evidence": f"drawn as a bar or a row of icons along {pos['axis']} that grows in place with the value "
+                                f"(in {pos['growing_bases']} of {pos['bases']} bases; any of {POSITION_HOLD_FRAMES} frames)"}
         if pos:
             if pos["fit"] == "axis":
                 return {"role": f"{pos['axis']}-position", "position": pos,
@@ -1343,8 +1414,68 @@ def describe_byte(rec, bases, ale, observed):
     return {"role": "unknown", "evidence": f"{len(observed)} values seen; no lives, score, counter, position or copy pattern"}
 
 
+def name_roles(records, bases, ale, observed):
+    """Give each kept byte's record (list of dicts, as main builds them) its "role" with the evidence, in place:
+    latent bytes from their trials, the others with describe_byte (emulating on `ale`, from the base states),
+    then the relations between bytes. observed: per byte, the sorted values seen in play (list of 128 lists)."""
+    # what each kept byte is, with its evidence (from play and interventions; no per-game table)
+    with emulator_stderr_silenced():
+        for rec in records:
+            if rec["kind"] == "latent":
+                r = rec["intervention"]
+                signal = signal_role(r, [])   # e.g. a score digit play never reached: ALE's reward still reads it
+                rec["role"] = ({**signal, "evidence": "never changed in play; " + signal["evidence"]} if signal else
+                               {"role": "latent screen element" if r["screen_differed_fraction"] > 0 else "latent",
+                               "evidence": f"never changed in play; written values changed the screen in "
+                                           f"{r['screen_differed_fraction']:.0%} and other RAM in {r['ram_differed_fraction']:.0%} of trials"})
+            elif rec["kind"] in ("state", "bitmap", "input-driven", "stored", "derived"):
+                rec["role"] = describe_byte(rec, bases, ale, observed[rec["index"]])
+        # relations between bytes: the velocity or direction of a position byte (a byte no other evidence named),
+        # then a display copy of a position byte is that position too (holding a copy moves nothing: the game
+        # rewrites it), from the positions left once velocities are named
+        positions = {r["index"]: r["role"]["role"][0] for r in records
+                     if (r.get("role") or {}).get("role") in ("x-position", "y-position")}
+        twin_rams = [b["twin_ram"] for b in bases]
+        for rec in records:
+            role = rec.get("role") or {}
+            # holding a velocity byte also moves its object: a position yields to velocity (not to direction: a
+            # bit of one moving object's position often goes with another's direction)
+            fit = (role.get("position") or {}).get("fit") if rec["index"] in positions else None
+            if (role.get("role") in ("unknown", "flag", "counter", "timer", "toggle") and "extent" not in role) or fit is not None:
+                motion = motion_role(rec["index"], positions, twin_rams)
+                if motion and fit is not None and not motion["role"].startswith("velocity"):
+                    motion = None
+                if motion:
+                    rec["role"] = {**motion, "evidence": motion["evidence"] + f"; before: {rec['role']['role']} "
+                                                                              f"({rec['role']['evidence']})"}
+        role_of = {r["index"]: (r.get("role") or {}).get("role") for r in records}
+        positions = {i: axis for i, axis in positions.items() if role_of[i] in ("x-position", "y-position")}
+        for rec in records:
+            src = rec.get("derived") or {}
+            if rec["kind"] == "derived" and src.get("source") in positions and (
+                    src["mapping"] in ("copy", "offset") or (src["mapping"] == "affine" and abs(src["a"]) == 1)):
+                rec["role"] = {"role": f"{positions[src['source']]}-position", "copy_of": src["source"],
+                               "evidence": f"{rec['role']['evidence']}, a {positions[src['source']]}-position"}
+
+
 # ---------------------------------------------------------------- main
 KINDS = ("constant", "latent", "scratch", "derived", "stored", "input-driven", "state", "bitmap")
+
+
+def read_roles_target(path: str, env_id: str) -> dict:
+    """The --roles-into file: a ram vars JSON of env_id with 128 byte records. Raises InputError (one line) else."""
+    try:
+        with open(path) as f:
+            target = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--roles-into: cannot read '{path}': {getattr(e, 'strerror', None) or e}")
+    if not (isinstance(target, dict) and target.get("format") == "memory-pixel-interp/ram-vars"
+            and isinstance(target.get("bytes"), list) and len(target["bytes"]) == 128):
+        raise InputError(f"--roles-into: '{path}' is not a ram vars JSON with 128 byte records")
+    if target.get("env_id") != env_id:
+        raise InputError(f"--roles-into: '{path}' is for {target.get('env_id')}, this run is {env_id}")
+    check_out_dir(os.path.dirname(path) or ".", path)
+    return target
 
 
 def main(args: Args) -> int:
@@ -1352,6 +1483,7 @@ def main(args: Args) -> int:
     game = rom_name(args.env_id)
     out_path = os.path.join(args.out_dir, args.env_id.replace("/", "_") + ".json")
     check_out_dir(args.out_dir, out_path)
+    target = read_roles_target(args.roles_into, args.env_id) if args.roles_into else None
 
     np_rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
@@ -1487,44 +1619,7 @@ def main(args: Args) -> int:
             selected.append(i)
         records.append(rec)
 
-    # what each kept byte is, with its evidence (from play and interventions; no per-game table)
-    with emulator_stderr_silenced():
-        for rec in records:
-            if rec["kind"] == "latent":
-                r = rec["intervention"]
-                signal = signal_role(r, [])   # e.g. a score digit play never reached: ALE's reward still reads it
-                rec["role"] = ({**signal, "evidence": "never changed in play; " + signal["evidence"]} if signal else
-                               {"role": "latent screen element" if r["screen_differed_fraction"] > 0 else "latent",
-                               "evidence": f"never changed in play; written values changed the screen in "
-                                           f"{r['screen_differed_fraction']:.0%} and other RAM in {r['ram_differed_fraction']:.0%} of trials"})
-            elif rec["kind"] in ("state", "bitmap", "input-driven", "stored", "derived"):
-                rec["role"] = describe_byte(rec, bases, det, observed[rec["index"]])
-        # relations between bytes: the velocity or direction of a position byte (a byte no other evidence named),
-        # then a display copy of a position byte is that position too (holding a copy moves nothing: the game
-        # rewrites it), from the positions left once velocities are named
-        positions = {r["index"]: r["role"]["role"][0] for r in records
-                     if (r.get("role") or {}).get("role") in ("x-position", "y-position")}
-        twin_rams = [b["twin_ram"] for b in bases]
-        for rec in records:
-            role = rec.get("role") or {}
-            # holding a velocity byte also moves its object: a position yields to velocity (not to direction: a
-            # bit of one moving object's position often goes with another's direction)
-            fit = (role.get("position") or {}).get("fit") if rec["index"] in positions else None
-            if role.get("role") in ("unknown", "flag", "counter", "timer", "toggle") or fit is not None:
-                motion = motion_role(rec["index"], positions, twin_rams)
-                if motion and fit is not None and not motion["role"].startswith("velocity"):
-                    motion = None
-                if motion:
-                    rec["role"] = {**motion, "evidence": motion["evidence"] + f"; before: {rec['role']['role']} "
-                                                                              f"({rec['role']['evidence']})"}
-        role_of = {r["index"]: (r.get("role") or {}).get("role") for r in records}
-        positions = {i: axis for i, axis in positions.items() if role_of[i] in ("x-position", "y-position")}
-        for rec in records:
-            src = rec.get("derived") or {}
-            if rec["kind"] == "derived" and src.get("source") in positions and (
-                    src["mapping"] in ("copy", "offset") or (src["mapping"] == "affine" and abs(src["a"]) == 1)):
-                rec["role"] = {"role": f"{positions[src['source']]}-position", "copy_of": src["source"],
-                               "evidence": f"{rec['role']['evidence']}, a {positions[src['source']]}-position"}
+    name_roles(records, bases, det, observed)
     lives_seen = sorted({int(v) for b in bases for v in b["twin_lives"]} | set(ex.lives_seen))
     rare = [{"index": i, "n_distinct": int(n_distinct[i]), "change_rate": round(float(ex.changes[i]) / max(ex.transitions, 1), 6)}
             for i in selected if n_distinct[i] >= 2 and ex.changes[i] / max(ex.transitions, 1) < 1e-3]
@@ -1579,6 +1674,20 @@ def main(args: Args) -> int:
         raise InputError(f"cannot write {out_path}: {e.strerror or e}")
     kinds = {k: sum(r["kind"] == k for r in records) for k in KINDS}
     print(f"wrote {out_path}: {len(selected)} selected {selected}; kinds {kinds}; {seconds:.1f}s", flush=True)
+    if target is not None:  # an upgrade of an older file: its selection stays, its bytes get this run's roles
+        for rec, old in zip(records, target["bytes"]):
+            if rec.get("role"):
+                old["role"] = rec["role"]
+        target.setdefault("produced_by", {})["roles"] = {
+            "from": out_path, "script": "extract_ram_vars.py", "version": 3, "seed": args.seed, "frames": int(ex.frames),
+            "created": out["produced_by"]["created"],
+            "note": "each byte's 'role' comes from this later run of the extractor; the rest of the file is unchanged"}
+        try:
+            write_json_atomic(args.roles_into, target)
+        except OSError as e:
+            raise InputError(f"cannot write {args.roles_into}: {e.strerror or e}")
+        print(f"wrote the roles of {sum(bool(r.get('role')) for r in target['bytes'])} bytes into {args.roles_into} "
+              f"(its {len(target.get('selected', []))} selected bytes unchanged)", flush=True)
     return 0
 
 

@@ -150,7 +150,7 @@ class Args:
     """evaluate this checkpoint.pt instead of training; writes eval.json next to it (or --eval-out). Also takes an agent trained
     elsewhere (FORMATS.md section 6): a Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, a CleanRL ppo_atari.py /
     dqn_atari.py state_dict (.cleanrl_model), a cleanba PPO file (Flax msgpack; Nature or IMPALA CNN), an atari-agents
-    DQN / M-DQN file (.gz), played on --env-id"""
+    DQN / M-DQN file (.gz), a Sample Factory 2.x APPO checkpoint (checkpoint_p0/checkpoint_*.pth), played on --env-id"""
     eval_out: Optional[str] = None
     """where the evaluation writes its result (JSON); default `eval.json` beside the checkpoint, which never replaces
     another result there (another checkpoint's, or other actions', games, frame cap or seed: refused before any game,
@@ -694,12 +694,15 @@ class ImpalaConvSequence(nn.Module):
         self.pool = nn.MaxPool2d(3, stride=2)
         self.res0, self.res1 = ImpalaResidualBlock(channels), ImpalaResidualBlock(channels)
 
+    @staticmethod
+    def pool_padding(n: int) -> tuple[int, int]:
+        """(before, after): the -inf pixels the pool pads a side of n pixels with (XLA's "SAME")."""
+        total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
+        return total // 2, total - total // 2
+
     def forward(self, x):
         x = self.conv(x)
-        pads = []
-        for n in (x.shape[3], x.shape[2]):  # nn.functional.pad takes the last dimension first
-            total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
-            pads += [total // 2, total - total // 2]
+        pads = [*self.pool_padding(x.shape[3]), *self.pool_padding(x.shape[2])]  # F.pad takes the last dimension first
         return self.res1(self.res0(self.pool(nn.functional.pad(x, pads, value=float("-inf")))))
 
 
@@ -721,6 +724,34 @@ class ImpalaAgent(Agent):
         self.trunk_dtype = None
 
 
+class SampleFactoryInputNorm(nn.Module):
+    """Sample Factory's input normalisation (normalize_input=True: RunningMeanStdInPlace of
+    sample_factory/algo/utils/running_mean_std.py), on frames already divided by 255 (its obs_scale): (x - mean) *
+    inv_std, clamped to [-5, 5]; mean and inv_std = 1 / sqrt(running_var + 1e-5) are per-pixel (in_channels, 84, 84)
+    float32 buffers, computed by read_sample_factory_pth from its float64 running statistics as SF computes them.
+    (B, C, 84, 84) float32 -> the same shape."""
+
+    def __init__(self, shape=(4, 84, 84)):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("inv_std", torch.ones(shape))
+
+    def forward(self, x):
+        return ((x - self.mean) * self.inv_std).clamp(-5.0, 5.0)
+
+
+class SampleFactoryAgent(Agent):
+    """Sample Factory 2.x's Atari actor-critic (ActorCriticSharedWeights: the convnet_atari encoder, whose convs have
+    the Nature CNN's shapes, fc 512, ReLU; identity core and decoder) trained with normalize_input: Agent with
+    network = norm (SampleFactoryInputNorm), then Agent's conv1-3, relu1-3, flatten, fc, relu_fc unchanged; actor =
+    SF's action_parameterization.distribution_linear (logits), critic = its critic_linear. Agent's methods, hooks and
+    trunk_dtype; only agents trained elsewhere use it (read_sample_factory_pth loads every weight and buffer)."""
+
+    def __init__(self, n_actions: int, in_channels: int = 4):
+        super().__init__(n_actions, in_channels)
+        self.network = nn.Sequential(OrderedDict([("norm", SampleFactoryInputNorm((in_channels, 84, 84))),
+                                                  *self.network.named_children()]))
+
 def trained_game_mismatch(source, game):
     """An agent trained elsewhere whose file names its game (cleanba's args: `trained_on`, an EnvPool id such as
     'Breakout-v5'), played or probed on another game (`game`: an ALE ROM name such as 'breakout' or 'ms_pacman'): the
@@ -737,7 +768,8 @@ def read_external_agent(path):
     """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
     library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
     read by read_sb3_zip); CleanRL cleanba's Flax msgpack `.cleanrl_model` (Nature or IMPALA CNN, read by
-    read_cleanba_msgpack); an atari-agents DQN / M-DQN `model_<step>.gz` (read_atari_agents_gz); a CleanRL state_dict
+    read_cleanba_msgpack); an atari-agents DQN / M-DQN `model_<step>.gz` (read_atari_agents_gz); a Sample Factory
+    2.x APPO checkpoint `.pth` (read_sample_factory_pth); a CleanRL state_dict
     (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
     Agent (network.0/2/4/7 = conv1, conv2, conv3, fc; actor; critic) or of `dqn_atari.py`'s QNetwork (network.0/2/4/7,
     network.9 = the Q-value head). Weights are read with torch.load(weights_only=True): nothing is unpickled.
@@ -746,7 +778,8 @@ def read_external_agent(path):
     the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
     (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
     names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
-    CleanRL), "architecture": "nature-cnn" (Agent) or "impala-cnn" (ImpalaAgent, cleanba only)}.
+    CleanRL), "architecture": "nature-cnn" (Agent), "impala-cnn" (ImpalaAgent, cleanba only) or
+    "sample-factory-cnn" (SampleFactoryAgent)}. A torch file holding pickled objects other than numpy scalars is refused.
     Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
     try:
         with open(path, "rb") as f:
@@ -765,12 +798,23 @@ def read_external_agent(path):
         if not any(n.endswith("data.pkl") for n in names):  # data.pkl: a torch.save archive, read below
             raise ValueError(f"'{path}' is a zip archive of {', '.join(names[:5])}: not a Stable-Baselines3 model "
                              "(data + policy.pth)")
+    scalar = (getattr(np, "_core", None) or np.core).multiarray.scalar  # numpy scalars (numbers) load, nothing else
+    numbers = [np.dtype, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+               *{type(np.dtype(c)) for c in "?bhilqBHILQefd"}]
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        with torch.serialization.safe_globals(numbers):
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if refused and zipfile.is_zipfile(path):
+            raise ValueError(f"'{path}' is a torch file holding a pickled object ({refused.group(1)}): it is not read "
+                             "(files from elsewhere are read with torch.load(weights_only=True), never unpickled)")
         return None
     if isinstance(sd, dict) and "format" in sd:
         return None
+    if (isinstance(sd, dict) and isinstance(sd.get("model"), dict)
+            and any(isinstance(k, str) and k.startswith(("action_parameterization.", "critic_linear.")) for k in sd["model"])):
+        return read_sample_factory_pth(path, sd)
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         found = f"a dict of {', '.join(map(str, list(sd)[:6]))}" if isinstance(sd, dict) else f"a {type(sd).__name__}"
         raise ValueError(f"'{path}' holds {found}: not a memory-pixel-interp checkpoint, a Stable-Baselines3 zip or a "
@@ -918,6 +962,110 @@ def read_atari_agents_gz(path):
     return {"source": source, "architecture": "nature-cnn", "model_kwargs": {"n_actions": n_actions, "in_channels": 4},
             "state_dict": state_dict, "global_step": None}
 
+
+def read_sample_factory_pth(path, ckpt):
+    """A Sample Factory 2.x checkpoint (`<experiment>/checkpoint_p0/checkpoint_<step>_<env_steps>.pth` or `best_*.pth`,
+    as on the Hugging Face Hub, e.g. edbeeching/atari_2B_atari_pong_1111): torch.save of its Learner's dict {train_step,
+    env_steps, best_performance, model, optimizer, curr_lr} (sample_factory/algo/learning/learner.py,
+    _get_checkpoint_dict), here `ckpt` as read_external_agent read it (weights_only). "model" is the state_dict of
+    ActorCriticSharedWeights: encoder.encoders.obs.enc.conv_head.0/2/4 = conv1-3 (convnet_atari), .mlp_layers.0 = fc,
+    action_parameterization.distribution_linear = actor (logits), critic_linear = critic; obs_normalizer.* (per-pixel
+    running mean and variance, normalize_input) becomes SampleFactoryAgent's network.norm, returns_normalizer.*
+    (normalize_returns) is reported, not applied: the critic gives SF's normalised value, as SF's forward pass does.
+    The experiment's config.json (cfg.json in older uploads), in the checkpoint's folder or the one above, names the
+    game (env "atari_pong" = PongNoFrameskip-v4, sf_examples/atari/atari_utils.py ATARI_ENVS) and the training
+    pipeline (env_agents: sf_examples/envpool, EnvPool's <Game>-v5; else sf_examples/atari's gym wrappers, CleanRL's
+    make_env); it is optional. Refused with one ValueError line: a recurrent core (use_rnn), separate actor and critic
+    encoders, another nonlinearity than ReLU, another obs_scale / obs_subtract_mean than 255 / 0 (or no number), an
+    env_frameskip that is no positive integer, normaliser statistics that are not one number (returns) or (4, 84, 84)
+    (pixels), other layer shapes. Returns as read_external_agent; "architecture" is "sample-factory-cnn"
+    (SampleFactoryAgent) with normalize_input, else "nature-cnn" (Agent); "global_step" counts agent steps: SF's
+    env_steps counts emulator frames when summaries_use_frameskip (its default, and sf_examples/atari's) and is then
+    divided by env_frameskip (default 4; learner.py multiplies each batch's size by the env's frameskip)."""
+    sd = ckpt["model"]
+    what = f"'{path}' (a Sample Factory checkpoint)"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ValueError(f"{what}: its model holds more than tensors under names (not a state_dict)")
+    cfg, cfg_path = {}, None
+    for folder in (os.path.dirname(os.path.abspath(path)), os.path.dirname(os.path.dirname(os.path.abspath(path)))):
+        for name in ("config.json", "cfg.json"):
+            if cfg_path is None and os.path.isfile(os.path.join(folder, name)):
+                cfg_path = os.path.join(folder, name)
+    if cfg_path is not None:
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"{what}: its config '{cfg_path}' cannot be read: {type(e).__name__}")
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{what}: its config '{cfg_path}' is no JSON object")
+    if cfg.get("use_rnn") or any(k.startswith("core.core.") for k in sd):
+        raise ValueError(f"{what} has a recurrent core (use_rnn=True): this Agent is feed-forward")
+    if any(k.startswith(("actor_encoder.", "critic_encoder.")) for k in sd):
+        raise ValueError(f"{what} has separate actor and critic encoders (actor_critic_share_weights=False): this Agent "
+                         "has one trunk")
+    if cfg.get("nonlinearity", "relu") != "relu":
+        raise ValueError(f"{what} uses the nonlinearity {cfg['nonlinearity']}: this Agent's is ReLU")
+    pixels = [cfg.get("obs_scale", 255.0), cfg.get("obs_subtract_mean", 0.0)]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pixels) or pixels != [255.0, 0.0]:
+        raise ValueError(f"{what} scales pixels by obs_scale {cfg.get('obs_scale')} after subtracting obs_subtract_mean "
+                         f"{cfg.get('obs_subtract_mean')}: this Agent divides them by 255")
+    enc = "encoder.encoders.obs.enc."
+    layout = {"network.conv1": enc + "conv_head.0", "network.conv2": enc + "conv_head.2", "network.conv3": enc + "conv_head.4",
+              "network.fc": enc + "mlp_layers.0", "actor": "action_parameterization.distribution_linear",
+              "critic": "critic_linear"}
+    state_dict, n_actions = rename_external_weights(sd, layout, ("obs_normalizer.", "returns_normalizer."), what)
+    norm = "obs_normalizer.running_mean_std.running_mean_std.obs."
+    normalized = norm + "running_mean" in sd
+    if normalized:
+        mean, var = sd[norm + "running_mean"], sd.get(norm + "running_var")
+        if tuple(mean.shape) != (4, 84, 84) or var is None or tuple(var.shape) != (4, 84, 84):
+            raise ValueError(f"{what}: its input normaliser holds {tuple(mean.shape)} statistics, not per-pixel (4, 84, 84)")
+        state_dict["network.norm.mean"] = mean.float()  # as RunningMeanStdInPlace.forward: float32 mu, 1 / sqrt(var + eps)
+        state_dict["network.norm.inv_std"] = 1 / torch.sqrt(var.float() + 1e-5)
+    value_scale = None
+    if "returns_normalizer.running_mean" in sd:
+        mu, var = sd["returns_normalizer.running_mean"], sd.get("returns_normalizer.running_var")
+        if var is None or mu.numel() != 1 or var.numel() != 1:
+            raise ValueError(f"{what}: its returns normaliser holds a running_mean of {mu.numel()} values and "
+                             f"{'no running_var' if var is None else f'a running_var of {var.numel()}'}, not one number each")
+        mu, var = float(mu.flatten()[0]), float(var.flatten()[0])
+        value_scale = {"mean": mu, "std": (var + 1e-5) ** 0.5, "to_returns": "clamp(critic, -5, 5) * std + mean "
+                       "(normalize_returns: SF's learner denormalises its values so)"}
+    env = str(cfg.get("env", ""))
+    game = env[len("atari_"):] if env.startswith("atari_") else None
+    game = {"asteroid": "asteroids", "kongfumaster": "kungfumaster", "montezuma": "montezumarevenge",
+            "privateye": "privateeye"}.get(game, game)  # SF's names that are not the ROM's (ATARI_ENVS)
+    trained_on = next((i for i in gym.registry if i.endswith("NoFrameskip-v4") and i[:-len("NoFrameskip-v4")].lower() == game),
+                      env or None)
+    envpool = "env_agents" in cfg  # only sf_examples/envpool/atari adds --env_agents
+    if envpool and trained_on and trained_on.endswith("NoFrameskip-v4"):
+        trained_on = trained_on.replace("NoFrameskip-v4", "-v5")
+    skip = cfg.get("env_frameskip", 4)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 1:
+        raise ValueError(f"{what}: its config's env_frameskip is {skip!r}, not a positive integer")
+    if envpool:
+        pipeline = (f"EnvPool Atari (Sample Factory's sf_examples/envpool/atari): 84x84 gray, 4-frame stack, frame skip {skip} "
+                    "with the max of the last 2 frames, up to 30 no-op starts, fire reset, episodic life, reward clipping, "
+                    "no sticky actions, minimal action set")
+    else:
+        pipeline = (f"Sample Factory's sf_examples/atari make_atari_env{'' if cfg else ' (assumed: no config.json beside it)'}"
+                    f": NoopResetEnv(30), MaxAndSkipEnv({skip}), EpisodicLifeEnv, FireResetEnv, ClipRewardEnv (SB3's "
+                    "wrappers, copied), gymnasium's ResizeObservation(84), GrayScaleObservation, FrameStack(4): CleanRL's make_env")
+    policy = "ActorCriticSharedWeights (convnet_atari" + (", normalize_input)" if normalized else ")")
+    source = {"library": "Sample Factory", "algorithm": str(cfg.get("algo", "APPO")), "file": "torch.save of its Learner's "
+              "checkpoint dict (model)", "policy": policy, "preprocessing": "envpool" if envpool else "cleanrl",
+              "pipeline": pipeline, "actor": "logits", "critic": True, "layer_map": layout, "trained_on": trained_on,
+              "config": cfg_path, "value_normalization": value_scale}
+    if normalized:
+        source["layer_map"] = {"network.norm": norm[:-1], **layout}
+    steps = ckpt.get("env_steps")  # emulator frames when summaries_use_frameskip (SF's default), else agent steps
+    if isinstance(steps, (int, np.integer)):
+        steps = int(steps) // (skip if cfg.get("summaries_use_frameskip", True) else 1)
+    else:
+        steps = None
+    return {"source": source, "architecture": "sample-factory-cnn" if normalized else "nature-cnn",
+            "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict, "global_step": steps}
 
 def read_sb3_zip(path, z):
     """A Stable-Baselines3 model zip (open zipfile.ZipFile z, members data = JSON, policy.pth = the policy's state_dict):
@@ -1089,7 +1237,8 @@ def evaluate(args, ckpt, ckpt_path, device, wandb=None):
     its file named in eval.json; with --track (wandb: the module) the scores and videos go to a W&B run
     `<run_name>-eval-step<N>`."""
     out = eval_output(args, ckpt, ckpt_path)  # checked before any game is played
-    agent = (ImpalaAgent if ckpt.get("architecture") == "impala-cnn" else Agent)(**ckpt["model_kwargs"]).to(device)
+    model_class = {"impala-cnn": ImpalaAgent, "sample-factory-cnn": SampleFactoryAgent}.get(ckpt.get("architecture"), Agent)
+    agent = model_class(**ckpt["model_kwargs"]).to(device)
     agent.load_state_dict(ckpt["state_dict"])
     agent.eval()
     source = ckpt.get("source")

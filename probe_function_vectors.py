@@ -3,7 +3,9 @@
 Inputs: a pixel-agent checkpoint, a memory-agent (RAM) checkpoint and the `ram_vars/<env-id>.json` both were
 trained with (docs/FORMATS.md §1-§3); the memory agent is optional (step 1). The pixel agent may also be one trained
 elsewhere with the same Nature CNN (a Stable-Baselines3 / RL Zoo zip, a CleanRL model file, a cleanba Flax msgpack
-file, an atari-agents DQN / M-DQN file: FORMATS.md §6), its weights renamed onto the same modules.
+file, an atari-agents DQN / M-DQN file, a Sample Factory 2.x APPO checkpoint `.pth` with its per-pixel input normaliser:
+FORMATS.md §6), its weights renamed onto the same modules, or cleanba's IMPALA CNN. The layers probed are read from the model (probed_layers): the Nature CNN's relu1-3 and relu_fc; the
+IMPALA CNN's seq<s>.pool, seq<s>.res0, seq<s>.res1 (s = 0-2), relu and relu_fc; then the heads actor and critic.
 Outputs in `--out-dir` (default `probe/<env-id>`): `activations.npz`, `results.json`, and (via probe_report.py) the
 atlas, a self-contained `report.html`.
 
@@ -85,8 +87,9 @@ class Args:
     pixel_checkpoint: str = ""
     """pixel agent checkpoint.pt (FORMATS.md §2, agent "pixel"), or an agent trained elsewhere with the Nature CNN
     (FORMATS.md §6): a Stable-Baselines3 PPO / A2C (CnnPolicy) or DQN zip, a CleanRL ppo_atari.py / dqn_atari.py
-    state_dict, a cleanba PPO .cleanrl_model (Flax msgpack), an atari-agents DQN / M-DQN .gz; IMPALA-CNN agents are
-    refused (evaluated by ppo_pixel_breakout.py, not probed yet)"""
+    state_dict, a cleanba PPO .cleanrl_model (Flax msgpack; Nature or IMPALA CNN: the IMPALA CNN's layers are probed
+    as seq<s>.pool, seq<s>.res0-1, relu, relu_fc), an atari-agents DQN / M-DQN .gz, a Sample Factory 2.x APPO
+    checkpoint_p0/checkpoint_*.pth (config.json above it names the game)"""
     ram_checkpoint: str = ""
     """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`. Optional:
     without it the variables are ranked by how much writing each byte moves the pixel agent's policy (--ranking)"""
@@ -157,8 +160,9 @@ class Args:
     conv_dtype: Literal["float16", "float32"] = "float16"
     """dtype of the conv feature maps in activations.npz"""
     save_maps: Literal["reference", "all"] = "reference"
-    """conv maps (act_relu1..3) and obs_last written to activations.npz: "reference" = only the unperturbed samples
-    (natural references and controls, rows map_rows), every sample's per-channel spatial mean in act_<layer>_mean
+    """conv maps (act_<layer> of every conv-map layer: act_relu1..3 for the Nature CNN) and obs_last written to
+    activations.npz: "reference" = only the unperturbed samples (natural references and controls, rows map_rows),
+    every sample's per-channel spatial mean in act_<layer>_mean
     (at the default budget: 248.3 MB on the shipped 10M Breakout pair, 245.6 MB on the 500k pair, with step 7's top
     frames; README's probe command); "all" = every sample's maps (897 MB on the 500k pair before the top frames,
     which add 16.6 MB). The analysis uses all of them either way"""
@@ -177,7 +181,8 @@ class Args:
     natural_min_entropy: float = 0.6
     """step 7: variables whose value distribution on those frames has less entropy (bits) are dropped, as AtariARI"""
     random_network_seed: int = 0
-    """step 7: torch seed of the first random-weights baseline (an Agent freshly initialised by its own layer_init)"""
+    """step 7: torch seed of the first random-weights baseline (the agent's network freshly initialised: the Nature CNN
+    by its own layer_init, the IMPALA CNN by PyTorch's default init)"""
     random_networks: int = 3
     """step 7: random-weights baselines (seeds random_network_seed, +1, ...): their mean is the random-network score;
     a score counts as decodable only when it beats the best of them (and of the shuffled-label fits) by 0.05"""
@@ -199,10 +204,9 @@ RANGES = {
 }
 
 
-# Layers hooked: (short name, module name). Hidden layers first; heads last.
-LAYERS = [("relu1", "network.relu1"), ("relu2", "network.relu2"), ("relu3", "network.relu3"),
-          ("relu_fc", "network.relu_fc"), ("actor", "actor"), ("critic", "critic")]
-HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
+# The layers hooked are read from the model (probed_layers): its hidden layers in forward order, then these heads,
+# which are probed but neither labelled nor steered.
+HEADS = ("actor", "critic")
 RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)  # relative to trace(K)/n, chosen by leave-base-states-out CV
 
 
@@ -392,12 +396,15 @@ class ImpalaConvSequence(nn.Module):
         self.pool = nn.MaxPool2d(3, stride=2)
         self.res0, self.res1 = ImpalaResidualBlock(channels), ImpalaResidualBlock(channels)
 
+    @staticmethod
+    def pool_padding(n: int) -> tuple[int, int]:
+        """(before, after): the -inf pixels the pool pads a side of n pixels with (XLA's "SAME")."""
+        total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
+        return total // 2, total - total // 2
+
     def forward(self, x):
         x = self.conv(x)
-        pads = []
-        for n in (x.shape[3], x.shape[2]):  # nn.functional.pad takes the last dimension first
-            total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
-            pads += [total // 2, total - total // 2]
+        pads = [*self.pool_padding(x.shape[3]), *self.pool_padding(x.shape[2])]  # F.pad takes the last dimension first
         return self.res1(self.res0(self.pool(nn.functional.pad(x, pads, value=float("-inf")))))
 
 
@@ -419,6 +426,34 @@ class ImpalaAgent(Agent):
         self.trunk_dtype = None
 
 
+class SampleFactoryInputNorm(nn.Module):
+    """Sample Factory's input normalisation (normalize_input=True: RunningMeanStdInPlace of
+    sample_factory/algo/utils/running_mean_std.py), on frames already divided by 255 (its obs_scale): (x - mean) *
+    inv_std, clamped to [-5, 5]; mean and inv_std = 1 / sqrt(running_var + 1e-5) are per-pixel (in_channels, 84, 84)
+    float32 buffers, computed by read_sample_factory_pth from its float64 running statistics as SF computes them.
+    (B, C, 84, 84) float32 -> the same shape."""
+
+    def __init__(self, shape=(4, 84, 84)):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("inv_std", torch.ones(shape))
+
+    def forward(self, x):
+        return ((x - self.mean) * self.inv_std).clamp(-5.0, 5.0)
+
+
+class SampleFactoryAgent(Agent):
+    """Sample Factory 2.x's Atari actor-critic (ActorCriticSharedWeights: the convnet_atari encoder, whose convs have
+    the Nature CNN's shapes, fc 512, ReLU; identity core and decoder) trained with normalize_input: Agent with
+    network = norm (SampleFactoryInputNorm), then Agent's conv1-3, relu1-3, flatten, fc, relu_fc unchanged; actor =
+    SF's action_parameterization.distribution_linear (logits), critic = its critic_linear. Agent's methods, hooks and
+    trunk_dtype; only agents trained elsewhere use it (read_sample_factory_pth loads every weight and buffer)."""
+
+    def __init__(self, n_actions: int, in_channels: int = 4):
+        super().__init__(n_actions, in_channels)
+        self.network = nn.Sequential(OrderedDict([("norm", SampleFactoryInputNorm((in_channels, 84, 84))),
+                                                  *self.network.named_children()]))
+
 def trained_game_mismatch(source, game):
     """An agent trained elsewhere whose file names its game (cleanba's args: `trained_on`, an EnvPool id such as
     'Breakout-v5'), played or probed on another game (`game`: an ALE ROM name such as 'breakout' or 'ms_pacman'): the
@@ -435,7 +470,8 @@ def read_external_agent(path):
     """An agent trained by another library, as this project's Agent: its weights renamed onto Agent's modules by the
     library's documented layer layout (docs/FORMATS.md section 6). Accepted: a Stable-Baselines3 zip (`model.save`,
     read by read_sb3_zip); CleanRL cleanba's Flax msgpack `.cleanrl_model` (Nature or IMPALA CNN, read by
-    read_cleanba_msgpack); an atari-agents DQN / M-DQN `model_<step>.gz` (read_atari_agents_gz); a CleanRL state_dict
+    read_cleanba_msgpack); an atari-agents DQN / M-DQN `model_<step>.gz` (read_atari_agents_gz); a Sample Factory
+    2.x APPO checkpoint `.pth` (read_sample_factory_pth); a CleanRL state_dict
     (`.cleanrl_model`, `torch.save(model.state_dict())`) of `ppo_atari.py`'s
     Agent (network.0/2/4/7 = conv1, conv2, conv3, fc; actor; critic) or of `dqn_atari.py`'s QNetwork (network.0/2/4/7,
     network.9 = the Q-value head). Weights are read with torch.load(weights_only=True): nothing is unpickled.
@@ -444,7 +480,8 @@ def read_external_agent(path):
     the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
     (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
     names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
-    CleanRL), "architecture": "nature-cnn" (Agent) or "impala-cnn" (ImpalaAgent, cleanba only)}.
+    CleanRL), "architecture": "nature-cnn" (Agent), "impala-cnn" (ImpalaAgent, cleanba only) or
+    "sample-factory-cnn" (SampleFactoryAgent)}. A torch file holding pickled objects other than numpy scalars is refused.
     Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
     try:
         with open(path, "rb") as f:
@@ -463,12 +500,23 @@ def read_external_agent(path):
         if not any(n.endswith("data.pkl") for n in names):  # data.pkl: a torch.save archive, read below
             raise ValueError(f"'{path}' is a zip archive of {', '.join(names[:5])}: not a Stable-Baselines3 model "
                              "(data + policy.pth)")
+    scalar = (getattr(np, "_core", None) or np.core).multiarray.scalar  # numpy scalars (numbers) load, nothing else
+    numbers = [np.dtype, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+               *{type(np.dtype(c)) for c in "?bhilqBHILQefd"}]
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        with torch.serialization.safe_globals(numbers):
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if refused and zipfile.is_zipfile(path):
+            raise ValueError(f"'{path}' is a torch file holding a pickled object ({refused.group(1)}): it is not read "
+                             "(files from elsewhere are read with torch.load(weights_only=True), never unpickled)")
         return None
     if isinstance(sd, dict) and "format" in sd:
         return None
+    if (isinstance(sd, dict) and isinstance(sd.get("model"), dict)
+            and any(isinstance(k, str) and k.startswith(("action_parameterization.", "critic_linear.")) for k in sd["model"])):
+        return read_sample_factory_pth(path, sd)
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         found = f"a dict of {', '.join(map(str, list(sd)[:6]))}" if isinstance(sd, dict) else f"a {type(sd).__name__}"
         raise ValueError(f"'{path}' holds {found}: not a memory-pixel-interp checkpoint, a Stable-Baselines3 zip or a "
@@ -617,6 +665,110 @@ def read_atari_agents_gz(path):
             "state_dict": state_dict, "global_step": None}
 
 
+def read_sample_factory_pth(path, ckpt):
+    """A Sample Factory 2.x checkpoint (`<experiment>/checkpoint_p0/checkpoint_<step>_<env_steps>.pth` or `best_*.pth`,
+    as on the Hugging Face Hub, e.g. edbeeching/atari_2B_atari_pong_1111): torch.save of its Learner's dict {train_step,
+    env_steps, best_performance, model, optimizer, curr_lr} (sample_factory/algo/learning/learner.py,
+    _get_checkpoint_dict), here `ckpt` as read_external_agent read it (weights_only). "model" is the state_dict of
+    ActorCriticSharedWeights: encoder.encoders.obs.enc.conv_head.0/2/4 = conv1-3 (convnet_atari), .mlp_layers.0 = fc,
+    action_parameterization.distribution_linear = actor (logits), critic_linear = critic; obs_normalizer.* (per-pixel
+    running mean and variance, normalize_input) becomes SampleFactoryAgent's network.norm, returns_normalizer.*
+    (normalize_returns) is reported, not applied: the critic gives SF's normalised value, as SF's forward pass does.
+    The experiment's config.json (cfg.json in older uploads), in the checkpoint's folder or the one above, names the
+    game (env "atari_pong" = PongNoFrameskip-v4, sf_examples/atari/atari_utils.py ATARI_ENVS) and the training
+    pipeline (env_agents: sf_examples/envpool, EnvPool's <Game>-v5; else sf_examples/atari's gym wrappers, CleanRL's
+    make_env); it is optional. Refused with one ValueError line: a recurrent core (use_rnn), separate actor and critic
+    encoders, another nonlinearity than ReLU, another obs_scale / obs_subtract_mean than 255 / 0 (or no number), an
+    env_frameskip that is no positive integer, normaliser statistics that are not one number (returns) or (4, 84, 84)
+    (pixels), other layer shapes. Returns as read_external_agent; "architecture" is "sample-factory-cnn"
+    (SampleFactoryAgent) with normalize_input, else "nature-cnn" (Agent); "global_step" counts agent steps: SF's
+    env_steps counts emulator frames when summaries_use_frameskip (its default, and sf_examples/atari's) and is then
+    divided by env_frameskip (default 4; learner.py multiplies each batch's size by the env's frameskip)."""
+    sd = ckpt["model"]
+    what = f"'{path}' (a Sample Factory checkpoint)"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ValueError(f"{what}: its model holds more than tensors under names (not a state_dict)")
+    cfg, cfg_path = {}, None
+    for folder in (os.path.dirname(os.path.abspath(path)), os.path.dirname(os.path.dirname(os.path.abspath(path)))):
+        for name in ("config.json", "cfg.json"):
+            if cfg_path is None and os.path.isfile(os.path.join(folder, name)):
+                cfg_path = os.path.join(folder, name)
+    if cfg_path is not None:
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise ValueError(f"{what}: its config '{cfg_path}' cannot be read: {type(e).__name__}")
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{what}: its config '{cfg_path}' is no JSON object")
+    if cfg.get("use_rnn") or any(k.startswith("core.core.") for k in sd):
+        raise ValueError(f"{what} has a recurrent core (use_rnn=True): this Agent is feed-forward")
+    if any(k.startswith(("actor_encoder.", "critic_encoder.")) for k in sd):
+        raise ValueError(f"{what} has separate actor and critic encoders (actor_critic_share_weights=False): this Agent "
+                         "has one trunk")
+    if cfg.get("nonlinearity", "relu") != "relu":
+        raise ValueError(f"{what} uses the nonlinearity {cfg['nonlinearity']}: this Agent's is ReLU")
+    pixels = [cfg.get("obs_scale", 255.0), cfg.get("obs_subtract_mean", 0.0)]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pixels) or pixels != [255.0, 0.0]:
+        raise ValueError(f"{what} scales pixels by obs_scale {cfg.get('obs_scale')} after subtracting obs_subtract_mean "
+                         f"{cfg.get('obs_subtract_mean')}: this Agent divides them by 255")
+    enc = "encoder.encoders.obs.enc."
+    layout = {"network.conv1": enc + "conv_head.0", "network.conv2": enc + "conv_head.2", "network.conv3": enc + "conv_head.4",
+              "network.fc": enc + "mlp_layers.0", "actor": "action_parameterization.distribution_linear",
+              "critic": "critic_linear"}
+    state_dict, n_actions = rename_external_weights(sd, layout, ("obs_normalizer.", "returns_normalizer."), what)
+    norm = "obs_normalizer.running_mean_std.running_mean_std.obs."
+    normalized = norm + "running_mean" in sd
+    if normalized:
+        mean, var = sd[norm + "running_mean"], sd.get(norm + "running_var")
+        if tuple(mean.shape) != (4, 84, 84) or var is None or tuple(var.shape) != (4, 84, 84):
+            raise ValueError(f"{what}: its input normaliser holds {tuple(mean.shape)} statistics, not per-pixel (4, 84, 84)")
+        state_dict["network.norm.mean"] = mean.float()  # as RunningMeanStdInPlace.forward: float32 mu, 1 / sqrt(var + eps)
+        state_dict["network.norm.inv_std"] = 1 / torch.sqrt(var.float() + 1e-5)
+    value_scale = None
+    if "returns_normalizer.running_mean" in sd:
+        mu, var = sd["returns_normalizer.running_mean"], sd.get("returns_normalizer.running_var")
+        if var is None or mu.numel() != 1 or var.numel() != 1:
+            raise ValueError(f"{what}: its returns normaliser holds a running_mean of {mu.numel()} values and "
+                             f"{'no running_var' if var is None else f'a running_var of {var.numel()}'}, not one number each")
+        mu, var = float(mu.flatten()[0]), float(var.flatten()[0])
+        value_scale = {"mean": mu, "std": (var + 1e-5) ** 0.5, "to_returns": "clamp(critic, -5, 5) * std + mean "
+                       "(normalize_returns: SF's learner denormalises its values so)"}
+    env = str(cfg.get("env", ""))
+    game = env[len("atari_"):] if env.startswith("atari_") else None
+    game = {"asteroid": "asteroids", "kongfumaster": "kungfumaster", "montezuma": "montezumarevenge",
+            "privateye": "privateeye"}.get(game, game)  # SF's names that are not the ROM's (ATARI_ENVS)
+    trained_on = next((i for i in gym.registry if i.endswith("NoFrameskip-v4") and i[:-len("NoFrameskip-v4")].lower() == game),
+                      env or None)
+    envpool = "env_agents" in cfg  # only sf_examples/envpool/atari adds --env_agents
+    if envpool and trained_on and trained_on.endswith("NoFrameskip-v4"):
+        trained_on = trained_on.replace("NoFrameskip-v4", "-v5")
+    skip = cfg.get("env_frameskip", 4)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 1:
+        raise ValueError(f"{what}: its config's env_frameskip is {skip!r}, not a positive integer")
+    if envpool:
+        pipeline = (f"EnvPool Atari (Sample Factory's sf_examples/envpool/atari): 84x84 gray, 4-frame stack, frame skip {skip} "
+                    "with the max of the last 2 frames, up to 30 no-op starts, fire reset, episodic life, reward clipping, "
+                    "no sticky actions, minimal action set")
+    else:
+        pipeline = (f"Sample Factory's sf_examples/atari make_atari_env{'' if cfg else ' (assumed: no config.json beside it)'}"
+                    f": NoopResetEnv(30), MaxAndSkipEnv({skip}), EpisodicLifeEnv, FireResetEnv, ClipRewardEnv (SB3's "
+                    "wrappers, copied), gymnasium's ResizeObservation(84), GrayScaleObservation, FrameStack(4): CleanRL's make_env")
+    policy = "ActorCriticSharedWeights (convnet_atari" + (", normalize_input)" if normalized else ")")
+    source = {"library": "Sample Factory", "algorithm": str(cfg.get("algo", "APPO")), "file": "torch.save of its Learner's "
+              "checkpoint dict (model)", "policy": policy, "preprocessing": "envpool" if envpool else "cleanrl",
+              "pipeline": pipeline, "actor": "logits", "critic": True, "layer_map": layout, "trained_on": trained_on,
+              "config": cfg_path, "value_normalization": value_scale}
+    if normalized:
+        source["layer_map"] = {"network.norm": norm[:-1], **layout}
+    steps = ckpt.get("env_steps")  # emulator frames when summaries_use_frameskip (SF's default), else agent steps
+    if isinstance(steps, (int, np.integer)):
+        steps = int(steps) // (skip if cfg.get("summaries_use_frameskip", True) else 1)
+    else:
+        steps = None
+    return {"source": source, "architecture": "sample-factory-cnn" if normalized else "nature-cnn",
+            "model_kwargs": {"n_actions": n_actions, "in_channels": 4}, "state_dict": state_dict, "global_step": steps}
+
 def read_sb3_zip(path, z):
     """A Stable-Baselines3 model zip (open zipfile.ZipFile z, members data = JSON, policy.pth = the policy's state_dict):
     PPO / A2C with the CnnPolicy (NatureCNN: features_extractor.cnn.0/2/4 = conv1-3, features_extractor.linear.0 = fc,
@@ -705,12 +857,10 @@ def load_checkpoint(path: str, kind: str, flag: str) -> dict:
             raise InputError(f"{flag}: {e}")
         if external is not None:
             ckpt = {**external, "agent": "pixel", "env_id": None}
-            model = (ImpalaAgent if ckpt["architecture"] == "impala-cnn" else Agent)(**ckpt["model_kwargs"])
+            model_class = {"impala-cnn": ImpalaAgent, "sample-factory-cnn": SampleFactoryAgent}.get(ckpt["architecture"], Agent)
+            model = model_class(**ckpt["model_kwargs"])
             model.load_state_dict(ckpt["state_dict"])
             ckpt["model"] = model.eval()
-            if isinstance(model, ImpalaAgent):  # Hooks and receptive_fields record the Nature CNN's layers only
-                raise InputError(f"{flag}: '{path}' is an IMPALA-CNN agent ({ckpt['source']['policy']}): the probe records "
-                                 "the Nature CNN's layers (conv1-3, fc) only; ppo_pixel_breakout.py --eval-checkpoint plays it")
             return ckpt
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # nothing is unpickled
@@ -1125,12 +1275,26 @@ def _emulate(tasks):
 
 
 # ---------------------------------------------------------------- step 3: forward passes with hooks
+def probed_layers(agent: nn.Module) -> list[tuple[str, str]]:
+    """The layers the probe records, read from the model: [(name, module path)], the hidden layers of agent.network in
+    forward order (the name is the path inside `network`), then HEADS. A hidden layer is a ReLU directly in `network`,
+    a max pool or a residual block (its output, the skip added). The Nature CNN (Agent): relu1, relu2, relu3 (conv maps),
+    relu_fc. The IMPALA CNN (ImpalaAgent): per sequence s = 0-2, seq<s>.pool (the max pool's output), seq<s>.res0 and
+    seq<s>.res1 (the residual blocks'), then relu (the last map, what the fc reads) and relu_fc."""
+    hidden = [(path, f"network.{path}") for path, m in agent.network.named_modules()
+              if isinstance(m, (nn.MaxPool2d, ImpalaResidualBlock)) or (isinstance(m, nn.ReLU) and "." not in path)]
+    return hidden + [(k, k) for k in HEADS]
+
+
 class Hooks:
-    """Forward hooks on every probed layer: record outputs; optionally add a steering vector to one layer."""
+    """Forward hooks on every probed layer (probed_layers: `layers` [(name, module path)], `hidden` the names of those
+    before the heads): record outputs; optionally add a steering vector to one layer."""
 
     def __init__(self, agent: nn.Module):
         self.agent, self.out, self.steer_layer, self.steer = agent, {}, None, None
-        for name, module_name in LAYERS:
+        self.layers = probed_layers(agent)
+        self.hidden = [k for k, _ in self.layers if k not in HEADS]
+        for name, module_name in self.layers:
             agent.get_submodule(module_name).register_forward_hook(self._hook(name))
 
     def _hook(self, name):
@@ -1402,7 +1566,7 @@ def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
     shapes = {k: tuple(v.shape[1:]) for k, v in hooks.run(torch.zeros(1, 4, 84, 84, device=device)).items()}
     conv_dt = np.float16 if args.conv_dtype == "float16" else np.float32
     S = {"shapes": shapes, "obs_last": np.zeros((N, 84, 84), np.uint8), "ram": np.zeros((N, 128), np.uint8),
-         "acts": {k: np.zeros((N,) + shapes[k], conv_dt if len(shapes[k]) == 3 else np.float32) for k, _ in LAYERS},
+         "acts": {k: np.zeros((N,) + shapes[k], conv_dt if len(shapes[k]) == 3 else np.float32) for k, _ in hooks.layers},
          "screen_changed": np.zeros(N, bool), "control_of": np.full(N, -1),
          "diff_raw": np.zeros((n_vars,) + bases["screen_dims"]), "diff_obs": np.zeros((n_vars, 84, 84)), "n_diff": np.zeros(n_vars, int),
          "control_stack": {}, "natural_obs": {}}
@@ -1410,7 +1574,7 @@ def run_samples(hooks, tasks, meta, game, bases, n_vars, args, device):
     prog, t0, emu_time = Progress("samples", N), time.time(), {"s": 0.0}
     for s0, results in emulated_batches(tasks, game, bases, args, emu_time):
         out = hooks.run(torch.as_tensor(np.stack([r[0] for r in results]), device=device))
-        for k, _ in LAYERS:
+        for k, _ in hooks.layers:
             S["acts"][k][s0:s0 + len(results)] = out[k].cpu().numpy()
         for i, (stack, raw, ram) in enumerate(results, start=s0):
             b, v, _, role = meta[i]
@@ -1545,7 +1709,7 @@ def causal_test(hooks, x, c_idx, t_idx, steer, layer, acts, args, rng, device):
     downstream layer, the policy and the value move toward the paired targets; the same for random
     directions of the same norm (--random-directions draws) and for the oracle steer (the pair's true
     activation difference at `layer`, which must close the whole gap: a check of the hook machinery)."""
-    down = HIDDEN[HIDDEN.index(layer) + 1:] + ["actor"]
+    down = hooks.hidden[hooks.hidden.index(layer) + 1:] + ["actor"]
     target = {k: flat(acts, k, t_idx, device) for k in down + ["critic"]}
     base = {k: flat(acts, k, c_idx, device) for k in down + ["critic"]}
 
@@ -1593,7 +1757,7 @@ def within_base_assoc(P, y, groups, bins: int = 8):
     return r, eta
 
 
-def unit_effects(S, T, n_vars: int, max_other: int, chunk: int = 512):
+def unit_effects(S, T, n_vars: int, max_other: int, hidden, chunk: int = 512):
     """Step 5's effect size of every variable on every hidden unit / conv channel (README §5, "effect").
     spread_u: the SD of a_u over the unperturbed samples (natural references and controls, all base states),
     per position, averaged over a conv channel's positions; floored at 10% of the layer's median positive
@@ -1605,14 +1769,14 @@ def unit_effects(S, T, n_vars: int, max_other: int, chunk: int = 512):
     layer's typical peak is the median of peak_u over its alive units.
     peak_change[u, v]: the same draws' mean of the largest |a_u(draw) - a_u(its control)| over positions (an object
     that changes a few positions of a conv map is not diluted by the map's size), in activation units.
-    Returns {layer: {"effect" (units, V), "spread" (units,), "alive" (units,), "peak" (units,), "peak_change"
-    (units, V)}} and the draws used per variable."""
+    hidden: the layers measured (Hooks.hidden). Returns {layer: {"effect" (units, V), "spread" (units,), "alive"
+    (units,), "peak" (units,), "peak_change" (units, V)}} and the draws used per variable."""
     draws = np.nonzero(T["changed"] & (T["n_other"] <= max_other))[0]
     ctrl, dv = T["control_of"][draws], T["var"][draws]
     n_used = np.bincount(dv, minlength=n_vars)
     ref = np.nonzero(T["role"] <= 1)[0]
     res = {}
-    for k in HIDDEN:
+    for k in hidden:
         A = S["acts"][k]
         A = A.reshape(len(A), A.shape[1], -1)   # (N, units, positions); fc: one position
         lo, hi = np.full(A.shape[1:], np.inf, np.float32), np.full(A.shape[1:], -np.inf, np.float32)
@@ -1714,7 +1878,7 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
         lo = tr & ~hi
         out["fv_delta"][v] = y[hi].mean() - y[lo].mean()
     metric = "weighted_f1" if var["categorical"] else "r2"
-    for k, _ in LAYERS:
+    for k, _ in hooks.layers:
         if not ok:
             info["probe"][k] = {"metric": metric, "score": None, "control": None, "reason": reason}
             continue
@@ -1735,12 +1899,12 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     # causal test: (control, target) pairs of held-out base states
     pairs = np.nonzero(good & T["is_test"])[0]
     if not ok:
-        info["causal_reasons"] = {k: "no causal test: the variable is not scored (status.reason)" for k in HIDDEN}
+        info["causal_reasons"] = {k: "no causal test: the variable is not scored (status.reason)" for k in hooks.hidden}
     if ok and len(pairs):
         pairs = np.sort(rng.choice(pairs, min(len(pairs), args.causal_pairs), replace=False))
         ctrl_of = T["control_of"][pairs]
         a, x_new = T["actual"][ctrl_of].astype(np.float64), T["actual"][pairs].astype(np.float64)
-        for k in HIDDEN:
+        for k in hooks.hidden:
             if var["categorical"]:  # steer = mean(class new) - mean(class old), train samples
                 Xtr_k = acts[k][sel[tr]].reshape(int(tr.sum()), -1).astype(np.float32)
                 means = {c: Xtr_k[y[tr] == c].mean(0) for c in np.unique(y[tr])}
@@ -1764,7 +1928,7 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     # units: the effect size (computed for all variables before, unit_effects) ranks them; the within-base-state
     # association of each unit / spatially pooled channel with the value (eta, r) is a secondary figure
     info["samples"]["unit_effect_draws"] = int(out["unit_effect_draws"][v])
-    for k in HIDDEN:
+    for k in hooks.hidden:
         if ok:
             P = torch.as_tensor(acts[k][sel], device=device).float()
             P = P.mean((2, 3)) if P.dim() == 4 else P
@@ -1780,19 +1944,20 @@ def analyse_variable(v, var, T, S, hooks, out, args, rng, device):
     return info
 
 
-def label_units(S, out, names, keep, args):
+def label_units(S, out, names, keep, args, probed):
     """Per hidden layer and unit (conv: channel): its label, the variable with the largest effect (unit_effects)
     among those large in absolute terms too (peak change >= --min-unit-peak-change x the layer's typical peak), with
     that effect in SDs of the unit's natural spread, its peak change relative to the typical peak (`peak_change`) and
     its specificity (that effect / the sum of the unit's effects over all variables); eta and r as secondary figures.
     `status`: "labelled"; "dead" (constant over every sample); "silent" (peak on the unperturbed screens below
     --silent-fraction x the typical peak: nearly off in play, an effect in SDs of its spread means nothing); "weak"
-    (no variable reaches --min-unit-effect SD and the absolute threshold). Unlabelled units get var -1 (none)."""
+    (no variable reaches --min-unit-effect SD and the absolute threshold). Unlabelled units get var -1 (none).
+    probed: Hooks.layers [(name, module path)]; the heads get only their module and shape. Returns {layer: entry}."""
     layers = {}
-    for k, module_name in LAYERS:
+    for k, module_name in probed:
         shape = S["shapes"][k]
         entry = {"module": module_name, "shape": list(shape)}
-        if k in HIDDEN:
+        if k not in HEADS:
             alive, peak = out["unit_alive"][k], out["unit_peak"][k]
             eff, eta, corr = out["unit_effect"][k], out["unit_eta"][k], out["unit_corr"][k]
             typical = float(np.median(peak[alive])) if alive.any() else 0.0
@@ -1935,39 +2100,53 @@ def ridge_many(X, Y, blocks, tr, te, groups, alphas=RIDGE_ALPHAS):
 
 def natural_features(hooks, obs, batch_size: int, device):
     """Every hooked layer's output on the uint8 stacks obs (n, 4, 84, 84), flattened: {layer: (n, d) float32}."""
-    feats = {k: [] for k, _ in LAYERS}
+    feats = {k: [] for k, _ in hooks.layers}
     for i in range(0, len(obs), batch_size):
         out = hooks.run(torch.as_tensor(obs[i:i + batch_size], device=device))
-        for k, _ in LAYERS:
+        for k, _ in hooks.layers:
             feats[k].append(out[k].reshape(len(out[k]), -1).float())
     return {k: torch.cat(v) for k, v in feats.items()}
 
 
-def receptive_fields(agent: nn.Module) -> dict:
-    """{conv layer's ReLU name: (size, stride)}: one position of that map sees size x size input pixels, and the
-    next position starts stride pixels on (no padding), from the conv modules' kernels and strides. The Nature CNN
-    on 84x84 frames: relu1 (8, 4), relu2 (20, 8), relu3 (36, 8). Source: the usual recurrence size += (kernel - 1)
-    * stride so far, stride *= the conv's stride (Araujo et al. 2019, "Computing receptive fields of CNNs")."""
-    fields, size, stride, after_conv = {}, 1, 1, False
-    for name, module in agent.network.named_children():
-        if isinstance(module, nn.ReLU) and after_conv:
-            fields[name] = (size, stride)
-        if isinstance(module, nn.Conv2d):
-            size += (module.kernel_size[0] - 1) * stride
-            stride *= module.stride[0]
-        after_conv = isinstance(module, nn.Conv2d)
-    return fields
+def receptive_fields(agent: nn.Module, side: int = 84) -> dict:
+    """{conv-map layer of probed_layers: (size, stride, start)} in input pixels: position (i, j) of that map sees the
+    rows start + i * stride ... start + i * stride + size - 1 of the side x side input (the same for columns; clip to
+    the frame: what lies outside is padding), from the kernels, strides and padding of the convs and max pools before
+    it, in forward order. start < 0 where padding comes before the first pixel: the IMPALA CNN's 3x3 convs pad 1, its
+    pools as ImpalaConvSequence.pool_padding, which depends on the map's side (hence `side`). A residual block's
+    output sees what its conv path sees (the skip sees less): its two 3x3 convs add 2 x 2 x stride to the size. Source:
+    the recurrence size += (kernel - 1) * stride, start -= padding before * stride, stride *= the layer's stride
+    (Araujo et al. 2019, "Computing receptive fields of CNNs"). On 84x84 frames, the Nature CNN: relu1 (8, 4, 0), relu2
+    (20, 8, 0), relu3 (36, 8, 0); the IMPALA CNN: seq0.pool (5, 2, -1), seq0.res0 (13, 2, -5), seq0.res1 (21, 2, -9),
+    seq1.pool (29, 4, -11), seq1.res0 (45, 4, -19), seq1.res1 (61, 4, -27), seq2.pool (77, 8, -35), seq2.res0 (109, 8,
+    -51), seq2.res1 and relu (141, 8, -67)."""
+    state, after, n = (1, 1, 0), {}, side  # (size, stride, start) after each module and its ancestors; the map's side
+    for path, m in agent.network.named_modules():
+        if isinstance(m, nn.Flatten):
+            break
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)):
+            kernel, stride, pad = (x if isinstance(x, int) else x[0] for x in (m.kernel_size, m.stride, m.padding))
+            in_sequence = isinstance(agent.network.get_submodule(path.rpartition(".")[0]), ImpalaConvSequence)
+            pads = ImpalaConvSequence.pool_padding(n) if isinstance(m, nn.MaxPool2d) and in_sequence else (pad, pad)
+            size, jump, start = state
+            state = (size + (kernel - 1) * jump, jump * stride, start - pads[0] * jump)
+            n = (n + sum(pads) - kernel) // stride + 1
+        parts = path.split(".")
+        for d in range(1, len(parts) + 1):  # a container's field is that of its last part
+            after[".".join(parts[:d])] = state
+    return {k: after[k] for k, _ in probed_layers(agent) if k in after}
 
 
-def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, fc_weight, candidates: int = 8):
+def top_natural_frames(feats, shapes, obs, where, ram, k: int, hidden, fields, fc_weight, candidates: int = 8):
     """Step 7, for the atlas: per hidden unit / conv channel, the k unedited frames that activate it most.
     feats {layer: (n, d) float tensor} (natural_features of the trained agent); shapes {layer: (C, H, W) or
-    (units,)}; obs (n, 4, 84, 84) uint8; where (n, 3) int (emulator, episode, step); ram (n, 128) uint8; fields:
-    receptive_fields; fc_weight (units, C * H * W) the fc layer's weight on the flattened relu3 map. A conv channel's
-    activation on a frame is its maximum over positions, and its box is the receptive field of that position; an fc
-    unit (linear in relu3 before its ReLU) gets the receptive field of the relu3 position that adds most to it on that
-    frame (sum over channels of weight x activation). Frames are taken best first among the
-    unit's `candidates` x k most active ones, skipping a frame whose 4-frame stack inside the box equals that of
+    (units,)}; obs (n, 4, 84, 84) uint8; where (n, 3) int (emulator, episode, step); ram (n, 128) uint8; hidden: the
+    hidden layers (Hooks.hidden); fields: receptive_fields; fc_weight (units, C * H * W) the fc layer's weight on the
+    flattened last conv map (the fc's input: relu3 in the Nature CNN, relu in the IMPALA CNN). A conv channel's
+    activation on a frame is its maximum over positions, and its box is the receptive field of that position (clipped
+    to the frame); an fc unit (linear in the last map before its ReLU) gets the receptive field of the last map's
+    position that adds most to it on that frame (sum over channels of weight x activation). Frames are taken best
+    first among the unit's `candidates` x k most active ones, skipping a frame whose 4-frame stack inside the box equals that of
     one already taken (a static part of the screen, e.g. the score, would otherwise fill all k with one picture).
     Stacks that still hold a blank frame of a reset (the first 3 steps of an episode) are left out: on them most
     units peak, which says nothing about play. A unit never above 0 on the other frames gets frame -1.
@@ -1977,7 +2156,13 @@ def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, fc_weight
     k, m = min(k, len(obs)), min(k * candidates, len(obs))
     top, used = {}, set()
     after_reset = (obs.reshape(len(obs), obs.shape[1], -1).max(-1) == 0).any(1)  # a blank frame in the stack
-    for layer in HIDDEN:
+    last_map = [layer for layer in hidden if len(shapes[layer]) == 3][-1]  # what the fc layer reads, flattened
+
+    def boxes(layer, pos):  # flat positions of the layer's (H, W) map -> [row0, row1, col0, col1] in the frame
+        size, stride, start = fields[layer]
+        r0, c0 = start + (pos // shapes[layer][2]) * stride, start + (pos % shapes[layer][2]) * stride
+        return np.stack([np.maximum(r0, 0), np.minimum(r0 + size - 1, 83), np.maximum(c0, 0), np.minimum(c0 + size - 1, 83)], -1)
+    for layer in hidden:
         A = feats[layer]
         if len(shapes[layer]) == 3:  # conv: the channel's best position on each frame
             C, H, W = shapes[layer]
@@ -1989,18 +2174,13 @@ def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, fc_weight
         pos = pos.gather(0, frame).cpu().numpy().T
         value, frame = value.cpu().numpy().T.astype(np.float32), frame.cpu().numpy().T.astype(np.int64)
         if len(shapes[layer]) == 3:
-            size, stride = fields[layer]
-            r0, c0 = (pos // shapes[layer][2]) * stride, (pos % shapes[layer][2]) * stride
-            box = np.stack([r0, np.minimum(r0 + size - 1, 83), c0, np.minimum(c0 + size - 1, 83)], -1)
-        else:  # the relu3 position that adds most to the unit: C x (H * W) contributions per (unit, candidate frame)
-            C, H, W = shapes["relu3"]
-            w3 = fc_weight.detach().reshape(len(frame), C, H * W)
-            a3 = feats["relu3"].reshape(len(feats["relu3"]), C, H * W)
-            pos = np.stack([(w3[u][None] * a3[torch.as_tensor(frame[u], device=a3.device)]).sum(1).argmax(1).cpu().numpy()
-                            for u in range(len(frame))])
-            size, stride = fields["relu3"]
-            r0, c0 = (pos // W) * stride, (pos % W) * stride
-            box = np.stack([r0, np.minimum(r0 + size - 1, 83), c0, np.minimum(c0 + size - 1, 83)], -1)
+            box = boxes(layer, pos)
+        else:  # the last map's position that adds most to the unit: C x (H * W) contributions per (unit, candidate frame)
+            C, H, W = shapes[last_map]
+            w = fc_weight.detach().reshape(len(frame), C, H * W)
+            a = feats[last_map].reshape(len(feats[last_map]), C, H * W)
+            box = boxes(last_map, np.stack([(w[u][None] * a[torch.as_tensor(frame[u], device=a.device)]).sum(1).argmax(1).cpu().numpy()
+                                            for u in range(len(frame))]))
         out = {"frame": np.full((len(frame), k), -1, np.int64), "value": np.full((len(frame), k), -np.inf, np.float32),
                "box": np.zeros((len(frame), k, 4), np.int16)}
         for u in range(len(frame)):
@@ -2019,7 +2199,7 @@ def top_natural_frames(feats, shapes, obs, where, ram, k: int, fields, fc_weight
     rows = np.array(sorted(used), dtype=np.int64)
     new_id = np.full(len(obs) + 1, -1, np.int64)  # old row -> row of stacks; index -1 stays -1
     new_id[rows] = np.arange(len(rows))
-    for layer in HIDDEN:
+    for layer in hidden:
         top[layer]["frame"] = new_id[top[layer]["frame"]].astype(np.int32)
     top.update(stacks=obs[rows], rows=rows, where=where[rows].astype(np.int32), ram=ram[rows])
     return top
@@ -2032,8 +2212,9 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
     episode (natural_split); variables whose values have < --natural-min-entropy bits dropped. Categorical
     variables: NATURAL_CLASSIFIER, weighted F1 (+ accuracy); ordinal: NATURAL_REGRESSOR, R^2. Baselines per
     variable and layer: the same fit on shuffled training labels (--control-draws permutations, mean), and the
-    same architecture with random weights (Agent(**model_kwargs) initialised by its layer_init under
-    torch.manual_seed(--random-network-seed), hooked the same way).
+    same architecture with random weights (the agent's class, Agent or ImpalaAgent, built from model_kwargs under
+    torch.manual_seed(--random-network-seed): Agent's layer_init, the IMPALA CNN PyTorch's default init; hooked the
+    same way).
     Also, with --top-frames > 0, the frames that activate each hidden unit most (top_natural_frames).
     nat: collect_base_states' "natural". Returns ({variable name: {layer: scores or reason}}, summary, top frames
     or None)."""
@@ -2091,21 +2272,22 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
     if args.top_frames > 0:
         shapes = {k: tuple(v.shape[1:]) for k, v in hooks.run(torch.as_tensor(obs[:1], device=device)).items()}
         where = np.stack([nat["emu"][rows], nat["episode"][rows], nat["step"][rows]], 1)
-        top = top_natural_frames(feats, shapes, obs, where, ram, args.top_frames, fields, hooks.agent.network.fc.weight)
+        top = top_natural_frames(feats, shapes, obs, where, ram, args.top_frames, hooks.hidden, fields,
+                                 hooks.agent.network.fc.weight)
         top["natural_rows"] = rows[top.pop("rows")]  # rows of `nat`, for the label-picture check
-    pred_t = {k: ridge_many(feats[k], Y, blocks, tr, te, groups) for k, _ in LAYERS} if plan else {}
+    pred_t = {k: ridge_many(feats[k], Y, blocks, tr, te, groups) for k, _ in hooks.layers} if plan else {}
     del feats
     pred_r = []  # per random-weights network: {layer: predictions of the true labels' columns}
     for seed in range(args.random_network_seed, args.random_network_seed + args.random_networks):
         with torch.random.fork_rng(devices=[]):  # the rest of the run's torch draws stay as they were without step 7
             torch.manual_seed(seed)
-            random_agent = Agent(**model_kwargs).to(device).eval()
+            random_agent = type(hooks.agent)(**model_kwargs).to(device).eval()
         feats = natural_features(Hooks(random_agent), obs, args.batch_size, device)
         pred_r.append({k: ridge_many(feats[k], Y[:, true_cols], np.unique(blocks[true_cols], return_inverse=True)[1].reshape(-1),
-                                     tr, te, groups) for k, _ in LAYERS} if plan else {})
+                                     tr, te, groups) for k, _ in hooks.layers} if plan else {})
         del feats
     out = {var["public"]["name"]: {} for var in variables}
-    for k, _ in LAYERS:
+    for k, _ in hooks.layers:
         for var in variables:
             name = var["public"]["name"]
             entry = {"metric": "weighted_f1" if var["categorical"] else "r2", "n_train": int(len(tr)), "n_test": int(len(te))}
@@ -2137,14 +2319,17 @@ def natural_probes(hooks, model_kwargs, nat, variables, args, rng, device):
         "control": f"the same fit on shuffled training labels, mean of {args.control_draws} permutations",
         "random_network": {"seed": args.random_network_seed,
                            "seeds": list(range(args.random_network_seed, args.random_network_seed + args.random_networks)),
-                           "how": "the same Agent, freshly initialised by its layer_init (orthogonal weights, zero "
-                                  "biases) under torch.manual_seed(seed), hooked the same way; probed identically; "
-                                  "random_network = the mean score over the seeds, random_network_std their SD"},
+                           "how": ("the same IMPALA CNN, freshly initialised by PyTorch's default init"
+                                   if isinstance(hooks.agent, ImpalaAgent) else "the same Agent, freshly initialised by "
+                                   "its layer_init (orthogonal weights, zero biases)") + " under torch.manual_seed(seed), hooked the "
+                                  "same way; probed identically; random_network = the mean score over the seeds, "
+                                  "random_network_std their SD"},
         "min_entropy_bits": args.natural_min_entropy, "entropy_bits": ent,
         "dropped": [{"name": var["public"]["name"], "index": var["index"], "entropy_bits": ent[var["public"]["name"]],
                      "reason": reasons[var["public"]["name"]]} for var in variables if var["public"]["name"] in reasons],
         "top_frames": {"per_unit": min(args.top_frames, len(rows)), "frames": int(len(top["stacks"])),
-                       "receptive_field": {k: {"size": size, "stride": stride} for k, (size, stride) in fields.items()},
+                       "receptive_field": {k: {"size": size, "stride": stride, "start": start}
+                                           for k, (size, stride, start) in fields.items()},
                        "how": "per hidden unit / conv channel, the natural frames (above) on which the trained agent's "
                               "activation is largest (a conv channel: its largest position, boxed by that position's "
                               "receptive field), each showing other pixels in the box than the ones before it; stacks "
@@ -2211,13 +2396,30 @@ def steer_verdict(c):
 POSITION_ROLES = ("x-position", "y-position")
 
 
+def masks_from_background(ref, held):
+    """What a held byte draws, frame by frame: ref (H, W) the frame with the byte at its own value, held a list of
+    (H, W) frames with it held at other values. The background is each pixel's most common value over [ref] + held
+    (an object is in one place per frame; ties go to ref). -> (ref's mask, [each held frame's mask]) of the pixels
+    that differ from it, (H, W) bool."""
+    frames = np.stack([ref] + list(held))
+    same = (frames[:, None] == frames[None]).sum(1)             # per frame and pixel: frames that agree with it
+    background = np.take_along_axis(frames, same.argmax(0)[None], 0)[0]
+    masks = frames != background
+    return masks[0], list(masks[1:])
+
+
+def bbox_of(mask) -> list:
+    """[row0, row1, col0, col1] (inclusive) of a non-empty (H, W) bool mask."""
+    rows, cols = np.nonzero(mask)
+    return [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
+
+
 def object_mask(ale, state, actions, index, own, values, buf):
     """Where the object a byte draws is on the frame of `state`, found much as extract_ram_vars.py's position test
     finds it (which holds 4 frames, for objects drawn on alternate frames): hold the byte (setRAM before each frame)
-    for 2 frames at its own value and at each of `values`; the pixels
-    that differ from the own-value screen for >= 60% of the other values are where the object was (it left that
-    place, or changed there, for most values). -> (H, W) bool mask on the raw screen, or None when no pixel qualifies
-    (the byte moved nothing there, e.g. no ball in play)."""
+    for 2 frames at its own value and at each of `values`; of the frames where something changed, the own-value
+    frame's pixels that differ from the background (masks_from_background) are where the object was. -> (H, W) bool
+    mask on the raw screen, or None when no pixel qualifies (the byte moved nothing there, e.g. no ball in play)."""
     def screen(value):
         ale.restoreState(state)
         for a in actions:
@@ -2226,10 +2428,10 @@ def object_mask(ale, state, actions, index, own, values, buf):
         ale.getScreen(buf)
         return buf.copy()
     ref = screen(own)
-    masks = [m for m in (screen(v) != ref for v in values if v != own) if m.any()]
-    if not masks:
+    held = [h for h in (screen(v) for v in values if v != own) if (h != ref).any()]
+    if not held:
         return None
-    mask = np.mean(masks, axis=0) >= 0.6
+    mask = masks_from_background(ref, held)[0]
     return mask if mask.any() else None
 
 
@@ -2242,19 +2444,62 @@ def object_centre(ale, state, actions, index, own, values, buf):
     return float(rows.mean()), float(cols.mean())
 
 
+TRACK_VALUES = 8   # values a position byte is held at to draw its track
+
+
+def screen_track(emu, bases, index: int, values, n_values: int = TRACK_VALUES, max_bases: int = 8) -> dict:
+    """The track of a position byte: where its object is drawn as the byte is held at several values, one box per
+    value (a line of boxes), on the first base state (of `max_bases`) where at least 3 values draw something.
+    Each value of an even spread of `values` (ints, the values its samples reached) is held (setRAM before every
+    frame) through the last agent step (4 frames) of the base's replay, so that the object is drawn at the held value
+    but has had no time to change the rest of the game (a ball bouncing elsewhere); the raw frame is that step's
+    (maxed, gray). A value's box bounds what differs from the background (masks_from_background over those frames and
+    the unpinned one), and "own" the unpinned frame's. The picture
+    of base b is results' base_rgb[b], the same replay unpinned. -> {"base": b, "own": {"value", "bbox"}, "boxes":
+    [{"value", "bbox": [row0, row1, col0, col1] inclusive, raw screen}], "axis": "x" | "y" (along which the boxes'
+    centres spread more), "how"}, or {"base": None, "boxes": [], "reason"}."""
+    vals = sorted(set(int(v) for v in values))
+    if len(vals) < 3:
+        return {"base": None, "boxes": [], "reason": f"its samples reached {len(vals)} value(s): a track needs 3"}
+    picks = [vals[k] for k in sorted(set(np.linspace(0, len(vals) - 1, n_values).astype(int).tolist()))]
+
+    def last_step_held(state, actions, pin):
+        emu.ale.restoreState(state)
+        for a in actions[:-1]:
+            emu.step(int(a))
+        return emu.step(int(actions[-1]), pin)[0], int(emu.ale.getRAM()[index])
+
+    for b in range(min(max_bases, len(bases["states"]))):
+        state, actions = bases["states"][b], bases["actions"][b]
+        ref, own = last_step_held(state, actions, None)
+        held = {v: last_step_held(state, actions, (index, v))[0] for v in picks if v != own}
+        own_mask, masks = masks_from_background(ref, list(held.values()))
+        boxes = [{"value": v, "bbox": bbox_of(m)} for v, m in zip(held, masks) if m.any()]
+        if len(boxes) < 3:
+            continue
+        centres = np.array([[(bx["bbox"][0] + bx["bbox"][1]) / 2, (bx["bbox"][2] + bx["bbox"][3]) / 2] for bx in boxes])
+        return {"base": b, "own": {"value": own, "bbox": bbox_of(own_mask) if own_mask.any() else None},
+                "boxes": boxes, "axis": "x" if np.ptp(centres[:, 1]) >= np.ptp(centres[:, 0]) else "y",
+                "how": "held through the base's last agent step (setRAM before each of its 4 frames); box: what differs "
+                       "from the background (each pixel's most common value over the held and unpinned frames)"}
+    return {"base": None, "boxes": [], "reason": f"holding it at {len(picks)} values drew nothing at 3 values or more on "
+                                                 f"the first {min(max_bases, len(bases['states']))} base states"}
+
+
 def label_picture_agreement(layers, top, variables, nat, game, seed: int, n_values: int = 6):
     """Does a labelled unit's picture show its label? For every labelled hidden unit and each of its top natural
     frames (top_natural_frames): find the object its byte draws on that frame (object_mask, on the emulator state the
     frame was taken from, holding the byte at up to `n_values` other values seen in play) and check it against the
-    frame's box (the receptive field of the unit's most active position; an fc unit: of the relu3 position that adds
-    most to it), both in the 84x84 frame. A position byte (role x- or y-position) agrees when its object's centre lies
-    in the box; any other byte (bricks, digits, ...) when some of its object lies in the box. A frame where the byte
+    frame's box (the receptive field of the unit's most active position; an fc unit: of the last conv map's position
+    that adds most to it), both in the 84x84 frame. A position byte (role x- or y-position) agrees when its object's
+    centre lies in the box; any other byte (bricks, digits, ...) when some of its object lies in the box. A frame where the byte
     moves nothing counts as not agreeing (its object is not on screen where the unit fires most). Unit: agreement =
     the share of its top frames that agree; it agrees when >= 0.5. Chance: the same test of the box against the
     object found on the other checked frames of the same byte, averaged over the checked frames.
     Adds units[u]["agreement"] {kind ("centre" | "overlap"), frames, agree, share, found, agrees} and per layer
     "agreement" {units, agreeing, share, frames, frames_agreeing, chance, by_variable {name: [units, agreeing]}: the
-    position-labelled units; "all": the same over every labelled unit; how} to `layers` (in place)."""
+    position-labelled units; "all": the same over every labelled unit; how} to `layers` (in place), every layer with
+    units (label_units: the hidden layers)."""
     emu = Emulator(game, seed)
     buf = np.zeros(emu.ale.getScreenDims(), np.uint8)
     H, W = buf.shape
@@ -2287,7 +2532,7 @@ def label_picture_agreement(layers, top, variables, nat, game, seed: int, n_valu
            "the byte to other values on that frame's emulator state: where the screen changes) lies in the frame's box "
            "(a position byte: the object's centre; any other byte: some of its pixels); a unit agrees when >= half of "
            "its frames do; chance: the same box against the byte's object on the other checked frames")
-    for k in HIDDEN:
+    for k in [k for k, entry in layers.items() if "units" in entry]:
         checked = []
         for u in layers[k]["units"]:
             if u["var"] < 0:
@@ -2416,23 +2661,23 @@ def main(args: Args):
 
     # 4 + 5. probes, function vectors, causal test, unit labels
     t0 = time.time()
-    dims = {k: int(np.prod(S["shapes"][k])) for k, _ in LAYERS}
-    units = {k: S["shapes"][k][0] if len(S["shapes"][k]) == 3 else dims[k] for k in HIDDEN}
-    out = {"fv": {k: np.zeros((V, dims[k]), np.float32) for k, _ in LAYERS},
-           "probe_w": {k: np.zeros((V, dims[k]), np.float32) for k, _ in LAYERS},
-           "probe_b": {k: np.zeros(V, np.float32) for k, _ in LAYERS}, "fv_delta": np.zeros(V, np.float32),
-           "unit_corr": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN},
-           "unit_eta": {k: np.zeros((units[k], V), np.float32) for k in HIDDEN}}
-    eff, out["unit_effect_draws"] = unit_effects(S, T, V, args.unit_max_other_changed)
+    dims = {k: int(np.prod(S["shapes"][k])) for k, _ in hooks.layers}
+    units = {k: S["shapes"][k][0] if len(S["shapes"][k]) == 3 else dims[k] for k in hooks.hidden}
+    out = {"fv": {k: np.zeros((V, dims[k]), np.float32) for k, _ in hooks.layers},
+           "probe_w": {k: np.zeros((V, dims[k]), np.float32) for k, _ in hooks.layers},
+           "probe_b": {k: np.zeros(V, np.float32) for k, _ in hooks.layers}, "fv_delta": np.zeros(V, np.float32),
+           "unit_corr": {k: np.zeros((units[k], V), np.float32) for k in hooks.hidden},
+           "unit_eta": {k: np.zeros((units[k], V), np.float32) for k in hooks.hidden}}
+    eff, out["unit_effect_draws"] = unit_effects(S, T, V, args.unit_max_other_changed, hooks.hidden)
     for key in ("effect", "spread", "alive", "peak", "peak_change"):
-        out[f"unit_{key}"] = {k: eff[k][key] for k in HIDDEN}
+        out[f"unit_{key}"] = {k: eff[k][key] for k in hooks.hidden}
     prog = Progress("analysis", V, "variables")
     results_vars = []
     for v, var in enumerate(variables):
         results_vars.append(analyse_variable(v, var, T, S, hooks, out, args, rng, device))
         prog.update(v + 1)
-    layers = label_units(S, out, names, keep, args)
-    for k, _ in LAYERS:
+    layers = label_units(S, out, names, keep, args, hooks.layers)
+    for k, _ in hooks.layers:
         layers[k]["probe_scores"] = {rv_["name"]: rv_["probe"][k].get("score") for rv_ in results_vars}
     timing["analysis_s"] = time.time() - t0
 
@@ -2446,10 +2691,14 @@ def main(args: Args):
               f"frames); {len(natural_summary['dropped'])} of {V} variables not scored; {timing['natural_s']:.1f}s", flush=True)
     else:
         why = "natural-frame probes not run (--no-natural)"
-        natural = {n: {k: {"score": None, "control": None, "random_network": None, "reason": why} for k, _ in LAYERS} for n in names}
+        natural = {n: {k: {"score": None, "control": None, "random_network": None, "reason": why} for k, _ in hooks.layers} for n in names}
         natural_summary, top = {"run": False, "reason": why}, None
     for rv_ in results_vars:
         rv_["natural"] = natural[rv_["name"]]
+    emu = Emulator(game, args.seed)  # the track of each position byte: its object's box at several held values
+    for var, rv_ in zip(variables, results_vars):
+        if var["public"]["role"] in POSITION_ROLES:
+            rv_["screen_track"] = screen_track(emu, bases, var["index"], rv_["samples"]["values"])
     if source is not None and not source["critic"]:  # a Q-network: its all-zero critic layer is not scored
         why = "not scored: the agent has no critic (a Q-network, whose Q-values are the actor layer)"
         for rv_ in results_vars:
@@ -2460,17 +2709,17 @@ def main(args: Args):
         rv_["verdict"] = {
             "natural": {k: decode_verdict(rv_["natural"][k], [("shuffled-label control", "control_scores"),
                                                               ("random-weights network", "random_network_seeds")])
-                        for k, _ in LAYERS},
+                        for k, _ in hooks.layers},
             "interventions": {k: decode_verdict(rv_["probe"][k], [("shuffled-label control", "control_scores")])
-                              for k, _ in LAYERS},
-            "steering": {k: steer_verdict(rv_["causal"].get(k)) for k in HIDDEN}}
+                              for k, _ in hooks.layers},
+            "steering": {k: steer_verdict(rv_["causal"].get(k)) for k in hooks.hidden}}
     if top is not None:  # do the labels of position units agree with their pictures
         t0 = time.time()
         label_picture_agreement(layers, top, variables, bases["natural"], game, args.seed)
         timing["agreement_s"] = time.time() - t0
         print("[labels] labelled units whose top frames show their byte's object in the box, position bytes / all: " + ", ".join(
             f"{k} {layers[k]['agreement'].get('agreeing', 0)}/{layers[k]['agreement']['units']} / "
-            f"{layers[k]['agreement']['all'].get('agreeing', 0)}/{layers[k]['agreement']['all']['units']}" for k in HIDDEN)
+            f"{layers[k]['agreement']['all'].get('agreeing', 0)}/{layers[k]['agreement']['all']['units']}" for k in hooks.hidden)
             + f" ({timing['agreement_s']:.1f}s)", flush=True)
 
     # outputs
@@ -2479,7 +2728,8 @@ def main(args: Args):
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint or None,
                    "ram_vars": args.ram_vars, "roles_from": args.roles_from or None,
                    "pixel_global_step": pix.get("global_step"), "ram_global_step": (ramck or {}).get("global_step"),
-                   "pixel_source": source},  # None: this project's checkpoint; else read_external_agent's "source"
+                   "pixel_source": source,  # None: this project's checkpoint; else read_external_agent's "source"
+                   "pixel_architecture": pix.get("architecture", "nature-cnn")},  # its layers: results' `layers`
         "args": asdict(args), "device": str(device),
         "screen": {"height": bases["screen_dims"][0], "width": bases["screen_dims"][1], "source": "ale.getScreenDims()"},
         "preprocessing_check": prep, "restore_check": {"base_states": B, "identical_to_rollout": restore_ok},
@@ -2498,7 +2748,7 @@ def main(args: Args):
     map_rows = map_rows.astype(np.int32)
     results["saved"] = {"maps": args.save_maps, "map_rows": int(len(map_rows)), "samples": N}
     arrays = {
-        "layer_names": np.array([k for k, _ in LAYERS]), "layer_modules": np.array([m for _, m in LAYERS]),
+        "layer_names": np.array([k for k, _ in hooks.layers]), "layer_modules": np.array([m for _, m in hooks.layers]),
         "var_index": np.array(keep, np.int16), "var_names": np.array(names),
         "var_kinds": np.array([v["public"]["kind"] for v in variables]),
         "var_addresses": np.array([v["public"]["address"] for v in variables]),
@@ -2512,20 +2762,20 @@ def main(args: Args):
         "base_ram": bases["ram"], "base_step": bases["step"].astype(np.int32), "base_actions": np.stack(bases["actions"]).astype(np.int8),
         "base_rgb": S["base_rgb"], "diff_raw": S["diff_raw"], "diff_obs": S["diff_obs"], "fv_delta": out["fv_delta"],
     }
-    for k, _ in LAYERS:
+    for k, _ in hooks.layers:
         arrays.update({f"fv_{k}": out["fv"][k], f"probe_w_{k}": out["probe_w"][k], f"probe_b_{k}": out["probe_b"][k]})
         if S["acts"][k].ndim == 4:  # conv: the maps of map_rows, the spatial mean of every sample
             arrays[f"act_{k}"] = S["acts"][k][map_rows]
             arrays[f"act_{k}_mean"] = S["acts"][k].mean((2, 3), dtype=np.float32)
         else:
             arrays[f"act_{k}"] = S["acts"][k]
-    for k in HIDDEN:
+    for k in hooks.hidden:
         arrays[f"unit_corr_{k}"], arrays[f"unit_eta_{k}"] = out["unit_corr"][k], out["unit_eta"][k]
         arrays[f"unit_effect_{k}"], arrays[f"unit_spread_{k}"] = out["unit_effect"][k], out["unit_spread"][k]
         arrays[f"unit_peak_{k}"], arrays[f"unit_peak_change_{k}"] = out["unit_peak"][k], out["unit_peak_change"][k]
     if top is not None:  # step 7's most activating natural frames, for the atlas
         arrays.update(top_stacks=top["stacks"], top_where=top["where"], top_ram=top["ram"])
-        for k in HIDDEN:
+        for k in hooks.hidden:
             arrays.update({f"top_frame_{k}": top[k]["frame"], f"top_value_{k}": top[k]["value"], f"top_box_{k}": top[k]["box"]})
     t0 = time.time()
     # a full disk (or a folder gone read-only): the pair written before stays whole, and stays a pair: the new

@@ -57,11 +57,11 @@ class Args:
 RANGES = {"effects_shown": "[1, inf)", "open_cards": "[0, inf)"}
 
 
-HIDDEN = ["relu1", "relu2", "relu3", "relu_fc"]
-NPZ_KEYS = ["var_names", "var_index", "base_rgb", "diff_raw", "unit_effect_relu1", "unit_effect_relu2",
-            "unit_effect_relu3", "unit_effect_relu_fc"]
-# step 7's most activating natural frames (results version 4); without them the units' panels say why
-TOP_KEYS = ["top_stacks", "top_where", "top_ram"] + [f"top_{a}_{k}" for k in HIDDEN for a in ("frame", "value", "box")]
+def hidden_layers(res) -> list[str]:
+    """The probed hidden layers, in forward order: results.json's layers that have units (the probe reads them from
+    the model: relu1, relu2, relu3, relu_fc for the Nature CNN; seq0.pool, seq0.res0, ..., seq2.res1, relu, relu_fc for
+    the IMPALA CNN). The last is the fc layer the policy reads, the one before it the last conv map."""
+    return [k for k, L in res["layers"].items() if "units" in L]
 GRID_COLUMNS = 32  # units per row of a layer's grid
 GREY = "#d4d4d4"   # unlabelled units (dead, or every effect below the threshold); no address has it
 
@@ -126,13 +126,23 @@ def load_inputs(out_dir: Path):
         raise InputError(f"{out_dir / 'results.json'} is not a probe results file")
     if res.get("version") not in (1, 2, 3, 4, 5):
         raise InputError(f"{out_dir / 'results.json'} is probe results version {res.get('version')}; this probe_report.py reads 1 to 5")
+    layers = res.get("layers")
+    if not isinstance(layers, dict) or not all(isinstance(L, dict) for L in layers.values()):
+        raise InputError(f"{out_dir / 'results.json'} has no dict of layers (\"layers\": {type(layers).__name__})")
+    if len(hidden_layers(res)) < 2:
+        raise InputError(f"{out_dir / 'results.json'} has {len(hidden_layers(res))} hidden layers with units: the report "
+                         "needs at least 2 (the last conv map and the fc layer)")
     try:
         with np.load(out_dir / "activations.npz", allow_pickle=False) as z:
-            missing = [k for k in NPZ_KEYS if k not in z.files]
+            hidden = hidden_layers(res)
+            npz_keys = ["var_names", "var_index", "base_rgb", "diff_raw"] + [f"unit_effect_{k}" for k in hidden]
+            # step 7's most activating natural frames (results version 4); without them the units' panels say why
+            top_keys = ["top_stacks", "top_where", "top_ram"] + [f"top_{a}_{k}" for k in hidden for a in ("frame", "value", "box")]
+            missing = [k for k in npz_keys if k not in z.files]
             if missing:
                 raise InputError(f"{out_dir / 'activations.npz'} lacks {missing} (from an older probe_function_vectors.py? run it again)")
-            keys = NPZ_KEYS + [f"unit_spread_{k}" for k in HIDDEN if f"unit_spread_{k}" in z.files]
-            keys += TOP_KEYS if all(k in z.files for k in TOP_KEYS) else []
+            keys = npz_keys + [f"unit_spread_{k}" for k in hidden if f"unit_spread_{k}" in z.files]
+            keys += top_keys if all(k in z.files for k in top_keys) else []
             npz = {k: z[k] for k in keys}
     except FileNotFoundError:
         raise InputError(f"{out_dir / 'activations.npz'} does not exist")
@@ -199,14 +209,40 @@ def region_picture(rgb, diff, region, colour, scale: int = 2):
         img = img * (1 - a) + np.array([255.0, 0, 0]) * a
     img = np.repeat(np.repeat(img.astype(np.uint8), scale, 0), scale, 1)
     if region:
-        r0, r1, c0, c1 = (x * scale for x in region["bbox"])
-        r1, c1 = r1 + scale - 1, c1 + scale - 1
-        col, t = [int(colour[i:i + 2], 16) for i in (1, 3, 5)], 2
-        H, W = img.shape[:2]
-        for rr0, rr1, cc0, cc1 in ((r0 - t, r0 - 1, c0 - t, c1 + t), (r1 + 1, r1 + t, c0 - t, c1 + t),
-                                   (r0 - t, r1 + t, c0 - t, c0 - 1), (r0 - t, r1 + t, c1 + 1, c1 + t)):
-            img[max(rr0, 0):min(rr1 + 1, H), max(cc0, 0):min(cc1 + 1, W)] = col
+        outline(img, region["bbox"], [int(colour[i:i + 2], 16) for i in (1, 3, 5)], scale)
     return img
+
+
+def outline(img, bbox, col, scale: int, t: int = 2):
+    """Draw the outline (t px, outside the box) of bbox [row0, row1, col0, col1] (inclusive, raw screen) on the
+    `scale`-times enlarged picture img (H, W, 3) uint8, in place, in colour col (3 ints)."""
+    r0, r1, c0, c1 = (x * scale for x in bbox)
+    r1, c1 = r1 + scale - 1, c1 + scale - 1
+    H, W = img.shape[:2]
+    for rr0, rr1, cc0, cc1 in ((r0 - t, r0 - 1, c0 - t, c1 + t), (r1 + 1, r1 + t, c0 - t, c1 + t),
+                               (r0 - t, r1 + t, c0 - t, c0 - 1), (r0 - t, r1 + t, c1 + 1, c1 + t)):
+        img[max(rr0, 0):min(rr1 + 1, H), max(cc0, 0):min(cc1 + 1, W)] = col
+
+
+def track_picture(rgb, track, colour, scale: int = 2):
+    """The screen (H, W, 3) of the track's base state with a position byte's track: one box per held value in the
+    variable's colour, and where the object was at the byte's own value in white; enlarged `scale` times (nearest).
+    -> (scale H, scale W, 3) uint8."""
+    img = np.repeat(np.repeat(rgb, scale, 0), scale, 1).copy()
+    col = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    for b in track["boxes"]:
+        outline(img, b["bbox"], col, scale, t=1)
+    if (track.get("own") or {}).get("bbox"):
+        outline(img, track["own"]["bbox"], [255, 255, 255], scale, t=1)
+    return img
+
+
+def track_text(track) -> str:
+    """'track: 7 boxes along x, rows 189–192, cols 8–151 (values 0–255)' for a results.json screen_track."""
+    bb = np.array([b["bbox"] for b in track["boxes"]])
+    vals = [b["value"] for b in track["boxes"]]
+    return (f"track: {len(bb)} boxes along {track['axis']}, rows {bb[:, 0].min()}–{bb[:, 1].max()}, cols "
+            f"{bb[:, 2].min()}–{bb[:, 3].max()} (held at values {min(vals)}–{max(vals)})")
 
 
 def raw_region(v):
@@ -254,6 +290,8 @@ def tv_name(res) -> str:
 
 
 def region_text(v, res) -> str:
+    if (v.get("screen_track") or {}).get("boxes"):
+        return track_text(v["screen_track"])
     reg = raw_region(v)
     if reg:
         r0, r1, c0, c1 = reg["bbox"]
@@ -410,12 +448,13 @@ def scores_table(v, j, cols, layers) -> str:
     return "".join(h)
 
 
-def steer_table(v, j, cols) -> str:
+def steer_table(v, j, cols, hidden) -> str:
     """Per steered layer: the function vector's cosine with the true logit move, random directions' (mean ± SD),
-    and the policy gap closed by function vector / random / oracle; the reason where there is no test."""
+    and the policy gap closed by function vector / random / oracle; the reason where there is no test. hidden: the
+    steered layers (hidden_layers)."""
     h = ["<table class='steer'><caption>steering: add the function vector at a layer</caption><thead><tr><th>layer</th>"
          "<th>cos, function vector</th><th>cos, random</th><th>policy gap closed<br>fv / random / oracle</th></tr></thead><tbody>"]
-    for k in HIDDEN:
+    for k in hidden:
         c = (v.get("causal") or {}).get(k)
         if not c or c["function_vector"].get("cos_actor") is None:
             why = (v.get("causal_reasons") or {}).get(k) or "no causal test (no reason recorded)"
@@ -458,7 +497,7 @@ def variable_card(v, j, ctx) -> str:
         word, sentence = steer_sentence(v)
         verdict = f"<p class='verdict {word}'>Steering relu_fc {esc(sentence)}.</p>"
     units = []
-    for k in HIDDEN:
+    for k in ctx["hidden"]:
         tops = (v.get("top_units") or {}).get(k) or []
         if tops:
             units.append(f"<span class='ul'>{esc(k)}: " + " ".join(
@@ -471,9 +510,11 @@ def variable_card(v, j, ctx) -> str:
             f"{esc(describe(v))} · importance rank {imp['rank']} ({esc(ranking_text(res)[0])}: {tv_name(res)} "
             f"{fmt(imp['tv'], 4)})</span></h3></summary>"
             f"<p class='desc'>{desc}</p>"
-            f"<div class='cardrow'><figure>{picture}<figcaption>red: mean |screen change| when the byte is set; "
-            f"box: its region</figcaption></figure>"
-            f"<div>{scores_table(v, j, cols, layers)}</div><div>{steer_table(v, j, cols)}</div></div>"
+            f"<div class='cardrow'><figure>{picture}<figcaption>"
+            + ("its track: the object's box at each of several held values (white: at its own value)"
+               if (v.get("screen_track") or {}).get("boxes") else
+               "red: mean |screen change| when the byte is set; box: its region") + "</figcaption></figure>"
+            f"<div>{scores_table(v, j, cols, layers)}</div><div>{steer_table(v, j, cols, ctx['hidden'])}</div></div>"
             + verdict
             + (f"<p class='units'>Units it moves most (effect in SD; click to open): {' '.join(units)}</p>" if units else "")
             + (f"<p class='note'>{s.get('kept', '—')}/{s.get('drawn', '—')} drawn values changed the byte; other bytes "
@@ -587,7 +628,7 @@ def heat_block(ctx) -> str:
     stops = ", ".join("#%02x%02x%02x" % tuple(int(255 * x) for x in cmap(t)[:3]) for t in np.linspace(0, 1, 6))
     labels = "".join(f"<div class='hrow'>{badge(j, vs, ctx['cols'], link=True)} {esc(vs[j]['name'])} "
                      f"<span class='ctl'>{esc(role_of(vs[j]))}</span></div>" for j in rows)
-    head = "".join(f"<span style='width:{HEAT_COL}px'>{esc(k)}</span>" for k in ctx["layers"])
+    head = "".join(f"<span style='width:{HEAT_COL}px'>{esc(k).replace('.', '.<wbr>')}</span>" for k in ctx["layers"])  # seq0.<wbr>pool
     return (f"<figure class='heat'><div class='hgrid'><div></div><div class='hhead'>{head}</div>"
             f"<div class='hlabels'>{labels}</div><img alt='variable by layer: natural-frame verdicts' width='{len(ctx['layers']) * HEAT_COL}' "
             f"height='{len(rows) * HEAT_ROW}' src='data:image/png;base64,{heat_picture(ctx, rows)}'></div>"
@@ -641,7 +682,7 @@ def findings(ctx) -> str:
     n_scored = len(vs) - len(unscored)
     items.append(f"<b>Decodes beyond both controls</b> (natural frames; {sum(map(len, decoded.values()))} of {n_scored} "
                  "variables scored there; by role): " + (by_role(decoded) or "none") + ".")
-    steer, early = {}, {k: 0 for k in HIDDEN[:-1]}
+    steer, early = {}, {k: 0 for k in ctx["hidden"][:-1]}
     for j, v in enumerate(vs):
         st = (v.get("verdict") or {}).get("steering") or {}
         for k in early:
@@ -656,7 +697,7 @@ def findings(ctx) -> str:
                  (by_role(steer) or "none") + ". Earlier layers: " + ", ".join(f"{esc(k)} {n}" for k, n in early.items()) + " variables (there a steer "
                  "copies much of the pixels' own change, so any visible byte can pass).")
     counts = {}
-    for k in HIDDEN:
+    for k in ctx["hidden"]:
         for u in res["layers"][k]["units"]:
             if u["var"] >= 0:
                 counts.setdefault(u["var"], {}).setdefault(k, 0)
@@ -664,7 +705,7 @@ def findings(ctx) -> str:
     order = sorted(counts, key=lambda j: -sum(counts[j].values()))
     lab = [f"{badge(j, vs, ctx['cols'], link=True)} {esc(vs[j]['name'])} ({esc(role_of(vs[j]))}: " +
            ", ".join(f"{esc(k)} {n}" for k, n in counts[j].items()) + ")" for j in order[:6]]
-    silent = ", ".join(f"{esc(k)} {res['layers'][k].get('silent_units', 0)}" for k in HIDDEN)
+    silent = ", ".join(f"{esc(k)} {res['layers'][k].get('silent_units', 0)}" for k in ctx["hidden"])
     items.append("<b>Labels units</b> (most first): " + ("; ".join(lab) or "none") + (f"; and {len(order) - 6} more variables"
                  if len(order) > 6 else "") + f". Silent units, not labelled: {silent}. " + agreement_text(ctx))
     items.append("<b>Does not represent</b> (scored on natural frames, no layer beyond both controls; the best lead over "
@@ -677,9 +718,12 @@ def findings(ctx) -> str:
 
 def agreement_text(ctx) -> str:
     """Label-picture agreement per layer in words (results.json layers[].agreement), and plainly whether the labels
-    hold in relu3 and relu_fc (>= 0.8 of their position-labelled units agree), with what the others show."""
+    hold in the last conv map and the fc layer (relu3 and relu_fc in the Nature CNN; >= 0.8 of their position-labelled
+    units agree), with what the others show."""
     res = ctx["res"]
-    ag = {k: res["layers"][k].get("agreement") for k in HIDDEN}
+    deep_names = ctx["hidden"][-2:]
+    deep_text = " and ".join(deep_names)
+    ag = {k: res["layers"][k].get("agreement") for k in ctx["hidden"]}
     if not any(ag.values()):
         return "No label-picture check (no top natural frames in this run, or results.json before version 5)."
     parts = [f"{esc(k)} {a.get('agreeing', 0)}/{a['units']}" + (f" ({a['share']:.0%}; chance {a['chance']:.0%})" if a["units"] else "")
@@ -692,7 +736,7 @@ def agreement_text(ctx) -> str:
             f"{esc(k)} {a.get('agreeing', 0)}/{a['units']}" + (f" ({a['share']:.0%}; chance {a['chance']:.0%})" if a["units"] else "")
             for k, a in every.items()) + "; by role, all layers: ")
         roles = {}
-        for k in HIDDEN:
+        for k in ctx["hidden"]:
             for u in res["layers"][k]["units"]:
                 if u.get("agreement"):
                     r = roles.setdefault(role_of(ctx["vs"][u["var"]]), [0, 0])
@@ -703,16 +747,16 @@ def agreement_text(ctx) -> str:
             text += (f"<b class='bad'>Labels that do not hold</b>: {', '.join(bad)}: their top natural frames do not show "
                      "what the byte draws, so read those labels as what moves the unit when the byte is set, not what it "
                      "responds to in play. ")
-    deep = [ag[k] for k in ("relu3", "relu_fc") if ag.get(k)]
+    deep = [ag[k] for k in deep_names if ag.get(k)]
     n, ok = sum(a["units"] for a in deep), sum(a.get("agreeing", 0) for a in deep)
     if not n:
-        return text + "No position-labelled unit in relu3 or relu_fc to check."
+        return text + f"No position-labelled unit in {' or '.join(deep_names)} to check."
     if ok >= 0.8 * n:
-        return text + f"In relu3 and relu_fc {ok} of {n} ({ok / n:.0%}) agree: the position labels hold there."
-    bad = [u for k in ("relu3", "relu_fc") for u in res["layers"][k]["units"] if (u.get("agreement") or {}).get("agrees") is False]
+        return text + f"In {deep_text} {ok} of {n} ({ok / n:.0%}) agree: the position labels hold there."
+    bad = [u for k in deep_names for u in res["layers"][k]["units"] if (u.get("agreement") or {}).get("agrees") is False]
     frames = sum(u["agreement"]["frames"] for u in bad)
     unseen = sum(u["agreement"]["frames"] - u["agreement"]["found"] for u in bad)
-    return (text + f"<b class='bad'>The position labels do not hold in relu3 and relu_fc</b>: only {ok} of {n} ({ok / n:.0%}) "
+    return (text + f"<b class='bad'>The position labels do not hold in {deep_text}</b>: only {ok} of {n} ({ok / n:.0%}) "
             f"agree. On the {frames} top frames of the {len(bad)} others, the object was not on screen in {unseen} and "
             f"outside the box in {frames - unseen - sum(u['agreement']['agree'] for u in bad)}: those units fire most on "
             "something else, and the variable that moves them most when it is set is not what they respond to in play.")
@@ -747,7 +791,7 @@ def units_data(ctx, effects_shown: int):
         no_frames = ("this run's activations.npz has no top_* arrays (--top-frames 0, or results.json version "
                      f"{res.get('version')} from a probe that did not save them)")
     min_eff = (res.get("args") or {}).get("min_unit_effect", 0)
-    for k in HIDDEN:
+    for k in ctx["hidden"]:
         L = res["layers"][k]
         eff = npz[f"unit_effect_{k}"]
         spread = npz.get(f"unit_spread_{k}")
@@ -830,21 +874,23 @@ def section_units(ctx) -> str:
              f"(1 = only this variable moves it). Grey (·): dead, or no variable moves it enough; light grey (s): silent. Colour strength: the "
              "effect, full at the layer's 95th percentile. Click a unit for its panel: its effect on each variable and the "
              "natural frames (the newest of the agent's 4 stacked 84×84 frames) on which it is most active, with the "
-             "receptive field of its most active position boxed in yellow (an fc unit: of the relu3 position that adds most "
+             f"receptive field of its most active position boxed in yellow (an fc unit: of the {esc(ctx['hidden'][-2])} position that adds most "
              "to it on that frame).</p>"]
-    rule = ((res["layers"].get("relu1") or {}).get("label_rule") or {})
+    first = ctx["hidden"][0]
+    rule = ((res["layers"].get(first) or {}).get("label_rule") or {})
     if rule.get("how"):
-        parts.append(f"<p class='note'><b>Label rule</b> (relu1's typical peak; each layer's is in its heading): "
+        parts.append(f"<p class='note'><b>Label rule</b> ({esc(first)}'s typical peak; each layer's is in its heading): "
                      f"{esc(rule['how'])}. <b>Label–picture agreement</b>: "
-                     f"{esc((res['layers']['relu1'].get('agreement') or {}).get('how', 'not checked in this run'))}.</p>")
+                     f"{esc((res['layers'][first].get('agreement') or {}).get('how', 'not checked in this run'))}.</p>")
     top = (res.get("natural") or {}).get("top_frames") or {}
-    for k in HIDDEN:
+    for k in ctx["hidden"]:
         L = res["layers"][k]
         lab = [u for u in L["units"] if u["var"] >= 0]
         spec = f", median specificity {np.median([u['specificity'] for u in lab]):.2f}" if lab else ""
         f = (top.get("receptive_field") or {}).get(k)
         shape = " × ".join(str(x) for x in L["shape"])
         field = f"; one position sees {f['size']}×{f['size']} px of the 84×84 frame, every {f['stride']} px" if f else ""
+        field += f", the first from px {f['start']} (padding)" if f and f.get("start") else ""
         ag = L.get("agreement") or {}
         al = ag.get("all") or {}
         agree = (f"; label–picture agreement {ag.get('agreeing', 0)} of {ag['units']} position-labelled {'units' if k == 'relu_fc' else 'channels'}"
@@ -1130,8 +1176,15 @@ def main(args: Args):
     vs = res["variables"]
     cols = address_colours(len(vs))  # the one address -> colour map of the page
     rgb = npz["base_rgb"][0]
-    regions = [png64(region_picture(rgb, npz["diff_raw"][j], raw_region(v), cols[j])) for j, v in enumerate(vs)]
+
+    def picture(j, v):  # the variable's screen track on its base state; its region on base 0 without one in range
+        track = v.get("screen_track") or {}
+        if track.get("boxes") and type(track.get("base")) is int and 0 <= track["base"] < len(npz["base_rgb"]):
+            return track_picture(npz["base_rgb"][track["base"]], track, cols[j])
+        return region_picture(rgb, npz["diff_raw"][j], raw_region(v), cols[j])
+    regions = [png64(picture(j, v)) for j, v in enumerate(vs)]
     ctx = {"res": res, "npz": npz, "vs": vs, "cols": cols, "regions": regions, "layers": list(res["layers"]),
+           "hidden": hidden_layers(res),
            "screen": tuple(int(x) for x in rgb.shape[:2]), "open_cards": args.open_cards}
     page = html_page(ctx, args).encode()
     path = out_dir / "report.html"
@@ -1140,7 +1193,7 @@ def main(args: Args):
     except OSError as e:  # a read-only folder, a full disk: an earlier report.html stays whole
         raise InputError(f"cannot write {path}: {e.strerror or e}")
     print(f"[report] {path} ({len(page) / 1e6:.1f} MB: {len(vs)} variables, "
-          f"{sum(len(res['layers'][k]['units']) for k in HIDDEN)} units, {len(npz.get('top_stacks', []))} natural frames)", flush=True)
+          f"{sum(len(res['layers'][k]['units']) for k in ctx['hidden'])} units, {len(npz.get('top_stacks', []))} natural frames)", flush=True)
 
 
 if __name__ == "__main__":

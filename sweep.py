@@ -13,6 +13,11 @@ in the game's own folder (`<out-dir>/<game>/`, where `<game>` is the env id with
 and then writes `<out-dir>/index.json` and a self-contained `<out-dir>/index.html` that links every game's
 reports and summarises, per game, the RAM bytes found, both agents' returns, the best probe scores and the
 status/time of each step. Each step's stdout/stderr go to `<game>/logs/<step>.{stdout,stderr}.log`.
+A game's 30-game evaluations (the training scripts' `--eval-out` files in `<game>/eval/*.json`) are shown too.
+Games run by other means join the index with a `status.json` of the same schema in a folder of --out-dir
+(docs/results/five_games/run_game.sh, stage `index`): its optional "folder" names the game's results folder,
+relative to --out-dir (e.g. `../breakout_10m`; default the status.json's own folder), "ram_vars" the RAM file
+relative to that folder (default: found in its ram_vars/), and "eval" {name: path} its evaluations.
 
 Resumable: `<game>/status.json` records every step (command, status, time, outputs). A step is skipped
 when it is recorded as done with the same command AND its outputs are still there and complete; a step
@@ -41,6 +46,7 @@ import html
 import io
 import json
 import os
+import posixpath
 import re
 import shlex
 import signal
@@ -262,13 +268,18 @@ def game_list(args):
 # ----------------------------------------------------------------------------------------------------------
 # Step outputs: where they are and whether they are complete (the output is the proof a step is done)
 # ----------------------------------------------------------------------------------------------------------
+def ram_vars_ok(path, env_id):
+    """Whether path holds a complete ram_vars JSON (all 128 bytes) for env_id."""
+    rv = read_json(path)
+    return bool(rv) and rv.get("format") == "memory-pixel-interp/ram-vars" and rv.get("env_id") == env_id \
+        and len(rv.get("bytes", [])) == 128
+
+
 def find_ram_vars(game_dir, env_id):
     """Relative path of the complete ram_vars JSON for env_id in game_dir, or None."""
     cands = [game_dir / "ram_vars" / f"{folder_of(env_id)}.json"] + sorted((game_dir / "ram_vars").glob("*.json"))
     for p in cands:
-        rv = read_json(p)
-        if rv and rv.get("format") == "memory-pixel-interp/ram-vars" and rv.get("env_id") == env_id \
-                and len(rv.get("bytes", [])) == 128:
+        if ram_vars_ok(p, env_id):
             return str(p.relative_to(game_dir))
     return None
 
@@ -666,13 +677,48 @@ def probe_summary(res):
     return dict(sorted(best.items(), key=lambda kv: -(kv[1]["score"] if kv[1]["score"] is not None else -1e9)))
 
 
-def game_entry(out_dir, env_id, kind):
-    game_dir = out_dir / folder_of(env_id)
-    st = read_json(game_dir / "status.json") or {}
+def eval_summary(game_dir, paths=None):
+    """A game's evaluations (ppo_*_breakout.py --eval-checkpoint, eval.json in docs/FORMATS.md), each file's agent and
+    actions read from the file itself. paths: relative to game_dir (default: every eval/*.json there).
+
+    Returns {agent ("ram" = memory, "pixel"): {"sampled" | "greedy": {"mean", "std" (return per full game, unclipped,
+    std over the games), "n" (games), "global_step", "epsilon", "path" (relative to game_dir)}}}, or None when no file
+    holds an evaluation. Of two results for one agent and mode, the one at the later global_step is kept."""
+    paths = paths if paths is not None else [f"eval/{p.name}" for p in sorted((game_dir / "eval").glob("*.json"))]
+    out = {}
+    for rel in paths:
+        ev = read_json(game_dir / rel)
+        if not ev or _num(ev.get("mean")) is None or ev.get("agent") not in ("ram", "pixel") \
+                or not isinstance(ev.get("greedy"), bool):
+            continue
+        rec = {"mean": _num(ev["mean"]), "std": _num(ev.get("std")), "n": _num(ev.get("episodes")),
+               "global_step": _num(ev.get("global_step")), "epsilon": _num(ev.get("epsilon")), "path": rel}
+        mode = "greedy" if ev["greedy"] else "sampled"
+        old = (out.get(ev["agent"]) or {}).get(mode)
+        if old is None or (rec["global_step"] or 0) >= (old["global_step"] or 0):
+            out.setdefault(ev["agent"], {})[mode] = rec
+    return out or None
+
+
+def game_entry(out_dir, env_id, kind, status_dir=None):
+    """One game's row of the index, from its status.json in status_dir (default <out_dir>/<folder_of(env_id)>, the
+    sweep's own layout) and the outputs in its results folder: status.json's optional "folder" (relative to out_dir,
+    e.g. "../breakout_10m" for a game run by hand elsewhere; default the status folder). Its optional "ram_vars"
+    (a path relative to the results folder) and "eval" ({name: path relative to it}) name those files where they are
+    not in the sweep's places (ram_vars/, eval/*.json). Links are relative to out_dir."""
+    status_dir = Path(status_dir) if status_dir is not None else out_dir / folder_of(env_id)
+    st = read_json(status_dir / "status.json") or {}
+    folder = st.get("folder") if isinstance(st.get("folder"), str) and st.get("folder").strip() \
+        else Path(os.path.relpath(status_dir, out_dir)).as_posix()
+    game_dir = out_dir / folder
+
+    def link(rel):  # a path inside the results folder, as a link from out_dir
+        return posixpath.normpath(f"{folder}/{rel}") + ("/" if rel.endswith("/") else "")
+
     steps = st.get("steps", {}) if isinstance(st.get("steps"), dict) else {}
-    e = {"env_id": env_id, "kind": kind or st.get("kind", ""), "folder": folder_of(env_id), "steps": {},
+    e = {"env_id": env_id, "kind": kind or st.get("kind", ""), "folder": folder, "steps": {},
          "status": "not started", "failed_step": None, "reason": None, "stderr_tail": [], "links": {},
-         "extract": None, "compare": None, "probe": None}
+         "extract": None, "compare": None, "probe": None, "eval": None}
     for s in STEPS:
         r = steps.get(s) or {}
         state = r.get("status", "not run")
@@ -699,38 +745,49 @@ def game_entry(out_dir, env_id, kind):
         e["status"] = "partial: " + ", ".join(done)
     if not game_dir.is_dir():
         return e
-    f = folder_of(env_id)
-    rv_path = find_ram_vars(game_dir, env_id)
+    rv_path = st.get("ram_vars") if isinstance(st.get("ram_vars"), str) else None
+    if not (rv_path and ram_vars_ok(game_dir / rv_path, env_id)):
+        rv_path = find_ram_vars(game_dir, env_id)
     if rv_path:
         e["extract"] = extract_summary(read_json(game_dir / rv_path))
-        e["links"]["ram_vars"] = f"{f}/{rv_path}"
+        e["links"]["ram_vars"] = link(rv_path)
     summ = read_json(game_dir / "compare" / "summary.json")
     if summ is not None:
         e["compare"] = compare_summary(summ)
         if (game_dir / "compare" / "index.html").is_file():
-            e["links"]["compare"] = f"{f}/compare/index.html"
+            e["links"]["compare"] = link("compare/index.html")
     pdir = find_probe_dir(game_dir)
     if pdir:
         e["probe"] = probe_summary(read_json(game_dir / pdir / "results.json"))
         if (game_dir / pdir / "report.html").is_file():
-            e["links"]["probe"] = f"{f}/{pdir}/report.html"
+            e["links"]["probe"] = link(f"{pdir}/report.html")
         else:
-            e["links"]["probe results"] = f"{f}/{pdir}/results.json"
-    e["links"]["logs"] = f"{f}/logs/"
+            e["links"]["probe results"] = link(f"{pdir}/results.json")
+    named = st.get("eval") if isinstance(st.get("eval"), dict) else None
+    e["eval"] = eval_summary(game_dir, [p for p in named.values() if isinstance(p, str)] if named else None)
+    for modes in (e["eval"] or {}).values():
+        for r in modes.values():
+            r["href"] = link(r["path"])
+    if (game_dir / "README.md").is_file():
+        e["links"]["README"] = link("README.md")
+    if (game_dir / "logs").is_dir() and any((game_dir / "logs").iterdir()):
+        e["links"]["logs"] = link("logs/")
     return e
 
 
 def build_index(out_dir, listed):
     """index.json + index.html for the listed games plus every other game folder found in out_dir."""
     out_dir = Path(out_dir)
-    games = list(listed)
-    known = {g for g, _ in games}
+    found = {}  # env id -> (the folder holding its status.json, its kind); the sweep's own folder name first
     for st_path in sorted(out_dir.glob("*/status.json")):
         st = read_json(st_path)
-        if st and st.get("env_id") and st["env_id"] not in known:
-            games.append((st["env_id"], st.get("kind", "")))
-            known.add(st["env_id"])
-    entries = [game_entry(out_dir, g, k) for g, k in games]
+        if st and isinstance(st.get("env_id"), str) and st["env_id"] \
+                and (st["env_id"] not in found or st_path.parent.name == folder_of(st["env_id"])):
+            found[st["env_id"]] = (st_path.parent, st.get("kind", ""))
+    games = list(listed)
+    known = {g for g, _ in games}
+    games += [(g, kind) for g, (_, kind) in found.items() if g not in known]
+    entries = [game_entry(out_dir, g, k, found.get(g, (None,))[0]) for g, k in games]
     counts = Counter(e["status"].split(":")[0] for e in entries)
     index = {"format": "memory-pixel-interp/sweep-index", "version": 1, "created": now_iso(),
              "n_games": len(entries), "counts": dict(counts), "games": entries}
@@ -802,7 +859,8 @@ def render_html(index):
     """A self-contained page (inline CSS, relative links) with one row per game and a failure section."""
     esc = html.escape
     colour = {"done": "#1a7f37", "failed": "#cf222e", "timeout": "#cf222e", "interrupted": "#9a6700",
-              "running": "#9a6700", "stale": "#9a6700", "blocked": "#6e7781", "not run": "#6e7781", "skip": "#1a7f37"}
+              "running": "#9a6700", "stale": "#9a6700", "blocked": "#6e7781", "not run": "#6e7781", "skip": "#1a7f37",
+              "in progress": "#9a6700"}
     rows = []
     for i, e in enumerate(index["games"]):
         ex = e["extract"]
@@ -814,6 +872,19 @@ def render_html(index):
         if cmp_.get("answer"):
             ret += (f"<details><summary><small>answer</small></summary><small>{esc(str(cmp_['answer']))}</small>"
                     "</details>")
+        ev = e.get("eval") or {}
+        ev_rows = []
+        for mode in ("sampled", "greedy"):
+            cells = []
+            for agent in ("ram", "pixel"):
+                r = (ev.get(agent) or {}).get(mode)
+                cells.append("–" if not r else f"<a href='{esc(r['href'])}'>{_fmt(r['mean'])}"
+                             + (f" ± {_fmt(r['std'])}" if r["std"] is not None else "") + "</a>")
+            if cells != ["–", "–"]:
+                ev_rows.append(f"{mode}: " + " / ".join(cells))
+        ns = sorted({_fmt(r["n"], 0) for modes in ev.values() for r in modes.values()})
+        ev_cell = "<br>".join(ev_rows) + f"<br><small>mean ± std over {' or '.join(ns)} games</small>" \
+            if ev_rows else "–"
         pr = e["probe"]
         if pr:
             items = [f"{esc(v)}: " + ("<b>–</b>" if p["score"] is None else
@@ -833,12 +904,12 @@ def render_html(index):
         status = f"<b style='color:{st_col}'>{esc(e['status'])}</b>"
         if e["reason"]:
             status += f"<br><small>{esc(e['failed_step'] or '')}: {esc(e['reason'])}</small>"
-        rows.append(f"<tr id='{esc(e['folder'])}'><td>{i}</td><td><b>{esc(e['env_id'])}</b><br><small>"
+        rows.append(f"<tr id='{esc(folder_of(e['env_id']))}'><td>{i}</td><td><b>{esc(e['env_id'])}</b><br><small>"
                     f"{esc(e['kind'])}</small></td><td>{status}</td><td>{ex_cell}</td><td>{ret}</td><td>{conv}</td>"
-                    f"<td>{pr_cell}</td><td><small>{steps}</small></td><td>{links}</td></tr>")
+                    f"<td>{ev_cell}</td><td>{pr_cell}</td><td><small>{steps}</small></td><td>{links}</td></tr>")
     fails = [e for e in index["games"] if e["status"] in ("failed", "timeout", "interrupted")]
     fail_html = "".join(
-        f"<h3><a href='#{esc(e['folder'])}'>{esc(e['env_id'])}</a>: {esc(e['status'])} at step "
+        f"<h3><a href='#{esc(folder_of(e['env_id']))}'>{esc(e['env_id'])}</a>: {esc(e['status'])} at step "
         f"{esc(e['failed_step'] or '?')}</h3><p>{esc(e['reason'] or '')}</p>"
         f"<pre>{esc(chr(10).join(e['stderr_tail']))}</pre>" for e in fails)
     counts = ", ".join(f"{v} {esc(k)}" for k, v in sorted(index["counts"].items()))
@@ -851,11 +922,14 @@ pre{{background:#f6f8fa;padding:6px;font-size:12px;overflow-x:auto}} small{{colo
 <body><h1>Memory vs pixel agents across games</h1>
 <p>{index['n_games']} games: {counts}. Written {esc(index['created'])}; data in <a href="index.json">index.json</a>.</p>
 <p>RAM bytes = changing / <b>selected</b> (the memory agent's input), then the excluded bytes by reason.
-Returns and steps to converge are memory / pixel agent (from each game's compare summary). Probe: the best
-score per game variable (from each game's probe results).</p>
+Returns and steps to converge are memory / pixel agent (from each game's compare summary). The evaluation: each
+agent's mean return per full game, ± the std over the games, actions sampled from the policy or greedy (from each
+game's eval/*.json; a number links to its file). Probe: the best score per game variable (from each game's probe
+results).</p>
 {f'<img alt="overview" src="data:image/png;base64,{png}">' if png else ''}
 <table><tr><th>#</th><th>game</th><th>status</th><th>RAM bytes</th><th>final return<br>memory / pixel</th>
-<th>steps to converge<br>memory / pixel</th><th>best probe score per variable</th><th>steps</th><th>reports</th></tr>
+<th>steps to converge<br>memory / pixel</th><th>30-game eval<br>memory / pixel</th>
+<th>best probe score per variable</th><th>steps</th><th>reports</th></tr>
 {''.join(rows)}
 </table>
 <h2>Failures</h2>{fail_html or '<p>none</p>'}

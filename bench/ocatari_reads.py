@@ -102,9 +102,22 @@ def slot_signature(objects):
 
 def changed_fields(ref, sig):
     """Two slot signatures (same object list before / after an edit) -> {class: set of what differs}: "x", "y",
-    "w", "h" (the box of the object in the same slot), "value", or "presence" (the slot gained or lost its object)."""
-    out = {}
+    "w", "h" (the box of the object in the same slot), "value", or "presence" (the slot gained or lost its object).
+    When the edit changed how many objects of a class exist, only "presence" counts for that class: its objects'
+    slots no longer correspond (a list that grows or shrinks shifts every later object, e.g. Centipede's mushrooms,
+    which would otherwise read as moves along x and y)."""
+    def count(slots):
+        n = {}
+        for o in slots:
+            if o is not None:
+                n[o[0]] = n.get(o[0], 0) + 1
+        return n
+    n_ref, n_sig = count(ref), count(sig)
+    appeared = {c for c in set(n_ref) | set(n_sig) if n_ref.get(c, 0) != n_sig.get(c, 0)}
+    out = {c: {"presence"} for c in appeared}
     for a, b in itertools.zip_longest(ref, sig):
+        if (a is not None and a[0] in appeared) or (b is not None and b[0] in appeared):
+            continue
         if a == b:
             continue
         if a is None or b is None or a[0] != b[0] or len(a[1]) != len(b[1]):

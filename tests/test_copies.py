@@ -37,6 +37,9 @@ COPIES = {
     "ImpalaResidualBlock": [[PIXEL, PROBE]],
     "ImpalaConvSequence": [[PIXEL, PROBE]],
     "ImpalaAgent": [[PIXEL, PROBE]],
+    "read_sample_factory_pth": [[PIXEL, PROBE]],
+    "SampleFactoryInputNorm": [[PIXEL, PROBE]],
+    "SampleFactoryAgent": [[PIXEL, PROBE]],
     # the command line: one `error:` line for a bad one, every numeric flag checked against its range
     "fail": [SCRIPTS],
     "parse_args": [SCRIPTS],

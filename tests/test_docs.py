@@ -1,6 +1,7 @@
 """The documentation: the MkDocs site builds with --strict (a broken link or anchor, a link out of docs/ to a file
 that does not exist, a page left out of the nav: each fails it), the README's links name files that exist, and the
 README stays a front page whose commands are CI's own and whose tour leaves the shipped agents' files alone."""
+import json
 import os
 import re
 import shlex
@@ -100,5 +101,8 @@ def test_readme_tour_writes_only_to_its_own_folder():
         for i, a in enumerate(args):   # every file it reads is in the clone
             if a in ("--eval-checkpoint", "--pixel-checkpoint", "--ram-checkpoint", "--ram-vars", "--roles-from"):
                 assert (ROOT / args[i + 1]).is_file(), args[i + 1]
-    probe = next(c for c in tour if "probe_function_vectors.py" in c)
-    assert "--roles-from" in probe, "the tour's atlas names its variables"
+    probe = shlex.split(next(c for c in tour if "probe_function_vectors.py" in c))
+    ram_vars = json.loads((ROOT / probe[probe.index("--ram-vars") + 1]).read_text())
+    described = [i for i in ram_vars["selected"] if (ram_vars["bytes"][i].get("role") or {}).get("role")]
+    assert "--roles-from" in probe or len(described) == len(ram_vars["selected"]), \
+        "the tour's atlas names its variables: its ram vars file describes every selected byte"

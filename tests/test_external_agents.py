@@ -369,7 +369,7 @@ def cleanba(tmp_path_factory):
 
 
 def our_cleanba_agent(scripts, loader, path):
-    """The model `loader`'s script builds from a cleanba file (the probe: its load_checkpoint, Nature CNN only)."""
+    """The model `loader`'s script builds from a cleanba file (the probe: its load_checkpoint)."""
     if loader == "pixel":
         ckpt = scripts["pixel"].load_checkpoint(str(path))
         cls = scripts["pixel"].ImpalaAgent if ckpt["architecture"] == "impala-cnn" else scripts["pixel"].Agent
@@ -379,7 +379,7 @@ def our_cleanba_agent(scripts, loader, path):
     return our_agent(scripts, loader, path)
 
 
-@pytest.mark.parametrize("arch, loader", [("naturecnn", "pixel"), ("naturecnn", "probe"), ("impala", "pixel")])
+@pytest.mark.parametrize("arch, loader", [("naturecnn", "pixel"), ("naturecnn", "probe"), ("impala", "pixel"), ("impala", "probe")])
 def test_cleanba_files_give_flaxs_logits_and_value(cleanba, scripts, arch, loader):
     agent, ckpt = our_cleanba_agent(scripts, loader, cleanba["file"][arch])
     src = ckpt["source"]
@@ -403,7 +403,7 @@ def test_eval_plays_cleanba_files(cleanba, tmp_path):
         evaluate_once(cleanba["file"][arch], "CleanRL (cleanba)", False, tmp_path)
 
 
-def test_probe_runs_on_a_cleanba_file_and_refuses_impala(cleanba, tmp_path):
+def test_probe_runs_on_a_cleanba_file(cleanba, tmp_path):
     out = tmp_path / "probe"
     run_script(PROBE, "--pixel-checkpoint", cleanba["file"]["naturecnn"], *PROBE_INPUTS, *PROBE_TINY, "--out-dir", out,
                "--no-report", cwd=tmp_path)
@@ -415,10 +415,63 @@ def test_probe_runs_on_a_cleanba_file_and_refuses_impala(cleanba, tmp_path):
     assert "repeats a game's first frame" in check["differences"][0]
     z = np.load(out / "activations.npz")
     assert z["act_critic"].std() > 0 and z["act_actor"].shape[1] == 4
-    probe = run_script(PROBE, "--pixel-checkpoint", cleanba["file"]["impala"], *PROBE_INPUTS, "--out-dir", tmp_path / "out2",
-                       cwd=tmp_path, check=False)
-    assert_clean_error(probe, "IMPALA-CNN", "Nature CNN's layers")
-    assert not (tmp_path / "out2").exists()
+
+
+def test_probe_runs_on_an_impala_cleanba_file(cleanba, scripts, tmp_path):
+    """The IMPALA CNN probed end to end: the layers recorded are the model's (each sequence's max pool and residual
+    blocks, the last map, the fc), with the shapes its forward pass gives; every channel / unit is labelled with a probed
+    RAM address or marked; the top natural frames' boxes are receptive fields of a map position, inside the 84x84 frame;
+    the oracle steer lands at every layer (steers take each layer's shape); probe_report.py renders those layers."""
+    out = tmp_path / "probe"
+    run_script(PROBE, "--pixel-checkpoint", cleanba["file"]["impala"], *PROBE_INPUTS, *PROBE_TINY, "--out-dir", out,
+               cwd=tmp_path)
+    res = json.loads((out / "results.json").read_text())
+    assert res["inputs"]["pixel_architecture"] == "impala-cnn"
+    assert res["inputs"]["pixel_source"]["policy"] == "cleanba_ppo_envpool_impala_atari_wrapper (IMPALA CNN)"
+    hidden = [f"seq{s}.{p}" for s in range(3) for p in ("pool", "res0", "res1")] + ["relu", "relu_fc"]
+    assert list(res["layers"]) == hidden + ["actor", "critic"]
+    agent = scripts["probe"].load_checkpoint(str(cleanba["file"]["impala"]), "pixel", "--pixel-checkpoint")["model"]
+    shapes = {}
+    for k in hidden + ["actor"]:
+        assert res["layers"][k]["module"] == (k if k == "actor" else f"network.{k}")
+        agent.get_submodule(res["layers"][k]["module"]).register_forward_hook(
+            lambda m, i, o, k=k: shapes.__setitem__(k, list(o.shape[1:])))
+    with torch.no_grad():
+        agent.get_action_and_value(torch.as_tensor(cleanba["x"][:1]))
+    assert {k: res["layers"][k]["shape"] for k in shapes} == shapes
+    assert shapes["seq0.pool"] == [16, 42, 42] and shapes["seq2.res1"] == shapes["relu"] == [32, 11, 11]
+    z = np.load(out / "activations.npz")
+    assert z["layer_names"].tolist() == list(res["layers"]) and z["act_seq1.res0"].shape[1:] == (32, 21, 21)
+    # every channel (a conv map) / unit (the fc) labelled with a probed address, or dead, silent or weak
+    probed = [v["index"] for v in res["variables"]]
+    for k in hidden:
+        units = res["layers"][k]["units"]
+        assert [u["unit"] for u in units] == list(range(shapes[k][0]))
+        for u in units:
+            if u["var"] >= 0:
+                assert u["status"] == "labelled" and u["index"] == probed[u["var"]] and u["name"] == res["variables"][u["var"]]["name"]
+            else:
+                assert u["status"] in ("dead", "silent", "weak") and u["index"] is None, (k, u)
+    assert any(u["var"] >= 0 for k in hidden for u in res["layers"][k]["units"])
+    # the boxes of the top natural frames: the receptive field of one position of the map (an fc unit: of the last
+    # map, relu), clipped to the frame; padding puts the fields of the first positions partly outside it
+    fields = res["natural"]["top_frames"]["receptive_field"]
+    assert list(fields) == hidden[:-1] and min(f["start"] for f in fields.values()) < 0
+    for k in hidden:
+        f = fields[k if k in fields else "relu"]
+        side = shapes[k if k in fields else "relu"][1]
+        sides = {(max(f["start"] + i * f["stride"], 0), min(f["start"] + i * f["stride"] + f["size"] - 1, 83))
+                 for i in range(side)}
+        boxes = z[f"top_box_{k}"][z[f"top_frame_{k}"] >= 0]
+        assert len(boxes) and 0 <= boxes.min() and boxes.max() <= 83, k
+        assert all((r0, r1) in sides and (c0, c1) in sides for r0, r1, c0, c1 in boxes.tolist()), k
+    # steering at every hidden layer: the oracle (the pair's true difference, added at that layer) lands on the target
+    landed = {k for v in res["variables"] for k, c in (v["causal"] or {}).items()
+              if c and c["oracle"]["gap_closed_actor"] is not None and c["oracle"]["gap_closed_actor"] > 0.95}
+    assert landed == set(hidden) and all(set(v["verdict"]["steering"]) == set(hidden) for v in res["variables"])
+    page = (out / "report.html").read_text()
+    for k in hidden:
+        assert f"<h3 id='layer-{k}'>network.{k} " in page and f"data-layer='{k}'" in page, k
 
 
 def test_cleanba_files_that_do_not_fit_are_refused(cleanba, tmp_path):
@@ -546,3 +599,195 @@ def test_envpool_replay_equals_envpool(scripts, game):
         assert done == bool(term[0] or trunc[0])
         diffs.append(np.abs(obs[0].astype(int) - ours).max())
     assert ends > 0 and max(diffs) == 0, (ends, max(diffs))
+
+
+# ---- Sample Factory 2.x: torch.save of its Learner's checkpoint dict (checkpoint_p0/*.pth), config.json beside them
+NO_SF = ("sample-factory is not installed (optional: pip install --no-deps sample-factory signal-slot-mp colorlog; "
+         "its own code builds, saves and runs the reference actor-critic)")
+
+
+def save_sample_factory_run(train_dir, experiment, n_actions, frames, *argv, updates=500):
+    """An Atari actor-critic made and written by Sample Factory's own code, as its training does: its config parsed by
+    sf_examples/atari's parser (parse_sf_args + atari_override_defaults + parse_full_cfg, extra flags in argv), its
+    Learner (Learner.init: create_actor_critic on the Atari env's spaces, Adam), the input normaliser's running
+    statistics gathered on real frames as its learner gathers them (prepare_and_normalize_obs in train mode, `updates`
+    times: 0 for a file that is only to be refused), the
+    returns normaliser's on some returns, every bias moved off SF's init of 0 and the heads' weights scaled by 10, then
+    Learner.save (checkpoint_p0/
+    checkpoint_<train_step>_<env_steps>.pth) and config.json as its Runner._save_cfg writes it (json.dump of cfg_dict).
+    The spaces are those SF's make_env gives an Atari env (its DictObservationsWrapper: {"obs": (4, 84, 84) uint8}).
+    Returns (the checkpoint's path, the actor-critic in eval mode)."""
+    from sample_factory.algo.learning.learner import Learner
+    from sample_factory.algo.utils.env_info import EnvInfo
+    from sample_factory.algo.utils.model_sharing import ParameterServer
+    from sample_factory.algo.utils.rl_utils import prepare_and_normalize_obs
+    from sample_factory.cfg.arguments import cfg_dict, parse_full_cfg, parse_sf_args
+    from sf_examples.atari.atari_params import atari_override_defaults
+    argv = [f"--env={experiment.split('_2B_')[-1].rsplit('_', 1)[0]}", f"--experiment={experiment}",
+            f"--train_dir={train_dir}", "--device=cpu", "--seed=3", *argv]
+    parser, partial = parse_sf_args(argv=argv)
+    atari_override_defaults(partial.env, parser)
+    cfg = parse_full_cfg(parser, argv)
+    obs_space = gym.spaces.Dict(obs=gym.spaces.Box(0, 255, (4, 84, 84), np.uint8))
+    env_info = EnvInfo(obs_space=obs_space, action_space=gym.spaces.Discrete(n_actions), num_agents=1, gpu_actions=False,
+                       gpu_observations=False, action_splits=None, all_discrete=None, frameskip=4)
+    versions = torch.zeros(1, dtype=torch.int32)
+    with torch.random.fork_rng(devices=[]):  # (Learner.init seeds torch's and numpy's global generators with cfg.seed)
+        state = np.random.get_state()
+        learner = Learner(cfg, env_info, versions, 0, ParameterServer(0, versions, serial_mode=True))
+        learner.init()
+        np.random.set_state(state)
+        ac = learner.actor_critic
+        for _ in range(updates):  # (as a long training leaves them: pixels that never change get a variance near 0)
+            prepare_and_normalize_obs(ac, {"obs": torch.as_tensor(frames)})
+        if ac.returns_normalizer is not None:
+            ac.returns_normalizer(3 * torch.randn(64, 1) + 2)
+        with torch.no_grad():
+            for name, p in ac.named_parameters():
+                if p.dim() == 1:
+                    p.add_(0.1 * torch.randn_like(p))
+                elif name.startswith(("critic_linear.", "action_parameterization.")):
+                    p.mul_(10)  # outputs that differ visibly between observations
+    learner.train_step, learner.env_steps = 7, 12348  # env_steps: emulator frames (summaries_use_frameskip)
+    assert learner.save()
+    with open(train_dir / experiment / "config.json", "w") as f:
+        json.dump(cfg_dict(cfg), f, indent=2)
+    return next((train_dir / experiment / "checkpoint_p0").glob("checkpoint_*.pth")), ac.eval()
+
+
+@pytest.fixture(scope="module")
+def sample_factory(tmp_path_factory):
+    """A Breakout APPO checkpoint as Sample Factory writes it (the Hub's layout: <experiment>/checkpoint_p0/*.pth and
+    <experiment>/config.json), and Sample Factory's own logits and values on real frames and noise."""
+    pytest.importorskip("sample_factory", reason=NO_SF)
+    from sample_factory.algo.utils.rl_utils import prepare_and_normalize_obs
+    d = tmp_path_factory.mktemp("sample_factory")
+    x = real_frames()
+    path, ac = save_sample_factory_run(d, "atari_2B_atari_breakout_1111", 4, x[:-4])
+    with torch.no_grad():
+        out = ac(prepare_and_normalize_obs(ac, {"obs": torch.as_tensor(x)}), torch.zeros(len(x), 1))
+    return {"dir": d, "file": path, "x": x, "logits": out["action_logits"].numpy(), "value": out["values"].numpy(),
+            "returns_normalizer": ac.returns_normalizer}
+
+
+@pytest.mark.parametrize("loader", ["pixel", "probe"])
+def test_sample_factory_checkpoint_gives_its_logits_and_value(sample_factory, scripts, loader):
+    if loader == "pixel":
+        ckpt = scripts["pixel"].load_checkpoint(str(sample_factory["file"]))
+        agent = scripts["pixel"].SampleFactoryAgent(**ckpt["model_kwargs"])
+        agent.load_state_dict(ckpt["state_dict"])
+        agent.eval()
+    else:
+        agent, ckpt = our_agent(scripts, loader, sample_factory["file"])
+        assert type(agent).__name__ == "SampleFactoryAgent"
+    src = ckpt["source"]
+    assert src["library"] == "Sample Factory" and src["algorithm"] == "APPO" and src["trained_on"] == "BreakoutNoFrameskip-v4"
+    assert src["preprocessing"] == "cleanrl" and "make_atari_env" in src["pipeline"] and src["config"].endswith("config.json")
+    cfg = json.loads((sample_factory["file"].parent.parent / "config.json").read_text())
+    assert cfg["summaries_use_frameskip"] and cfg["env_frameskip"] == 4  # sf_examples/atari's: env_steps counts frames
+    assert ckpt["architecture"] == "sample-factory-cnn" and ckpt["global_step"] == 12348 // 4  # agent steps
+    assert src["layer_map"]["actor"] == "action_parameterization.distribution_linear" and src["layer_map"]["critic"] == "critic_linear"
+    rn = sample_factory["returns_normalizer"]
+    assert src["value_normalization"]["mean"] == float(rn.running_mean[0]) != 0
+    assert src["value_normalization"]["std"] == pytest.approx(float(torch.sqrt(rn.running_var[0] + 1e-5)))
+    x = torch.as_tensor(sample_factory["x"])
+    with torch.no_grad():
+        hidden = agent.hidden(x)
+        logits, value = agent.actor(hidden).numpy(), agent.critic(hidden)[:, 0].numpy()
+        eval_logits = agent.actor(agent.network(x.float() / 255.0)).numpy()  # as the eval loop calls it
+    theirs_logits, theirs_value = sample_factory["logits"], sample_factory["value"]
+    assert theirs_value.std() > 1e-2 and theirs_logits.std() > 1e-2  # real outputs that differ between observations
+    assert np.abs(logits - theirs_logits).max() <= 1e-5, np.abs(logits - theirs_logits).max()
+    assert np.abs(value - theirs_value).max() <= 1e-5, np.abs(value - theirs_value).max()
+    assert np.array_equal(eval_logits, logits)
+    # the input normaliser matters: the same weights without it give other logits
+    plain = scripts["pixel"].Agent(**ckpt["model_kwargs"])
+    plain.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if not k.startswith("network.norm.")})
+    with torch.no_grad():
+        assert np.abs(plain.actor(plain.hidden(x)).numpy() - theirs_logits).max() > 1e-2
+
+
+def test_eval_plays_a_sample_factory_checkpoint(sample_factory, tmp_path):
+    evaluate_once(sample_factory["file"], "Sample Factory", False, tmp_path)
+
+
+def test_probe_runs_on_a_sample_factory_checkpoint(sample_factory, tmp_path):
+    out = tmp_path / "probe"
+    run_script(PROBE, "--pixel-checkpoint", sample_factory["file"], *PROBE_INPUTS, *PROBE_TINY, "--out-dir", out,
+               "--no-report", cwd=tmp_path)
+    res = json.loads((out / "results.json").read_text())
+    assert res["inputs"]["pixel_source"]["library"] == "Sample Factory"
+    check = res["preprocessing_check"]
+    assert "make_atari_env" in check["pipeline"]
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:  # SF's Atari wrappers are SB3's: the check says why it could not compare
+        assert not check["compared"] and "stable-baselines3" in check["reason"]
+    else:
+        assert check["compared"] and check["observation"]["max_abs_diff"] >= check["frame"]["max_abs_diff"]
+    z = np.load(out / "activations.npz")
+    assert z["act_critic"].std() > 0 and z["act_actor"].shape[1] == 4
+
+
+def test_sample_factory_checkpoints_that_do_not_fit_are_refused(sample_factory, scripts, tmp_path):
+    """A recurrent core, separate actor and critic encoders, a config.json whose obs_scale is null or a list or whose
+    env_frameskip is no integer, a returns normaliser without its variance or with empty statistics: ValueError, one
+    line (read_external_agent, the reader of both scripts). Another game in config.json, Pong's 6 actions on Breakout:
+    one `error:` line each, end to end (eval and probe), nothing written. The step count is in agent steps unless
+    summaries_use_frameskip is off."""
+    x = sample_factory["x"][:8]
+    gru, _ = save_sample_factory_run(tmp_path, "atari_2B_atari_breakout_2222", 4, x, "--use_rnn=True", updates=0)
+    separate, _ = save_sample_factory_run(tmp_path, "atari_2B_atari_breakout_3333", 4, x,
+                                          "--actor_critic_share_weights=False", updates=0)
+    pong, _ = save_sample_factory_run(tmp_path, "atari_2B_atari_pong_1111", 6, x, updates=0)
+    good = sample_factory["file"]
+    cfg = json.loads((good.parent.parent / "config.json").read_text())
+    ckpt = torch.load(good, map_location="cpu", weights_only=True)
+
+    def variant(name, config=None, **model):  # the fixture's checkpoint, its config or model changed
+        path = tmp_path / name / "checkpoint_p0" / good.name
+        path.parent.mkdir(parents=True)
+        (path.parent.parent / "config.json").write_text(json.dumps(dict(cfg, **(config or {}))))
+        sd = {k: v for k, v in dict(ckpt["model"], **model).items() if v is not None}
+        torch.save(dict(ckpt, model=sd), path)
+        return path
+
+    rn = "returns_normalizer.running_"
+    cases = [(gru, ["recurrent core", "use_rnn"]), (separate, ["separate actor and critic"]),
+             (variant("null_scale", {"obs_scale": None}), ["obs_scale None"]),
+             (variant("list_scale", {"obs_scale": [255]}), ["obs_scale [255]"]),
+             (variant("skip", {"env_frameskip": "4"}), ["env_frameskip", "'4'"]),
+             (variant("no_var", **{rn + "var": None}), ["returns normaliser", "no running_var"]),
+             (variant("empty", **{rn + "mean": torch.zeros(0)}), ["returns normaliser", "0 values"])]
+    for path, needles in cases:
+        with pytest.raises(ValueError) as e:
+            scripts["pixel"].read_external_agent(str(path))
+        assert "\n" not in str(e.value) and all(n in str(e.value) for n in needles), (path, str(e.value))
+    frames = variant("frames", {"summaries_use_frameskip": False})  # env_steps are then agent steps
+    assert scripts["pixel"].read_external_agent(str(frames))["global_step"] == ckpt["env_steps"] == 12348
+    six = tmp_path / "six" / "checkpoint_p0" / pong.name  # Pong's network, no config.json: the game is not known
+    six.parent.mkdir(parents=True)
+    six.write_bytes(pong.read_bytes())
+    for path, needles in [(pong, ["trained on PongNoFrameskip-v4", "not on breakout"]), (six, ["6 actions", "4"])]:
+        assert_clean_error(run_script(PIXEL, "--eval-checkpoint", path, *EVAL, cwd=tmp_path, check=False), *needles)
+        assert not (path.parent / "eval.json").exists()
+    proc = run_script(PROBE, "--pixel-checkpoint", pong, "--ram-vars", ROOT / "ram_vars" / f"{ENV}.json", "--out-dir",
+                      tmp_path / "probe", cwd=tmp_path, check=False)  # the probe: a Pong agent on Breakout's bytes
+    assert_clean_error(proc, "trained on PongNoFrameskip-v4", "not on breakout")
+    assert not (tmp_path / "probe").exists()
+
+
+def test_torch_files_with_pickled_objects_are_refused(tmp_path):
+    """A torch file that weights_only cannot read (a pickled object beside the weights, as a Sample Factory checkpoint
+    holding a datetime would be) is one `error:` line that names the object; numpy scalars (numbers) are read."""
+    weights = {"critic_linear.weight": torch.zeros(1, 512), "critic_linear.bias": torch.zeros(1)}
+    pickled = tmp_path / "checkpoint_p0" / "checkpoint_000000001_1.pth"
+    pickled.parent.mkdir()
+    torch.save({"model": weights, "saved": datetime.date(2022, 10, 14)}, pickled)
+    proc = run_script(PIXEL, "--eval-checkpoint", pickled, *EVAL, cwd=tmp_path, check=False)
+    assert_clean_error(proc, "pickled object", "datetime.date", "weights_only")
+    numbers = tmp_path / "numbers.pth"  # readable: it then fails as a layout that does not fit, saying what it holds
+    torch.save({"model": weights, "best_performance": np.float64(3.5), "env_steps": np.int64(7)}, numbers)
+    proc = run_script(PIXEL, "--eval-checkpoint", numbers, *EVAL, cwd=tmp_path, check=False)
+    assert_clean_error(proc, "Sample Factory", "critic_linear", "not the layout")
+    assert not (tmp_path / "eval.json").exists() and not (pickled.parent / "eval.json").exists()

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,11 +103,38 @@ def run_json(out_dir, *flags, env_id=ENV_ID):
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    """One small-budget Breakout run shared by the checks below."""
-    data, proc = run_json(tmp_path_factory.mktemp("erv"), "--total-frames", FRAMES, "--seed", 1)
+def result_run(tmp_path_factory):
+    """One small-budget Breakout run shared by the checks below; it also writes its roles into a copy of the shipped
+    ram vars file (--roles-into). -> (its JSON, the folder)."""
+    d = tmp_path_factory.mktemp("erv")
+    shutil.copy(os.path.join(ROOT, "ram_vars", f"{ENV_ID}.json"), d / "shipped.json")
+    data, proc = run_json(d, "--total-frames", FRAMES, "--seed", 1, "--roles-into", d / "shipped.json")
     assert "[explore]" in proc.stdout and "frames/s" in proc.stdout and "ETA" in proc.stdout, proc.stdout[-2000:]
-    return data
+    return data, d
+
+
+@pytest.fixture(scope="module")
+def result(result_run):
+    return result_run[0]
+
+
+def test_roles_into_upgrades_an_older_file_and_keeps_its_selection(result_run, tmp_path):
+    """--roles-into: the older file keeps its selection and every other field, and its bytes get this run's roles."""
+    data, d = result_run
+    with open(os.path.join(ROOT, "ram_vars", f"{ENV_ID}.json")) as f:
+        shipped = json.load(f)
+    with open(d / "shipped.json") as f:
+        upgraded = json.load(f)
+    assert upgraded["selected"] == shipped["selected"] and upgraded["excluded"] == shipped["excluded"]
+    for new, old, run in zip(upgraded["bytes"], shipped["bytes"], data["bytes"]):
+        assert {k: v for k, v in new.items() if k != "role"} == {k: v for k, v in old.items() if k != "role"}
+        assert new.get("role") == (run.get("role") or old.get("role")), new["index"]
+    assert sum(bool(b.get("role")) for b in upgraded["bytes"]) >= 10
+    assert upgraded["produced_by"]["roles"]["seed"] == 1
+    bad = tmp_path / "pong.json"
+    bad.write_text(json.dumps({**shipped, "env_id": "PongNoFrameskip-v4"}))
+    assert_clean_error(run_script(SCRIPT, "--env-id", ENV_ID, "--out-dir", tmp_path, "--total-frames", "200",
+                                  "--roles-into", bad, check=False), "roles-into")
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +203,9 @@ def test_schema_complete(result):
     assert pb["nondeterministic_bases_dropped"] == 0
 
 
-def test_paddle_byte_found_from_screen_is_selected(result):
-    """The paddle is what moves when RIGHT vs LEFT is held (ball not served); its byte tracks its pixel column."""
+def paddle_byte():
+    """The paddle is what moves when RIGHT vs LEFT is held (ball not served); its byte tracks its pixel column.
+    -> the RAM index of that byte, found from the screen."""
     ale = breakout_ale(seed=3)
     ale.reset_game()
     play(ale, [Action.NOOP] * 60)
@@ -204,6 +233,11 @@ def test_paddle_byte_found_from_screen_is_selected(result):
     corr = np.array([abs(np.corrcoef(r[:, i], column)[0, 1]) if r[:, i].std() > 0 else 0.0 for i in range(128)])
     paddle = int(corr.argmax())
     assert corr[paddle] > 0.99, corr[paddle]
+    return paddle
+
+
+def test_paddle_byte_found_from_screen_is_selected(result):
+    paddle = paddle_byte()
     assert paddle in result["selected"], (paddle, result["bytes"][paddle])
     rec = result["bytes"][paddle]
     assert rec["kind"] == "state" and rec["intervention"]["screen_differed_fraction"] > 0.5
@@ -634,6 +668,33 @@ def test_x_position_role_moves_an_object_on_screen(result, emu):
         assert centres and np.sign(np.median(centres)) == np.sign(k), (i, centres, k)
 
 
+def test_grows_in_place_tells_a_bar_from_a_moved_object(emu):
+    """grows_in_place on masks made in the test's own emulator: the Breakout paddle byte held at values away from its
+    own moves the paddle (the changed regions share only the place it left: not a count), while a bar drawn over
+    the same frames, longer for a larger value, grows in place (a count drawn as a bar)."""
+    erv = load_script()
+    ale, states, _ = emu
+    paddle = paddle_byte()
+    ale.restoreState(states[3])
+    own = int(ale.getRAM()[paddle])
+    shots = {}
+    for v in [own] + [own + d for d in (-60, -40, -20, 20, 40, 60) if 0 <= own + d < 256]:
+        ale.restoreState(states[3])
+        for _ in range(2):
+            ale.setRAM(paddle, v)
+            ale.act(Action.NOOP)
+        shots[v] = ale.getScreen().copy()
+    moved = {v: shots[v] != shots[own] for v in shots if v != own}
+    assert sum(m.any() for m in moved.values()) >= 3, "holding the paddle byte moved nothing"
+    assert not erv.grows_in_place(moved, own)
+    bar = {}
+    for v in moved:   # a bar from column 8 whose length is the value's distance from own, over the paddle's frame
+        m = np.zeros_like(moved[v])
+        m[100:104, 8:8 + abs(v - own)] = True
+        bar[v] = m
+    assert erv.grows_in_place(bar, own)
+
+
 # ---------------------------------------------------------------- roles from ALE's signals and from relations between bytes
 def signal_trials(ale, states, index):
     """Write byte `index` at each state (own value +1, -1, ^0x10), emulate 1 NOOP frame, and compare ALE's reward and
@@ -681,6 +742,21 @@ def test_score_and_lives_roles_match_what_writing_the_byte_does_to_ale_signals(r
             rec = recs[i]
             if rec["kind"] in ("state", "latent", "stored", "input-driven", "derived"):
                 assert role in rec["role"]["role"], (role, i, rec["kind"], rec.get("role"))
+    # a lives byte named from play is the count itself: an affine function of lives() in the test's own play
+    rng = np.random.default_rng(7)
+    rams, lives = [], []
+    for state in states[1:8]:
+        ale.restoreState(state)
+        for a in sticky_actions(rng, list(ale.getMinimalActionSet()), 200):
+            ale.act(a)
+            rams.append(ale.getRAM().astype(np.int64))
+            lives.append(ale.lives())
+    rams, lives = np.array(rams), np.array(lives)
+    for rec in result["bytes"]:
+        r = rec.get("role") or {}
+        if r.get("role") == "lives" and "changes during play" in r["evidence"] and len(np.unique(lives)) >= 2:
+            a, b = np.polyfit(lives, rams[:, rec["index"]], 1)
+            assert np.mean(np.abs(rams[:, rec["index"]] - (a * lives + b)) < 0.5) >= 0.9, (rec["index"], r)
     for rec in result["bytes"]:
         r = rec.get("role") or {}
         if "score" in r.get("role", "") and "ALE's reward" in r["evidence"]:
@@ -690,8 +766,8 @@ def test_score_and_lives_roles_match_what_writing_the_byte_does_to_ale_signals(r
 
 
 def test_velocity_and_direction_roles_match_the_position_bytes_moves(result, emu):
-    """A byte called the velocity of byte N equals (plus or minus, as its evidence says) N's frame-to-frame change,
-    and a byte called N's direction (or a bit of it) fixes the sign of that change, on >= 80% of the frames N moved
+    """A byte called the velocity of byte N equals (plus or minus, as its evidence says) N's frame-to-frame change
+    (a speed: has its sign), and a byte called N's direction (or a bit of it) fixes the sign of that change, on >= 80% of the frames N moved
     in the test's own random play (not the extractor's)."""
     ale, states, actions = emu
     rng = np.random.default_rng(5)
@@ -712,7 +788,11 @@ def test_velocity_and_direction_roles_match_the_position_bytes_moves(result, emu
         assert moved.sum() >= 8, (i, j, int(moved.sum()))
         if role.startswith("velocity"):
             sign = -1 if rec["role"]["evidence"].startswith("minus") else 1
-            match = np.mean(d[moved] == sign * (((v[moved] + 128) % 256) - 128))
+            signed = ((v[moved] + 128) % 256) - 128
+            if "has the sign of" in rec["role"]["evidence"]:   # a speed: the move goes the way its sign says
+                match = np.mean(np.sign(d[moved]) == sign * np.sign(signed))
+            else:                                              # the step itself
+                match = np.mean(d[moved] == sign * signed)
         else:
             key = (v[moved] >> int(bit.group(1))) & 1 if bit else v[moved]
             s = np.sign(d[moved])

@@ -4,6 +4,7 @@ The chain is the real one: extract_ram_vars.py (tiny budget) -> ppo_ram_breakout
 (256 steps each) -> the probe (tiny budget) -> the report, linked only through the files they write.
 Which RAM byte is the paddle is found here from the emulator (no address tables).
 """
+import copy
 import hashlib
 import html
 import importlib
@@ -203,6 +204,26 @@ def test_paddle_region_is_the_paddle_rows(chain):
     assert p0 - 12 <= r0 <= p0 + 2 and p1 - 2 <= r1 <= p1 + 4, (region["bbox"], chain["paddle_rows"])
     assert r0 > 0.75 * screen_dims("breakout")[0]  # bottom of the screen
     assert v["samples"]["kept"] >= 10 and v["samples"]["screen_changed_fraction"] > 0.9
+
+
+def test_paddle_track_is_a_line_of_boxes(chain):
+    """The screen picture of a position byte is its track: the paddle's box at each held value, in the paddle's rows,
+    moving along x in step with the value (not every pixel that changed over the held frames)."""
+    v = next(v for v in chain["res"]["variables"] if v["index"] == chain["paddle"])
+    assert v["role"] == "x-position", v["role"]
+    track = v["screen_track"]
+    assert track["base"] is not None and len(track["boxes"]) >= 3, track
+    p0, p1 = chain["paddle_rows"]
+    boxes = np.array([b["bbox"] for b in track["boxes"]])
+    assert (boxes[:, 0] >= p0 - 2).all() and (boxes[:, 1] <= p1 + 2).all(), (boxes, chain["paddle_rows"])
+    # about one paddle wide (16 px; more where the paddle was still moving over the held frames), not the whole row
+    assert np.median(boxes[:, 3] - boxes[:, 2]) <= 48, boxes
+    values = np.array([b["value"] for b in track["boxes"]])
+    rank = lambda a: np.argsort(np.argsort(a, kind="stable"), kind="stable")
+    assert abs(np.corrcoef(rank(values), rank(boxes[:, 2]))[0, 1]) >= 0.9, (values, boxes)   # in step with the value
+    assert track["axis"] == "x" and np.ptp(boxes[:, 2]) > 24, boxes
+    page = (chain["out"] / "report.html").read_text()
+    assert f"track: {len(boxes)} boxes along x" in page
 
 
 def test_probe_on_screen_byte_beats_shuffled_control(chain):
@@ -471,7 +492,11 @@ def test_atlas_one_colour_per_address(chain, tmp_path):
         assert card.group(1) == colour[name], name
     data = json.loads(re.search(r"<script type='application/json' id='atlas-data'>(.*?)</script>", page, re.S).group(1))
     assert {v["name"]: v["colour"] for v in data["vars"]} == colour
-    shutil.copy(chain["out"] / "results.json", tmp_path)
+    res = json.loads((chain["out"] / "results.json").read_text())  # a screen track's base out of range: its region
+    tracked = [v for v in res["variables"] if (v.get("screen_track") or {}).get("boxes")]  # picture instead
+    assert tracked
+    tracked[0]["screen_track"]["base"] = len(chain["npz"]["base_rgb"])
+    (tmp_path / "results.json").write_text(json.dumps(res))
     shutil.copy(chain["out"] / "activations.npz", tmp_path)
     run_script("probe_report.py", "--out-dir", tmp_path, "--open-cards", "2", cwd=tmp_path)
     folded = (tmp_path / "report.html").read_text()
@@ -509,8 +534,12 @@ def test_bad_inputs(chain, tmp_path):
     bad.write_bytes(chain["pixel"].read_bytes()[:5000])
     assert_clean_error(probe("--pixel-checkpoint", bad, "--ram-checkpoint", chain["ram"], "--ram-vars", chain["ram_vars"]), "checkpoint")
 
-    # --roles-from a file that describes no byte (the shipped version-1 ram vars file)
-    assert_clean_error(probe(*inputs, "--roles-from", ROOT / "ram_vars" / f"{ENV}.json"), "roles-from")
+    # --roles-from a file that describes no byte (the shipped ram vars file without its roles)
+    plain = json.loads((ROOT / "ram_vars" / f"{ENV}.json").read_text())
+    for b in plain["bytes"]:
+        b.pop("role", None)
+    (tmp_path / "plain.json").write_text(json.dumps(plain))
+    assert_clean_error(probe(*inputs, "--roles-from", tmp_path / "plain.json"), "roles-from")
 
     # pixel and ram checkpoints swapped
     assert_clean_error(probe("--pixel-checkpoint", chain["ram"], "--ram-checkpoint", chain["pixel"], "--ram-vars", chain["ram_vars"]), "pixel")
@@ -527,6 +556,13 @@ def test_bad_inputs(chain, tmp_path):
     (broken / "activations.npz").write_bytes((out / "activations.npz").read_bytes()[:100000])
     assert_clean_error(run_script("probe_report.py", "--out-dir", broken, cwd=d, check=False), "activations.npz")
     assert not (broken / "report.html").exists()
+    # the report on a results.json whose layers are no dict, or hold one hidden layer (it shows a conv map and the fc)
+    res = json.loads((out / "results.json").read_text())
+    one = {k: L for k, L in res["layers"].items() if "units" not in L or k == HIDDEN[-1]}
+    for layers, needle in ((list(res["layers"]), "no dict of layers"), (one, "1 hidden layers")):
+        (broken / "results.json").write_text(json.dumps(dict(res, layers=layers)))
+        assert_clean_error(run_script("probe_report.py", "--out-dir", broken, cwd=d, check=False), needle)
+        assert not (broken / "report.html").exists()
 
     # nothing already on disk was touched by the failed runs
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
@@ -581,25 +617,69 @@ def test_natural_frame_probes(chain):
                 assert html.escape(p["reason"]) in card
 
 
-def receptive_boxes(agent, layer_of_conv):
-    """{relu name: {(row, col): [row0, row1, col0, col1]}}: for every position of every conv map, the input pixels
-    it depends on, found by autograd through a copy of the conv stack with the same kernels and strides, weights
-    1 and no ReLU (so nothing cancels)."""
-    convs = [m for m in agent.network.children() if isinstance(m, nn.Conv2d)]
-    stack = [nn.Conv2d(1, 1, c.kernel_size, c.stride, bias=False) for c in convs]
-    for c in stack:
-        nn.init.ones_(c.weight)
-    x = torch.zeros(1, 1, 84, 84, requires_grad=True)
-    boxes, h = {}, x
-    for c, name in zip(stack, layer_of_conv):
-        h = c(h)
-        boxes[name] = {}
-        for i in range(h.shape[2]):
-            for j in range(h.shape[3]):
-                g, = torch.autograd.grad(h[0, 0, i, j], x, retain_graph=True)
-                rows, cols = np.nonzero(g[0, 0].numpy())
-                boxes[name][(i, j)] = [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
+def receptive_boxes(agent, layers, positions=None):
+    """{layer: {(row, col): [row0, row1, col0, col1]}}: for every position of each conv map in `layers` (names inside
+    agent.network; positions(H, W) -> the positions to check, else all), the input pixels it depends on, found by
+    autograd through a float64 copy of the agent whose convs average their inputs (weights 1 / fan-in, no bias), whose
+    ReLUs pass everything and whose max pools sum their window (-inf padding read as 0), so that every pixel of the
+    field counts and nothing cancels; the padding and the forward code stay the model's."""
+    class SumPool(nn.Module):
+        def __init__(self, pool):
+            super().__init__()
+            self.kernel_size, self.stride = pool.kernel_size, pool.stride
+
+        def forward(self, x):
+            return nn.functional.avg_pool2d(torch.nan_to_num(x, neginf=0.0), self.kernel_size, self.stride)
+    net = copy.deepcopy(agent).double()
+    for parent in list(net.network.modules()):
+        for name, m in list(parent.named_children()):
+            if isinstance(m, nn.ReLU):
+                setattr(parent, name, nn.Identity())
+            elif isinstance(m, nn.MaxPool2d):
+                setattr(parent, name, SumPool(m))
+            elif isinstance(m, nn.Conv2d):
+                nn.init.constant_(m.weight, 1.0 / m.weight[0].numel())
+                nn.init.zeros_(m.bias)
+    out = {}
+    for k in layers:
+        net.network.get_submodule(k).register_forward_hook(lambda m, i, o, k=k: out.__setitem__(k, o))
+    x = torch.rand(1, 4, 84, 84, dtype=torch.float64, requires_grad=True)
+    net.network(x)
+    boxes = {}
+    for k in layers:
+        H, W = out[k].shape[2:]
+        boxes[k] = {}
+        for i, j in (positions(H, W) if positions else [(i, j) for i in range(H) for j in range(W)]):
+            g, = torch.autograd.grad(out[k][0, 0, i, j], x, retain_graph=True)
+            rows, cols = np.nonzero(g[0].abs().sum(0).numpy())
+            boxes[k][(i, j)] = [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
     return boxes
+
+
+@pytest.mark.parametrize("arch", ["Agent", "ImpalaAgent"])
+def test_receptive_fields_match_autograd(arch):
+    """receptive_fields' (size, stride, start) of every recorded conv map, the Nature CNN's and the IMPALA CNN's (padded
+    convs, SAME-padded max pools, residual blocks), against the input region autograd finds one position depends on
+    (clipped to the 84x84 frame), at the corners, the edges and the middle of each map; the Nature values as before."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    probe = importlib.import_module("probe_function_vectors")
+    agent = getattr(probe, arch)(n_actions=4)
+    hooks = probe.Hooks(agent)
+    shapes = {k: tuple(v.shape[1:]) for k, v in hooks.run(torch.zeros(1, 4, 84, 84, dtype=torch.uint8)).items()}
+    fields = probe.receptive_fields(agent)
+    assert list(fields) == [k for k in hooks.hidden if len(shapes[k]) == 3]  # every conv map, in forward order
+    if arch == "Agent":
+        assert fields == {"relu1": (8, 4, 0), "relu2": (20, 8, 0), "relu3": (36, 8, 0)}
+    else:
+        assert hooks.hidden == [f"seq{s}.{p}" for s in range(3) for p in ("pool", "res0", "res1")] + ["relu", "relu_fc"]
+        assert min(start for _, _, start in fields.values()) < 0  # padding shifts the first position's field
+    edge = lambda H, W: sorted({(i, j) for i in (0, 1, H // 2, H - 2, H - 1) for j in (0, 1, W // 2, W - 1)})  # noqa: E731
+    boxes = receptive_boxes(agent, list(fields), edge)
+    for k, (size, stride, start) in fields.items():
+        for (i, j), box in boxes[k].items():
+            r0, c0 = start + i * stride, start + j * stride
+            assert box == [max(r0, 0), min(r0 + size - 1, 83), max(c0, 0), min(c0 + size - 1, 83)], (k, (i, j), fields[k])
 
 
 def test_top_natural_frames(chain):
@@ -656,11 +736,14 @@ def test_natural_probe_of_trained_agent_beats_random_network(chain, tmp_path):
     than the shuffled-label control. A random CNN keeps the paddle's position well (R^2 ~ 0.99 at relu1 for
     both): the trained agent wins at relu_fc, by 0.15-0.25 R^2 over seeds 1-3 with 8 x 300 rollout steps
     (8 episodes, 2 held out); with 4 x 300 the margin ranged 0.06-0.9, too noisy for a test.
-    The shipped ram vars file predates the extractor's byte roles (version 1): --roles-from names the variables
-    from the chain's fresh extraction, while the bytes probed stay the shipped file's."""
+    The shipped ram vars file, without the roles it was upgraded with (as it was before): --roles-from names the
+    variables from the chain's fresh extraction, while the bytes probed stay the shipped file's."""
     paddle, _ = paddle_from_emulator()
-    shipped = ROOT / "ram_vars" / f"{ENV}.json"
-    assert not any(b.get("role") for b in json.loads(shipped.read_text())["bytes"]), "the shipped file has roles now"
+    shipped = tmp_path / "shipped_without_roles.json"
+    rv = json.loads((ROOT / "ram_vars" / f"{ENV}.json").read_text())
+    for b in rv["bytes"]:
+        b.pop("role", None)
+    shipped.write_text(json.dumps(rv))
     run_script("probe_function_vectors.py", "--pixel-checkpoint", ROOT / "models" / "breakout_pixel_ppo_500k.pt",
                "--ram-checkpoint", ROOT / "models" / "breakout_ram_ppo_500k.pt", "--ram-vars", shipped,
                "--roles-from", chain["ram_vars"],

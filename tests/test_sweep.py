@@ -14,12 +14,13 @@ from conftest import ROOT, assert_clean_error, run_script
 
 GOOD = ["BreakoutNoFrameskip-v4", "PongNoFrameskip-v4"]
 BAD = "NoSuchGameNoFrameskip-v4"  # a well-formed id of a ROM ale-py does not ship: fails at the extractor
+PROBE_TINY = ("--num-envs 2 --importance-steps 16 --rollout-steps 16 --num-base-states 8 --samples-per-var 2"
+              " --torch-threads 1 --top-k 2 --control-draws 1 --causal-pairs 4 --random-directions 1 --batch-size 64")
 TINY = [
     "--total-timesteps", "256", "--workers", "2",
     "--extract-args=--total-frames 1500 --n-bases 3 --long-horizon 0",
     "--train-args=--num-envs 2 --num-steps 32 --torch-threads 1",
-    "--probe-args=--num-envs 2 --importance-steps 16 --rollout-steps 16 --num-base-states 8 --samples-per-var 2 --torch-threads 1"
-    " --top-k 2 --control-draws 1 --causal-pairs 4 --random-directions 1 --batch-size 64",
+    f"--probe-args={PROBE_TINY}",
 ]
 ENV = {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
 
@@ -190,3 +191,82 @@ def test_game_held_by_another_sweep_is_left_alone(tmp_path):
         assert "busy" in proc.stdout and "extract: start" not in proc.stdout
         assert not (out / "PongNoFrameskip-v4" / "ram_vars").exists()
         assert json.loads((out / "index.json").read_text())["games"][0]["status"] == "running"
+
+
+def test_five_games_index(tmp_path):
+    """docs/results/five_games/run_game.sh's stage `index` on a game folder made by the real scripts (tiny budgets),
+    laid out as run_game.sh lays it out but outside the index folder, as Breakout's 10M pair is: status.json says each
+    step is done from the files alone, and sweep.py --index-only shows the game with links that resolve and the
+    evaluations' own figures; the other four games are "not started"; a missing output or an unfinished run is no
+    longer "done"."""
+    env_id = "BreakoutNoFrameskip-v4"
+    index_dir, res = tmp_path / "results" / "five", tmp_path / "results" / "breakout_tiny"
+    ram_vars = tmp_path / "ram_vars" / f"{env_id}.json"  # the shipped file, a copy (an extraction: about 20 s)
+    ram_vars.parent.mkdir()
+    ram_vars.write_bytes((ROOT / "ram_vars" / f"{env_id}.json").read_bytes())
+    train = ["--env-id", env_id, "--total-timesteps", "256", "--num-envs", "2", "--num-steps", "32",
+             "--torch-threads", "1"]
+    run_script("ppo_ram_breakout.py", *train, "--ram-vars", ram_vars, "--runs-dir", res / "runs" / "memory",
+               cwd=tmp_path)
+    run_script("ppo_pixel_breakout.py", *train, "--runs-dir", res / "runs" / "pixel", cwd=tmp_path)
+    (memory,), (pixel,) = [list((res / "runs" / a).iterdir()) for a in ("memory", "pixel")]
+    evals = {("ram", "sampled"): ("ppo_ram_breakout.py", memory, res / "eval" / "memory_sampled.json"),
+             ("pixel", "greedy"): ("ppo_pixel_breakout.py", pixel, res / "eval" / "pixel_greedy.json")}
+    for (agent, mode), (script, run, out) in evals.items():
+        run_script(script, "--eval-checkpoint", run / "checkpoint.pt", "--eval-episodes", "2",
+                   "--eval-max-frames", "400", *(["--eval-greedy"] if mode == "greedy" else []), "--eval-out", out, cwd=tmp_path)
+    run_script("compare_runs.py", res / "runs", "--out-dir", res / "compare", cwd=tmp_path)
+    run_script("probe_function_vectors.py", "--pixel-checkpoint", pixel / "checkpoint.pt", "--ram-checkpoint",
+               memory / "checkpoint.pt", "--ram-vars", ram_vars, "--out-dir", res / "probe", *PROBE_TINY.split(),
+               "--no-report", cwd=tmp_path)  # no atlas: the index links the results themselves
+
+    def index_stage():
+        env = dict(os.environ, **ENV, STAGES="index", RESULTS_DIR=str(res), INDEX_DIR=str(index_dir),
+                   RAM_VARS=str(ram_vars), PYTHON=sys.executable)
+        proc = subprocess.run(["bash", str(ROOT / "docs" / "results" / "five_games" / "run_game.sh"), "Breakout"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+        assert not (res / "logs").exists(), "the index stage alone made folders in the results folder"
+        index = json.loads((index_dir / "index.json").read_text())
+        return index, {g["env_id"]: g for g in index["games"]}, (index_dir / "index.html").read_text()
+
+    shorter = pixel.parent / f"{pixel.name}_shorter"  # a finished run of fewer steps, last in path order: not shown
+    shorter.mkdir()
+    (shorter / "run.json").write_text(json.dumps(dict(json.loads((pixel / "run.json").read_text()), global_step=128)))
+    index, games, page = index_stage()
+    st = json.loads((index_dir / "breakout" / "status.json").read_text())
+    assert st["steps"]["pixel"]["outputs"]["run_dir"] == f"runs/pixel/{pixel.name}", st["steps"]["pixel"]
+    assert st["env_id"] == env_id and st["folder"] == "../breakout_tiny"
+    assert (index_dir / st["folder"] / st["ram_vars"]).resolve() == ram_vars.resolve()
+    assert list(games) == [f"{g}NoFrameskip-v4" for g in ("Breakout", "Pong", "Freeway", "MsPacman", "SpaceInvaders")]
+    assert all(g["status"] == "not started" and not g["links"] and g["eval"] is None for g in index["games"][1:])
+    e = games[env_id]
+    assert e["status"] == "done" and all(s["status"] == "done" for s in e["steps"].values()), e["steps"]
+    assert e["folder"] == "../breakout_tiny" and index["counts"] == {"done": 1, "not started": 4}
+    where = {"ram_vars": ram_vars, "compare": res / "compare" / "index.html",
+             "probe results": res / "probe" / "results.json"}
+    assert "probe" not in e["links"] and st["steps"]["probe"]["outputs"]["report"] is None  # (no report.html)
+    for name, path in where.items():  # links relative to the index folder, reaching the files themselves
+        assert (index_dir / e["links"][name]).resolve() == path.resolve() and path.is_file(), e["links"]
+        assert f"href='{e['links'][name]}'" in page
+    assert e["extract"]["selected"] == len(json.loads(ram_vars.read_text())["selected"])
+    assert e["compare"]["ram"]["env_steps"] == 256 and e["compare"]["pixel"]["env_steps"] == 256
+    assert e["probe"] and all("score" in v for v in e["probe"].values())
+    assert set(e["eval"]) == {"ram", "pixel"} and set(e["eval"]["ram"]) == {"sampled"} \
+        and set(e["eval"]["pixel"]) == {"greedy"}
+    for (agent, mode), (_, _, out) in evals.items():
+        ev, got = json.loads(out.read_text()), e["eval"][agent][mode]
+        assert (got["mean"], got["std"], got["n"]) == (ev["mean"], ev["std"], ev["episodes"]) and got["n"] == 2
+        assert (index_dir / got["href"]).resolve() == out.resolve() and f"href='{got['href']}'" in page
+    assert "30-game eval" in page
+
+    # the status follows the files: compare's summary gone and the pixel run unfinished -> neither is done any more
+    (res / "compare" / "summary.json").unlink()
+    (shorter / "run.json").unlink()
+    meta = json.loads((pixel / "run.json").read_text())
+    (pixel / "run.json").write_text(json.dumps(dict(meta, status="interrupted", global_step=128)))
+    index, games, page = index_stage()
+    e = games[env_id]
+    assert e["status"] == "partial: extract, ram, probe", e["steps"]
+    assert e["steps"]["pixel"]["status"] == "in progress" and e["steps"]["compare"]["status"] == "not run"
+    assert "compare" not in e["links"] and e["compare"] is None and "probe results" in e["links"]
