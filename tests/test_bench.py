@@ -11,7 +11,7 @@ from conftest import ROOT, run_script
 
 
 def test_bench_throughput_prints_every_setting_and_its_gain():
-    proc = run_script("bench/bench_throughput.py", "--num-envs", "2", "--pixel-steps", "1024", "--ram-steps", "1024",
+    proc = run_script("bench/bench_throughput.py", "--num-envs", "1", "--pixel-steps", "512", "--ram-steps", "512",
                       "--raw-seconds", "0.5", "--rounds", "1", timeout=900)
     out = proc.stdout
     for line in ("(a) raw AtariVectorEnv", "(b) ppo_pixel_breakout.py training", "(c) raw RAM vector env",
