@@ -62,11 +62,14 @@ No per-game address table is used anywhere: everything is measured on the emulat
    screen object's centre along one axis: in a line with the value, |r| >= 0.9, or along that axis only, as with
    coarse/fine-encoded x positions; checked before counting, since a moving object also steps at fixed
    intervals); score / BCD score (changes on rewarded frames); counter / timer / toggle (fixed step at fixed
-   intervals); flag (two values); unknown. Then relations between bytes: a display copy of a position byte is
-   that position (`copy_of`), and a byte left unknown, flag, counter, timer or toggle that equals the frame-to-frame
+   intervals); appearance (holding it changes what is drawn in one small place, not where: an object's kind, sprite
+   or colour); flag (two values); unknown. Then relations between bytes: a display copy of a position byte is
+   that position (`copy_of`), and a byte left unknown, flag, counter, timer, toggle or appearance that equals the frame-to-frame
    change of a position byte (as a signed byte) is its velocity, or whose value or one bit fixes the sign of that
    change its direction; a byte called a position yields to velocity only (holding a velocity byte moves its
-   object too). A latent byte is score or lives by the ALE signals, else latent (screen element).
+   object too). Last, a position byte's `moved_by` (the actions that, held 8 frames, moved it against NOOP) and
+   `object`: the player's, the player's shot (FIRE only) or other. A latent byte is score or lives by the ALE signals,
+   else latent (screen element).
    `coverage` reports how far play got (best score, lives seen, rarely changing selected bytes).
 
 Selection rule (default): selected = kinds "state", "bitmap", "latent" and "input-driven", i.e. bytes whose
@@ -1061,14 +1064,18 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
     wraps or that end a life) are dropped before r is taken. -> {"axis": "x" | "y", "fit": "line", "px_per_unit", "r",
     "points", "outliers"} when the centre moves along one axis in step with the value (|r| >= 0.9 over >= 4 kept
     points, >= 70% of them kept), else `axis_only_position` (fit "axis": it moves along one axis, not in a line with
-    the value), else None; but {"axis", "fit": "extent", "bases", "growing_bases"} first when in most bases what
-    changed grows in place with the value (`grows_in_place`: a count drawn as a bar or a row of icons)."""
+    the value), else {"fit": "place", ...} when what changed stays in one small place whatever the value (`in_place`:
+    what is drawn there changes, not where), else None; but {"axis", "fit": "extent", "bases", "growing_bases"} first
+    when in most bases what changed grows in place with the value (`grows_in_place`: a count drawn as a bar or a row of
+    icons). Values whose change is far larger than the others' (`drop_event_masks`: a lost life, a redrawn screen) do
+    not count as places of the object."""
     h, w = ale.getScreenDims()
     buf = np.zeros((h, w), np.uint8)
     vals = sorted(set(observed))
     picks = [vals[k] for k in sorted(set(np.linspace(0, len(vals) - 1, n_values).astype(int).tolist()))]
     groups = []  # per usable base: [(value, centre x, centre y)]
     extents = []  # per usable base: did what changed grow in place with the value (a bar / a row of icons)?
+    places = []   # per base where >= 2 values changed the screen: the box of what changed if it stayed in place, or None
     for base in bases[:max_bases]:
         if len(groups) == n_bases:
             break
@@ -1082,9 +1089,14 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
                 m = np.any([s != r for s, r in zip(held, ref)], axis=0)
                 if m.any():
                     masks[v] = m
+        if len(masks) >= 2:
+            places.append(in_place(masks, (h, w)))
         if len(masks) < 3:
             continue
         extents.append(grows_in_place(masks, own))
+        masks = drop_event_masks(masks)
+        if len(masks) < 3:
+            continue
         before = np.mean(list(masks.values()), axis=0) >= 0.6
         pts = []
         for v, m in masks.items():
@@ -1095,7 +1107,7 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
         if len(pts) >= 3:
             groups.append(np.array(pts))
     if sum(len(g) for g in groups) < 4:
-        return None
+        return place_record(places)
     if sum(extents) * 2 > len(extents):   # most bases: a count drawn as a bar or a row of icons, not an object's place
         g = np.concatenate(groups)
         axis = "x" if np.ptp(g[:, 1]) >= np.ptp(g[:, 2]) else "y"
@@ -1136,7 +1148,46 @@ def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=
         if abs(r) >= 0.9 and abs(fit) >= 0.05 and (best is None or abs(r) > abs(best["r"])):
             best = {"axis": axis, "fit": "line", "px_per_unit": round(fit, 3), "r": round(r, 3),
                     "points": int(keep.sum()), "outliers": int((~keep).sum())}
-    return best or axis_only_position(groups)
+    return best or axis_only_position(groups) or place_record(places)
+
+
+EVENT_MASK_RATIO = 8   # a held value whose change covers > 8x the pixels of the smallest change set off an event
+
+
+def drop_event_masks(masks):
+    """masks: {held value: (H, W) bool, the pixels that differed from the base's own value} -> the same without the
+    values whose change is an event rather than the object drawn elsewhere: more than EVENT_MASK_RATIO times the
+    pixels of the smallest change (taken as at least 16 px), e.g. a lost life or a new level redrawing the screen."""
+    if not masks:
+        return masks
+    limit = EVENT_MASK_RATIO * max(min(int(m.sum()) for m in masks.values()), 16)
+    return {v: m for v, m in masks.items() if int(m.sum()) <= limit}
+
+
+PLACE_MAX_SHIFT_PX = 4      # what a byte draws "in place": the centres of its changes within 4 px along each axis
+PLACE_MAX_FRACTION = 0.25   # ... inside a box of at most a quarter of the screen's height and of its width
+
+
+def in_place(masks, dims):
+    """Did every value's change of the screen stay in one small place (the same object redrawn: its kind, sprite or
+    colour, not its position)? masks: {held value: (H, W) bool} (>= 2 values), dims: (H, W). -> the box [row0,
+    row1, col0, col1] of all the changes, when their centres lie within PLACE_MAX_SHIFT_PX along each axis and the box
+    within PLACE_MAX_FRACTION of the screen's height and width; else None."""
+    centres = np.array([[xx.mean(), yy.mean()] for yy, xx in (np.nonzero(m) for m in masks.values())])
+    rows, cols = np.nonzero(np.any(list(masks.values()), axis=0))
+    box = [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
+    small = box[1] - box[0] < PLACE_MAX_FRACTION * dims[0] and box[3] - box[2] < PLACE_MAX_FRACTION * dims[1]
+    return box if small and np.ptp(centres, axis=0).max() <= PLACE_MAX_SHIFT_PX else None
+
+
+def place_record(places):
+    """The "place" fit of position_test, or None: in most of the bases where the byte changed the screen (2 or more),
+    what changed stayed in place (`in_place`). -> {"fit": "place", "bases", "in_place_bases", "box" (the first such
+    base's [row0, row1, col0, col1])}."""
+    boxes = [b for b in places if b is not None]
+    if len(boxes) < 2 or len(boxes) * 2 <= len(places):
+        return None
+    return {"fit": "place", "bases": len(places), "in_place_bases": len(boxes), "box": boxes[0]}
 
 
 EXTENT_MIN_NESTED = 0.9   # a bar / row of icons: what changed at a value holds >= 90% of what changed at a nearer one
@@ -1222,6 +1273,7 @@ def counter_role(values):
 MOTION_MIN_MOVES = 8         # frames on which the position byte moved, needed to call a byte its velocity / direction
 MOTION_MIN_MATCH = 0.9       # ... of which this fraction must match (a velocity)
 DIRECTION_MIN_MATCH = 0.95   # ... or have the sign the byte (or one of its bits) says, >= 4 moves each way (a direction)
+SPEED_MAX_SIZES = 16         # a speed (a velocity by its sign only) takes at most 16 sizes: more is a position's range
 
 
 def signed(v):
@@ -1237,7 +1289,8 @@ def motion_role(index, positions, twins):
     function of the byte or of one of its bits (>= DIRECTION_MIN_MATCH of the moves agree with the majority sign of
     that value) and the values of each majority sign hold 4 moves or more. Also a velocity (a speed, not the step
     itself) when the signed byte has the sign of d (or the opposite) on >= DIRECTION_MIN_MATCH of them, took both
-    signs and two sizes or more, each on 4 moves or more. Needs MOTION_MIN_MOVES moves. -> role dict or None; an equal velocity
+    signs and two sizes or more (at most SPEED_MAX_SIZES: a position's range is not a speed), each on 4 moves or
+    more. Needs MOTION_MIN_MOVES moves. "relation" says which: "equals" (the change itself) or "sign". -> role dict or None; an equal velocity
     beats a speed, a speed a direction, then the position with the most moves."""
     best = None
     for j in sorted(positions):
@@ -1256,7 +1309,7 @@ def motion_role(index, positions, twins):
             for sign in (1, -1):
                 match = float(np.mean(dm == sign * vm))
                 if match >= MOTION_MIN_MATCH and len(np.unique(vm)) >= 2:
-                    cand = (2, n, j, {"role": f"velocity of byte {j}",
+                    cand = (2, n, j, {"role": f"velocity of byte {j}", "relation": "equals",
                                       "evidence": f"{'minus ' if sign < 0 else ''}its value, read as a signed byte, equals "
                                                   f"the change of {positions[j]}-position byte {j} on {match:.0%} of "
                                                   f"the {n} frames it moved (the byte on {when})"})
@@ -1266,8 +1319,9 @@ def motion_role(index, positions, twins):
                 sizes, counts = np.unique(np.abs(vm[vm != 0]), return_counts=True)
                 same_sign = float(np.mean(np.sign(dm) == sign * np.sign(vm)))
                 both_ways = min((vm > 0).sum(), (vm < 0).sum()) >= 4   # a signed value: it took both signs
-                if same_sign >= DIRECTION_MIN_MATCH and both_ways and (counts >= 4).sum() >= 2:
-                    cand = (1.5, n, j, {"role": f"velocity of byte {j}",
+                if same_sign >= DIRECTION_MIN_MATCH and both_ways and (counts >= 4).sum() >= 2 \
+                        and len(sizes) <= SPEED_MAX_SIZES:
+                    cand = (1.5, n, j, {"role": f"velocity of byte {j}", "relation": "sign",
                                         "evidence": f"{'minus ' if sign < 0 else ''}its value, read as a signed byte "
                                                     f"({len(sizes)} sizes), has the sign of the change of "
                                                     f"{positions[j]}-position byte {j} on {same_sign:.0%} of the {n} "
@@ -1288,7 +1342,7 @@ def motion_role(index, positions, twins):
                 frac = agree / n
                 # both signs stand for a direction, each in 4 moves or more (a value seen on one stray move does not)
                 if frac >= DIRECTION_MIN_MATCH and min(held.values()) >= 4:
-                    cand = (1, n, j, {"role": f"direction of byte {j}" + label,
+                    cand = (1, n, j, {"role": f"direction of byte {j}" + label, "relation": "sign",
                                       "evidence": f"the sign of the change of {positions[j]}-position byte {j} is a "
                                                   f"function of {'its ' + label.strip(' ()') if label else 'its value'} "
                                                   f"(on {when}) on {frac:.0%} of the {n} frames it moved"})
@@ -1357,6 +1411,18 @@ def lives_fit(twins, lives):
     return f"lives() * {a} + {b}" if a != 1 else f"lives() + {b}"
 
 
+def position_role(pos):
+    """position_test's answer with fit "line" or "axis" -> the x- / y-position role with its evidence."""
+    if pos["fit"] == "axis":
+        return {"role": f"{pos['axis']}-position", "position": pos,
+                "evidence": f"holding it at {pos['points']} values moves a screen object {pos['spread_px']:.0f} px "
+                            f"along {pos['axis']} and {pos['off_axis_px']:.0f} px across (not in a line with the "
+                            f"value: rank r = {pos['r']:.2f}; any of {POSITION_HOLD_FRAMES} frames)"}
+    return {"role": f"{pos['axis']}-position", "evidence": f"a screen object moves {pos['px_per_unit']:+.2f} px "
+            f"along {pos['axis']} per unit (r = {pos['r']:.2f}, {pos['points']} held values, any of "
+            f"{POSITION_HOLD_FRAMES} frames)", "position": pos}
+
+
 def describe_byte(rec, bases, ale, observed):
     """A role for a selected (or derived) byte, with its evidence, from play and interventions alone."""
     i = rec["index"]
@@ -1386,21 +1452,15 @@ def describe_byte(rec, bases, ale, observed):
         return {"role": "lives", "evidence": f"{lives_n} changes during play, {lives_frac:.0%} of them when ale.lives() "
                                              f"changed; its value is {fit} on {LIVES_MIN_FIT:.0%} or more of the frames"}
     # position before counting: an object that moves every frame also steps at fixed intervals (Freeway's cars)
+    pos = None
     if rec["intervention"].get("screen_differed_fraction", 0) > 0 and len(observed) >= 3:
         pos = position_test(ale, bases, i, observed)
         if pos and pos["fit"] == "extent":
             return {"role": "counter", "extent": pos,
                     "evidence": f"drawn as a bar or a row of icons along {pos['axis']} that grows in place with the value "
                                 f"(in {pos['growing_bases']} of {pos['bases']} bases; any of {POSITION_HOLD_FRAMES} frames)"}
-        if pos:
-            if pos["fit"] == "axis":
-                return {"role": f"{pos['axis']}-position", "position": pos,
-                        "evidence": f"holding it at {pos['points']} values moves a screen object {pos['spread_px']:.0f} px "
-                                    f"along {pos['axis']} and {pos['off_axis_px']:.0f} px across (not in a line with the "
-                                    f"value: rank r = {pos['r']:.2f}; any of {POSITION_HOLD_FRAMES} frames)"}
-            return {"role": f"{pos['axis']}-position", "evidence": f"a screen object moves {pos['px_per_unit']:+.2f} px "
-                    f"along {pos['axis']} per unit (r = {pos['r']:.2f}, {pos['points']} held values, any of "
-                    f"{POSITION_HOLD_FRAMES} frames)", "position": pos}
+        if pos and pos["fit"] != "place":
+            return position_role(pos)
     score_frac, score_n = event_role(twins, [b["twin_reward"] != 0 for b in bases])
     if score_n >= 2 and score_frac >= 0.8:
         return score_role(observed, f"{score_n} changes during play, {score_frac:.0%} of them on a rewarded frame")
@@ -1409,9 +1469,49 @@ def describe_byte(rec, bases, ale, observed):
         return {"role": "toggle" if counter["toggle"] else "counter" if counter["every"] == 1 else "timer",
                 "evidence": f"steps by {counter['step']:+d} every {counter['every']} frame(s)"
                             + (" between two values" if counter["toggle"] else "")}
+    if pos and pos["fit"] == "place":   # what is drawn in one place changes with the value: its kind, sprite, colour
+        r0, r1, c0, c1 = pos["box"]
+        return {"role": "appearance", "appearance": pos,
+                "evidence": f"holding it at other values changes what is drawn in one place (rows {r0}-{r1}, cols "
+                            f"{c0}-{c1}), not where, in {pos['in_place_bases']} of {pos['bases']} bases (any of "
+                            f"{POSITION_HOLD_FRAMES} frames): an object's kind, sprite or colour"}
     if len(observed) == 2:
         return {"role": "flag", "evidence": f"two values seen: {observed}"}
     return {"role": "unknown", "evidence": f"{len(observed)} values seen; no lives, score, counter, position or copy pattern"}
+
+
+CONTROL_FRAMES = 8   # frames each action is held when asking which actions move a position byte
+CONTROL_BASES = 4    # bases (the first ones where some action changed the RAM) on which that is asked
+
+
+def moved_by_actions(ale, bases, indices):
+    """Which of the player's actions move each position byte: at the first CONTROL_BASES bases where holding some
+    action of the minimal set changed the RAM (not at a lost life's animation, say), each action is held for
+    CONTROL_FRAMES frames from the base and the bytes compared with NOOP held as long. indices: RAM indices. ->
+    ({index: sorted names of the actions that left it at another value than NOOP did in at least half of those
+    bases}, bases used). The player's own object moves with the joystick within a few frames; a shot with FIRE;
+    other objects rarely within CONTROL_FRAMES frames."""
+    actions = list(ale.getMinimalActionSet())
+    noop = ale_py.Action.NOOP if ale_py.Action.NOOP in actions else actions[0]
+    counts = {i: {} for i in indices}
+    used = 0
+    for base in bases:
+        if used == CONTROL_BASES:
+            break
+        rams = {}
+        for a in actions:
+            ale.restoreState(base["state"])
+            for _ in range(CONTROL_FRAMES):
+                ale.act(a)
+            rams[a] = ale.getRAM().copy()
+        if not any((rams[a] != rams[noop]).any() for a in actions):
+            continue
+        used += 1
+        for i in indices:
+            for a in actions:
+                if rams[a][i] != rams[noop][i]:
+                    counts[i][a.name] = counts[i].get(a.name, 0) + 1
+    return {i: sorted(n for n, k in c.items() if used and 2 * k >= used) for i, c in counts.items()}, used
 
 
 def name_roles(records, bases, ale, observed):
@@ -1441,7 +1541,8 @@ def name_roles(records, bases, ale, observed):
             # holding a velocity byte also moves its object: a position yields to velocity (not to direction: a
             # bit of one moving object's position often goes with another's direction)
             fit = (role.get("position") or {}).get("fit") if rec["index"] in positions else None
-            if (role.get("role") in ("unknown", "flag", "counter", "timer", "toggle") and "extent" not in role) or fit is not None:
+            if (role.get("role") in ("unknown", "flag", "counter", "timer", "toggle", "appearance")
+                    and "extent" not in role) or fit is not None:
                 motion = motion_role(rec["index"], positions, twin_rams)
                 if motion and fit is not None and not motion["role"].startswith("velocity"):
                     motion = None
@@ -1456,6 +1557,20 @@ def name_roles(records, bases, ale, observed):
                     src["mapping"] in ("copy", "offset") or (src["mapping"] == "affine" and abs(src["a"]) == 1)):
                 rec["role"] = {"role": f"{positions[src['source']]}-position", "copy_of": src["source"],
                                "evidence": f"{rec['role']['evidence']}, a {positions[src['source']]}-position"}
+        # whose position: the player's object moves when an action is held (a shot: only FIRE), other objects not
+        moved, used = moved_by_actions(ale, bases, sorted(positions))
+        for rec in records:
+            role = rec.get("role") or {}
+            j = role.get("copy_of", rec["index"])
+            if role.get("role") in ("x-position", "y-position") and j in moved:
+                names = moved[j]
+                role["moved_by"] = names
+                role["object"] = ("player" if any(n not in ("FIRE", "NOOP") for n in names) else
+                                  "player's shot" if names else "other")
+                role["evidence"] += (f"; holding {', '.join(names)} for {CONTROL_FRAMES} frames moved it against NOOP "
+                                     f"in half or more of {used} bases: the {role['object']}'s" if names else
+                                     f"; no action held for {CONTROL_FRAMES} frames moved it ({used} bases): not the "
+                                     f"player's object")
 
 
 # ---------------------------------------------------------------- main
@@ -1479,7 +1594,7 @@ def read_roles_target(path: str, env_id: str) -> dict:
 
 
 def main(args: Args) -> int:
-    t_start = time.time()
+    t_start, cpu_start = time.time(), time.process_time()
     game = rom_name(args.env_id)
     out_path = os.path.join(args.out_dir, args.env_id.replace("/", "_") + ".json")
     check_out_dir(args.out_dir, out_path)
@@ -1654,6 +1769,7 @@ def main(args: Args) -> int:
         "produced_by": {
             "script": "extract_ram_vars.py", "frames": int(ex.frames), "seed": args.seed, "policy": policy_desc,
             "args": asdict(args), "ale_py": ale_py.__version__, "seconds": round(seconds, 2),
+            "cpu_seconds": round(time.process_time() - cpu_start, 2),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "policy_frames": int(policy_frames), "archive_cells": len(ex.cells),
             "archive_states": sum(len(c["entries"]) for c in ex.cells.values()),

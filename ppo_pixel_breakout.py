@@ -760,8 +760,14 @@ def trained_game_mismatch(source, game):
     trained = source.get("trained_on") if isinstance(source, dict) else None
     if not isinstance(trained, str) or not trained:
         return None
-    name = re.sub(r"[^a-z0-9]", "", trained.split("/")[-1].split("-v")[0].lower().replace("noframeskip", ""))
-    return None if name == game.replace("_", "") else f"the agent was trained on {trained}, not on {game}"
+    return None if game_key(trained) == game.replace("_", "") else f"the agent was trained on {trained}, not on {game}"
+
+
+def game_key(name: str) -> str:
+    """A game's name as an id or ROM name gives it, in lower case without the namespace, the version, 'NoFrameskip'
+    and anything but letters and digits: 'ALE/MsPacman-v5', 'MsPacmanNoFrameskip-v4' and 'ms_pacman' all give
+    'mspacman'."""
+    return re.sub(r"[^a-z0-9]", "", name.split("/")[-1].split("-v")[0].lower().replace("noframeskip", ""))
 
 
 def read_external_agent(path):
@@ -777,8 +783,8 @@ def read_external_agent(path):
     or a file torch cannot read), else {"source": {library, algorithm, file, policy, preprocessing ("sb3" or "cleanrl":
     the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
     (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
-    names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
-    CleanRL), "architecture": "nature-cnn" (Agent), "impala-cnn" (ImpalaAgent, cleanba only) or
+    names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; Sample
+    Factory's env_steps / its env_frameskip, agent steps; None for CleanRL), "architecture": "nature-cnn" (Agent), "impala-cnn" (ImpalaAgent, cleanba only) or
     "sample-factory-cnn" (SampleFactoryAgent)}. A torch file holding pickled objects other than numpy scalars is refused.
     Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
     try:

@@ -94,7 +94,16 @@ class Args:
     """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`. Optional:
     without it the variables are ranked by how much writing each byte moves the pixel agent's policy (--ranking)"""
     ram_vars: str = ""
-    """ram_vars/<env-id>.json both agents were trained with"""
+    """the RAM-variable file (FORMATS.md section 1) both agents were trained with. Default: `ram_vars/<env-id>.json`
+    of the game the pixel checkpoint names (or --env-id); when there is no such file, extract_ram_vars.py writes one
+    first, at its default budget, into `<out-dir>/ram_vars/` (about 2 min on one CPU core), and a later run with the
+    same --out-dir reuses it"""
+    env_id: str = ""
+    """the game, for a run without --ram-vars whose pixel checkpoint does not name it (SB3 zips, CleanRL state_dicts,
+    atari-agents files): a gymnasium id such as PongNoFrameskip-v4. Ignored with --ram-vars"""
+    extract_frames: int = 0
+    """without --ram-vars, when the game's RAM variables are extracted first: extract_ram_vars.py's --total-frames (0:
+    its default budget)"""
     roles_from: str = ""
     """optional: another ram vars file of the same game (version >= 2, e.g. a fresh `extract_ram_vars.py --out-dir X`
     run) whose byte roles name the variables, for a --ram-vars file written before the extractor described bytes
@@ -193,7 +202,7 @@ class Args:
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
 RANGES = {
-    "top_k": "[0, inf)", "num_envs": "[1, inf)", "importance_steps": "[1, inf)", "importance_repeats": "[1, inf)",
+    "top_k": "[0, inf)", "extract_frames": "[0, inf)", "num_envs": "[1, inf)", "importance_steps": "[1, inf)", "importance_repeats": "[1, inf)",
     "importance_states": "[1, inf)", "rollout_steps": "[8, inf)", "num_base_states": "[2, inf)", "samples_per_var": "[1, inf)",
     "epsilon": "[0, 1]",
     "noop_max": "[0, inf)", "test_fraction": "(0, 1)", "max_classes": "[0, inf)", "unit_max_other_changed": "[0, 127]",
@@ -462,8 +471,14 @@ def trained_game_mismatch(source, game):
     trained = source.get("trained_on") if isinstance(source, dict) else None
     if not isinstance(trained, str) or not trained:
         return None
-    name = re.sub(r"[^a-z0-9]", "", trained.split("/")[-1].split("-v")[0].lower().replace("noframeskip", ""))
-    return None if name == game.replace("_", "") else f"the agent was trained on {trained}, not on {game}"
+    return None if game_key(trained) == game.replace("_", "") else f"the agent was trained on {trained}, not on {game}"
+
+
+def game_key(name: str) -> str:
+    """A game's name as an id or ROM name gives it, in lower case without the namespace, the version, 'NoFrameskip'
+    and anything but letters and digits: 'ALE/MsPacman-v5', 'MsPacmanNoFrameskip-v4' and 'ms_pacman' all give
+    'mspacman'."""
+    return re.sub(r"[^a-z0-9]", "", name.split("/")[-1].split("-v")[0].lower().replace("noframeskip", ""))
 
 
 def read_external_agent(path):
@@ -479,8 +494,8 @@ def read_external_agent(path):
     or a file torch cannot read), else {"source": {library, algorithm, file, policy, preprocessing ("sb3" or "cleanrl":
     the observation pipeline it was trained on), pipeline (the same in words), actor ("logits" or "Q-values"), critic
     (bool), layer_map {Agent module: theirs}}, "model_kwargs": {"n_actions", "in_channels": 4}, "state_dict" (Agent's
-    names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; None for
-    CleanRL), "architecture": "nature-cnn" (Agent), "impala-cnn" (ImpalaAgent, cleanba only) or
+    names, float32; the critic all zeros when the agent has none), "global_step" (SB3's num_timesteps; Sample
+    Factory's env_steps / its env_frameskip, agent steps; None for CleanRL), "architecture": "nature-cnn" (Agent), "impala-cnn" (ImpalaAgent, cleanba only) or
     "sample-factory-cnn" (SampleFactoryAgent)}. A torch file holding pickled objects other than numpy scalars is refused.
     Raises ValueError, one line naming what was found, for a file of these kinds that does not fit."""
     try:
@@ -892,11 +907,61 @@ def describes_bytes(record, indices, env_id):
                     and {"min", "max", "n_distinct", "kind"} <= set(recs[i]) for i in indices))
 
 
+def agent_env_id(pix: dict, ram, env_id: str):
+    """The gymnasium id of the game to probe when no --ram-vars is given: `env_id` (--env-id) if set, else the id the
+    pixel checkpoint names (this project's checkpoints: env_id; a file from elsewhere: source.trained_on, e.g. cleanba's
+    'Pong-v5', as '<Game>NoFrameskip-v4'), else the memory agent's. Returns None when none of them names a game.
+    Raises InputError for an --env-id that is no registered gymnasium id."""
+    if env_id:
+        if env_id not in gym.registry:
+            raise InputError(f"--env-id {env_id} is not a registered gymnasium id (e.g. PongNoFrameskip-v4)")
+        return env_id
+    if pix.get("env_id"):
+        return pix["env_id"]
+    trained = (pix.get("source") or {}).get("trained_on")
+    if isinstance(trained, str) and trained:
+        found = next((i for i in gym.registry if i.endswith("NoFrameskip-v4") and game_key(i) == game_key(trained)), None)
+        if found:
+            return found
+    return ram["env_id"] if ram is not None else None
+
+
+def extracted_ram_vars(env_id: str, out_dir: Path, seed: int, total_frames: int) -> tuple[Path, str]:
+    """The RAM-variable file of `env_id` for a run without --ram-vars: `ram_vars/<env-id>.json` (relative to the working
+    folder, as ppo_ram_breakout.py's default) when it exists, else `out_dir/ram_vars/<env-id>.json`, written first by
+    `extract_ram_vars.py --env-id env_id --seed seed --out-dir out_dir/ram_vars` (plus `--total-frames total_frames`
+    when > 0; a subprocess, its progress on this one's stdout) unless an earlier run left it there. Returns (path, how it
+    was found: "ram_vars/ (default file)", "an earlier run's extraction" or "extracted by this run"). Raises
+    InputError, with the extractor's own one-line message, when the extraction fails."""
+    name = env_id.replace("/", "_") + ".json"
+    for path, how in ((Path("ram_vars") / name, "ram_vars/ (default file)"),
+                      (out_dir / "ram_vars" / name, "an earlier run's extraction")):
+        if path.is_file():
+            print(f"[ram vars] {path}: the RAM variables of {env_id} ({how})", flush=True)
+            return path, how
+    if not os.access(out_dir if out_dir.exists() else next(p for p in out_dir.parents if p.exists()), os.W_OK):
+        raise InputError(f"--out-dir {out_dir} is not writable")
+    extractor = Path(__file__).resolve().with_name("extract_ram_vars.py")
+    cmd = [sys.executable, str(extractor), "--env-id", env_id, "--seed", str(seed), "--out-dir", str(out_dir / "ram_vars")]
+    cmd += ["--total-frames", str(total_frames)] if total_frames > 0 else []
+    print(f"[ram vars] no ram_vars/{name}: extracting the RAM variables of {env_id} first"
+          + ("" if total_frames > 0 else " (at the extractor's default budget: about 2 min on one core)")
+          + f": {' '.join(cmd[1:])}", flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0 or not (out_dir / "ram_vars" / name).is_file():
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise InputError(f"extract_ram_vars.py --env-id {env_id} failed: {last.removeprefix('error: ')}")
+    sys.stderr.write(proc.stderr)
+    print(f"[ram vars] {out_dir / 'ram_vars' / name} written in {time.time() - t0:.0f}s", flush=True)
+    return out_dir / "ram_vars" / name, "extracted by this run"
+
+
 def validate_inputs(args: Args):
-    """Everything that can be wrong with the inputs is found here, before anything is written. Returns (ram vars dict,
+    """Everything that can be wrong with the inputs is found here, before anything is written (without --ram-vars, the
+    extraction of the game's RAM variables is the one thing written first: extracted_ram_vars). Returns (ram vars dict,
     pixel checkpoint dict, memory-agent checkpoint dict or None without --ram-checkpoint, game, included indices,
-    output folder)."""
-    rv = load_ram_vars(args.ram_vars)
+    output folder, where the RAM-variable file came from: "--ram-vars" or extracted_ram_vars's answer)."""
     pix = load_checkpoint(args.pixel_checkpoint, "pixel", "--pixel-checkpoint")
     if args.ranking == "memory-agent" and not args.ram_checkpoint:
         raise InputError("--ranking memory-agent needs the memory agent: pass --ram-checkpoint (or --ranking pixel-policy)")
@@ -904,6 +969,19 @@ def validate_inputs(args: Args):
         raise InputError("--ranking pixel-policy ranks without a memory agent, which would go unused: leave out "
                          "--ram-checkpoint (or use --ranking memory-agent)")
     ram = load_checkpoint(args.ram_checkpoint, "ram", "--ram-checkpoint") if args.ram_checkpoint else None
+    if not args.ram_vars:
+        env_id = agent_env_id(pix, ram, args.env_id)
+        if env_id is None:
+            raise InputError("--ram-vars is required: the pixel checkpoint does not name its game (pass --ram-vars, or "
+                             "--env-id to use ram_vars/<env-id>.json or extract it)")
+        out = Path(args.out_dir or Path("probe") / env_id.replace("/", "_"))
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out-dir {out} exists and is not a folder")
+        path, ram_vars_from = extracted_ram_vars(env_id, out, args.seed, args.extract_frames)
+        args.ram_vars = str(path)
+    else:
+        ram_vars_from = "--ram-vars"
+    rv = load_ram_vars(args.ram_vars)
     game = rom_name(rv["env_id"])
     if why := trained_game_mismatch(pix.get("source"), game):
         raise InputError(f"--pixel-checkpoint: {why}, the game of the ram vars file {args.ram_vars} (pass that game's "
@@ -967,7 +1045,7 @@ def validate_inputs(args: Args):
         raise InputError(f"--out-dir {out_dir} exists and is not a folder")
     if not os.access(out_dir if out_dir.exists() else next(p for p in out_dir.parents if p.exists()), os.W_OK):
         raise InputError(f"--out-dir {out_dir} is not writable")
-    return rv, pix, ram, game, include, out_dir
+    return rv, pix, ram, game, include, out_dir, ram_vars_from
 
 
 # ---------------------------------------------------------------- emulation
@@ -1459,6 +1537,9 @@ def describe_variables(keep, rv, ranking, max_classes):
                                      # the extractor's description (ram vars version 2; None for a version-1 file)
                                      "role": (rec.get("role") or {}).get("role"),
                                      "role_evidence": (rec.get("role") or {}).get("evidence"),
+                                     # a position's object: "player", "player's shot" or "other" (the actions that
+                                     # move it; ram vars files written since 2026-12-03), else None
+                                     "object": (rec.get("role") or {}).get("object"),
                                      "min": int(rec["min"]), "max": int(rec["max"]),
                                      "importance": next((s for s in ranking if s["index"] == i), None)}})
     return variables
@@ -2587,7 +2668,7 @@ def write_atomic(path, write):
 # ---------------------------------------------------------------- main
 def main(args: Args):
     t_start = time.time()
-    rv, pix, ramck, game, include, out_dir = validate_inputs(args)
+    rv, pix, ramck, game, include, out_dir, ram_vars_from = validate_inputs(args)
     env_id = rv["env_id"]
     device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
     rng = np.random.default_rng(args.seed)
@@ -2726,7 +2807,7 @@ def main(args: Args):
     results = {
         "format": "memory-pixel-interp/probe", "version": 5, "env_id": env_id, "game": game,
         "inputs": {"pixel_checkpoint": args.pixel_checkpoint, "ram_checkpoint": args.ram_checkpoint or None,
-                   "ram_vars": args.ram_vars, "roles_from": args.roles_from or None,
+                   "ram_vars": args.ram_vars, "ram_vars_from": ram_vars_from, "roles_from": args.roles_from or None,
                    "pixel_global_step": pix.get("global_step"), "ram_global_step": (ramck or {}).get("global_step"),
                    "pixel_source": source,  # None: this project's checkpoint; else read_external_agent's "source"
                    "pixel_architecture": pix.get("architecture", "nature-cnn")},  # its layers: results' `layers`

@@ -269,7 +269,8 @@ def describe(v) -> str:
     """What the variable is, in one line: the extractor's role (ram vars version 2), else its kind and range."""
     kind = f"{v['kind']}, {'categorical' if v['categorical'] else 'ordinal'}"
     if v.get("role"):
-        return f"{v['role']} ({kind})"
+        whose = f", the {v['object']}'s" if v.get("object") in ("player", "player's shot") else ""
+        return f"{v['role']}{whose} ({kind})"
     return f"{kind}; values {v.get('min', '?')}–{v.get('max', '?')}"
 
 
@@ -926,6 +927,7 @@ def section_run(ctx) -> str:
               if inp.get("ram_checkpoint") else "no memory agent")
     items = [f"Pixel agent {esc(str(inp['pixel_checkpoint']))} (step {fmt(inp.get('pixel_global_step'))}); {memory}; "
              f"ram vars {esc(str(inp['ram_vars']))}"
+             + (f" ({esc(inp['ram_vars_from'])})" if inp.get("ram_vars_from") not in (None, "--ram-vars") else "")
              + (f" (variables named by the roles in {esc(str(inp['roles_from']))})" if inp.get("roles_from") else "") + ".",
              f"Variables ranked by {esc(ranking_text(res)[1])}.",
              f"{cnt['samples']:,} emulated samples on {cnt['base_states']} base states ({len(cnt['test_base_states'])} held out); "

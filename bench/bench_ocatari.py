@@ -12,7 +12,8 @@ read, recall, each missed byte with its kind and reason, the extractor's seconds
 what OCAtari makes of the byte (`ocatari_class`): "score" when it feeds a class whose name contains "score",
 "lives" ("live"), else "x" / "y" when its edits in bench/ocatari_reads.py moved an object along x / y (more
 often than along the other axis; "x/y" when as often: either role agrees, and it counts in both), else "other"
-(it changed sizes, values or presence only: any role but "unknown" agrees). Per byte: agreement overall and per
+(it changed sizes, values or presence only, or made objects appear or go over twice as often as it moved one; a
+box whose y and height change together is resized, not moved: any role but "unknown" agrees). Per byte: agreement overall and per
 class (x, y, score, lives, other), and the precision of our x- and y-positions (of the read bytes we call an
 x-position, the fraction OCAtari moves along x). Bytes whose edits changed no object are not compared. The older
 figure, per (byte, class) pair with x / y not told apart, is kept as role_agreement_pairs. The class names are
@@ -122,11 +123,17 @@ def role_agrees(cls, role):
 CLASSES = ("x", "y", "score", "lives", "other")   # per-byte classes from OCAtari (x/y bytes count in both x and y)
 
 
+PRESENCE_DOMINATES = 2   # a byte whose edits made objects of one class appear or go > 2x as often as they moved one
+
+
 def ocatari_class(reads, i):
     """What OCAtari's code makes of byte i, from the reads file: "score" (it feeds a class whose name contains
     "score"), "lives" ("live"), "x" / "y" (its edits moved an object along x / y more often than along the other
-    axis), "x/y" (as often along both), "other" (it changed objects' size, value or presence only), or None (its
-    edits changed no object, or the reads file has no "fields", then x / y are not told from other)."""
+    axis), "x/y" (as often along both), "other" (it changed objects' size, value or presence only, or made objects of
+    one class appear or go more than PRESENCE_DOMINATES times as often as it moved any: a set of objects, e.g. eggs
+    or mushrooms, whose edits also reshuffle the objects that stay; moves along y (x) of a class whose height (width)
+    changed as often are resizes, not moves: a bar growing from a fixed edge), or None (its edits changed no object, or the
+    reads file has no "fields", then x / y are not told from other)."""
     classes = reads["classes"].get(str(i), [])
     if not classes:
         return None
@@ -138,8 +145,12 @@ def ocatari_class(reads, i):
     per_class = (reads.get("fields") or {}).get(str(i))
     if per_class is None:
         return "other"
-    nx = sum(f.get("x", 0) for f in per_class.values())
-    ny = sum(f.get("y", 0) for f in per_class.values())
+    # a box whose height (width) changed on as many edits as its y (x) was resized, not moved: a bar that grows up
+    # from a fixed bottom edge (Bank Heist's gas gauge, Air Raid's buildings) changes y and h together
+    nx = sum(f.get("x", 0) for f in per_class.values() if f.get("w", 0) < f.get("x", 0))
+    ny = sum(f.get("y", 0) for f in per_class.values() if f.get("h", 0) < f.get("y", 0))
+    if max(nx, ny) * PRESENCE_DOMINATES < max(f.get("presence", 0) for f in per_class.values()):
+        return "other"   # mostly it made objects appear or go (Alien's eggs): moves are the list's reshuffles
     if nx == ny == 0:
         return "other"
     return "x" if nx > ny else "y" if ny > nx else "x/y"
@@ -239,8 +250,8 @@ def markdown_table(rows, summary):
     fmt = lambda v: "-" if v is None else f"{v:.2f}"
     frac = lambda p: fmt(p[0] / p[1] if p[1] else None) + (f" ({p[0]}/{p[1]})" if p[1] else "")
     lines = ["| game | env id | bytes read | found | recall | roles | x | y | score | lives | other | x prec. | "
-             "y prec. | extractor s | missed (index: kind) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "y prec. | extractor s | CPU s | missed (index: kind) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for game, r in sorted(rows.items()):
         if r.get("error"):
             lines.append(f"| {game} | {r['env_id']} |" + " |" * 12 + f" extractor failed: {r['error']} |")
@@ -248,12 +259,17 @@ def markdown_table(rows, summary):
         missed = ", ".join(f"{m['index']}: {m['kind']}" for m in r["missed"]) or "-"
         cells = [frac(r["per_class"][c]) for c in CLASSES] + [frac(r["precision"][a]) for a in ("x", "y")]
         lines.append(f"| {game} | `{r['env_id']}` | {r['read']} | {r['found']} | {fmt(r['recall'])} | "
-                     f"{fmt(r['role_agreement'])} | " + " | ".join(cells) + f" | {r['seconds'] or 0:.0f} | {missed} |")
+                     f"{fmt(r['role_agreement'])} | " + " | ".join(cells) + f" | {r['seconds'] or 0:.0f} | "
+                     + (f"{r['cpu_seconds']:.0f}" if r.get("cpu_seconds") else "-") + f" | {missed} |")
     cells = [frac(summary["per_class"][c]) for c in CLASSES] + [frac(summary["precision"][a]) for a in ("x", "y")]
     lines.append(f"| **all {summary['games']} games** | | {summary['bytes_read']} | {summary['bytes_found']} | "
                  f"**{summary['recall']:.3f}** | **{fmt(summary['role_agreement'])}** | " + " | ".join(cells) +
                  f" | median {summary['extractor_seconds_median'] or 0:.0f}, max "
-                 f"{summary['extractor_seconds_max'] or 0:.0f} | {summary['games_at_full_recall']} games at 1.00 |")
+                 f"{summary['extractor_seconds_max'] or 0:.0f} | "
+                 + (f"median {summary['extractor_cpu_seconds_median']:.0f}, max {summary['extractor_cpu_seconds_max']:.0f}; "
+                    f"{summary['games_within_2_cpu_minutes']} of {summary['games_with_cpu_seconds']} games <= 120"
+                    if summary.get("extractor_cpu_seconds_median") else "-")
+                 + f" | {summary['games_at_full_recall']} games at 1.00 |")
     return "\n".join(lines) + "\n"
 
 
@@ -281,7 +297,8 @@ def main():
             rows[game] = {"env_id": rd["env_id"], "error": str(e)}
             print(f"{game:18s} {rd['env_id']:30s} extractor failed: {e}", flush=True)
             continue
-        row = {"env_id": rd["env_id"], "seconds": secs, "reused": reused, **score_game(rd, data)}
+        row = {"env_id": rd["env_id"], "seconds": secs, "reused": reused,
+               "cpu_seconds": (data.get("produced_by") or {}).get("cpu_seconds"), **score_game(rd, data)}
         rows[game] = row
         missed = ", ".join(f"{m['index']}:{m['kind']}" for m in row["missed"]) or "-"
         ra = "-" if row["role_agreement"] is None else f"{row['role_agreement']:.2f}"
@@ -304,6 +321,7 @@ def main():
     precision = {a: [sum(r["precision"][a][k] for r in scored) for k in (0, 1)] for a in ("x", "y")}
     ratio = lambda p: p[0] / p[1] if p[1] else None
     secs = sorted(r["seconds"] for r in scored if r.get("seconds"))
+    cpu = sorted(r["cpu_seconds"] for r in scored if r.get("cpu_seconds"))
     summary = {"games": len(scored), "bytes_read": total_read, "bytes_found": total_found,
                "recall": total_found / total_read if total_read else None,
                "games_at_full_recall": sum(r["found"] == r["read"] for r in scored),
@@ -313,7 +331,11 @@ def main():
                "role_agreement_pairs": agree_pairs / pairs if pairs else None,
                "xy_known": all(r["xy_known"] for r in scored),
                "extractor_seconds_median": secs[len(secs) // 2] if secs else None,
-               "extractor_seconds_max": secs[-1] if secs else None}
+               "extractor_seconds_max": secs[-1] if secs else None,
+               # CPU seconds (the extractor is one process, one thread): its time on one core, whatever shared it
+               "extractor_cpu_seconds_median": cpu[len(cpu) // 2] if cpu else None,
+               "extractor_cpu_seconds_max": cpu[-1] if cpu else None,
+               "games_within_2_cpu_minutes": sum(c <= 120 for c in cpu), "games_with_cpu_seconds": len(cpu)}
     print(f"\nall games: recall {summary['recall']:.3f} ({total_found}/{total_read} bytes, {len(scored)} games, "
           f"{summary['games_at_full_recall']} at 1.00); role agreement {summary['role_agreement'] or 0:.3f} "
           f"({n_bytes} bytes; " + ", ".join(f"{c} {ratio(p) or 0:.2f} of {p[1]}" for c, p in per_class.items())
@@ -321,7 +343,10 @@ def main():
           + f"; per (byte, class) pair {summary['role_agreement_pairs'] or 0:.2f}; "
           + ("" if summary["xy_known"] else "x / y not told apart (reads file without 'fields'); ") +
           f"extractor seconds median {summary['extractor_seconds_median'] or 0:.0f}, "
-          f"max {summary['extractor_seconds_max'] or 0:.0f}")
+          f"max {summary['extractor_seconds_max'] or 0:.0f}"
+          + (f"; CPU seconds median {summary['extractor_cpu_seconds_median']:.0f}, max "
+             f"{summary['extractor_cpu_seconds_max']:.0f}, {summary['games_within_2_cpu_minutes']} of {len(cpu)} "
+             "games within 120" if cpu else ""))
     out = {"summary": summary, "games": rows, "reads": args.reads,
            "reads_produced_by": reads.get("produced_by"), "args": vars(args)}
     for path, text in ((args.out, json.dumps(out, indent=1)),

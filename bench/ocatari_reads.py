@@ -33,7 +33,6 @@ import argparse
 import copy
 import importlib
 import importlib.metadata
-import itertools
 import json
 import os
 import pkgutil
@@ -101,32 +100,37 @@ def slot_signature(objects):
 
 
 def changed_fields(ref, sig):
-    """Two slot signatures (same object list before / after an edit) -> {class: set of what differs}: "x", "y",
-    "w", "h" (the box of the object in the same slot), "value", or "presence" (the slot gained or lost its object).
-    When the edit changed how many objects of a class exist, only "presence" counts for that class: its objects'
-    slots no longer correspond (a list that grows or shrinks shifts every later object, e.g. Centipede's mushrooms,
-    which would otherwise read as moves along x and y)."""
-    def count(slots):
-        n = {}
-        for o in slots:
-            if o is not None:
-                n[o[0]] = n.get(o[0], 0) + 1
-        return n
-    n_ref, n_sig = count(ref), count(sig)
-    appeared = {c for c in set(n_ref) | set(n_sig) if n_ref.get(c, 0) != n_sig.get(c, 0)}
-    out = {c: {"presence"} for c in appeared}
-    for a, b in itertools.zip_longest(ref, sig):
-        if (a is not None and a[0] in appeared) or (b is not None and b[0] in appeared):
+    """Two slot signatures (same object list before / after an edit) -> {class: set of what differs}, per object class.
+    Objects found unchanged on both sides (as a multiset: reordered or shifted to other slots of the list, e.g. every
+    mushroom after a new one in Centipede's list) are set aside; the rest are what the edit changed. When their
+    numbers differ, objects appeared or went ("presence"); the changed objects are then paired, each old one with the
+    nearest new one (by the box's corner), and a pair whose box or value differs adds "x", "y", "w", "h" or "value"."""
+    out = {}
+    for c in {o[0] for o in ref + sig if o is not None}:
+        gone = [o for o in ref if o is not None and o[0] == c]
+        new = []
+        for o in sig:
+            if o is None or o[0] != c:
+                continue
+            if o in gone:
+                gone.remove(o)
+            else:
+                new.append(o)
+        if not gone and not new:
             continue
-        if a == b:
-            continue
-        if a is None or b is None or a[0] != b[0] or len(a[1]) != len(b[1]):
-            for o in (a, b):
-                if o is not None:
-                    out.setdefault(o[0], set()).add("presence")
-            continue
-        what = {f for f, p, q in zip(FIELDS, a[1], b[1]) if p != q} | ({"value"} if a[2] != b[2] else set())
-        out.setdefault(a[0], set()).update(what)
+        what = {"presence"} if len(gone) != len(new) else set()
+        for p in gone:
+            if not new:
+                break
+            q = min(new, key=lambda q: sum(abs(u - v) for u, v in zip(p[1][:2], q[1][:2])) if len(p[1]) == len(q[1])
+                    else float("inf"))
+            new.remove(q)
+            if len(p[1]) != len(q[1]):
+                what.add("presence")
+                continue
+            what |= {f for f, u, v in zip(FIELDS, p[1], q[1]) if u != v} | ({"value"} if p[2] != q[2] else set())
+        if what:
+            out[c] = what
     return out
 
 
@@ -208,6 +212,14 @@ def record_game(module_name, rom, args, rng):
                        for i, d in sorted(fields.items())}}
 
 
+def write_atomic(path, out):
+    """Write `out` as JSON to `path` through a temp file and a rename, so that the file is whole or absent."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench/results/ocatari_reads.json", help="output JSON path")
@@ -259,13 +271,10 @@ def main():
             continue
         game["env_id"] = env_id
         out["games"][module_name] = game
+        write_atomic(args.out, out)  # after every game: an interrupted run keeps the games it recorded
         print(f"[{k + 1}/{len(modules)}] {module_name:18s} {env_id:32s} reads {len(game['read']):3d} bytes "
               f"({time.time() - t0:.1f}s)", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(tmp, args.out)
+    write_atomic(args.out, out)
     print(f"{len(out['games'])} games recorded, {len(out['skipped'])} skipped -> {args.out}")
     for name, why in out["skipped"].items():
         print(f"  skipped {name}: {why}")

@@ -80,6 +80,30 @@ def test_ocatari_read_recorder_sees_every_kind_of_index():
     assert reads == set(range(128))
 
 
+def test_ocatari_changed_fields_compares_each_class_on_its_own():
+    """What an edit changed, per OCAtari object class: a moved object is a move along its axis; a class that gained an
+    object is "presence" only; objects of a class that were only reordered, or pushed to other slots of a shared list
+    by another class's new object, did not change; when one object went and another moved, both are seen."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import ocatari_reads
+    finally:
+        sys.path.pop(0)
+    player, ball = ("Player", (10, 50, 4, 8), "None"), ("Ball", (30, 20, 2, 2), "None")
+    m1, m2 = ("Mushroom", (8, 40, 4, 3), "None"), ("Mushroom", (60, 90, 4, 3), "None")
+    ref = [player, ball, m1, m2]
+    moved = [("Player", (14, 50, 4, 8), "None"), ball, m1, m2]
+    assert ocatari_reads.changed_fields(ref, moved) == {"Player": {"x"}}
+    grown = [player, ("Mushroom", (0, 0, 4, 3), "None"), ball, m1, m2]   # the ball and mushrooms pushed down a slot
+    assert ocatari_reads.changed_fields(ref, grown) == {"Mushroom": {"presence"}}
+    assert ocatari_reads.changed_fields(ref, [player, ball, m2, m1]) == {}
+    assert ocatari_reads.changed_fields(ref, [player, None, m1, m2]) == {"Ball": {"presence"}}
+    assert ocatari_reads.changed_fields(ref, [player, ("Ball", (30, 25, 2, 3), "None"), m1, m2]) == {"Ball": {"y", "h"}}
+    # a mushroom went and another moved: presence, and the move of the one that stays (paired with its nearest)
+    assert ocatari_reads.changed_fields(ref, [player, ball, ("Mushroom", (12, 40, 4, 3), "None")]) == \
+        {"Mushroom": {"presence", "x"}}
+
+
 def test_bench_ocatari_recall_counts_selected_and_derived_sources(tmp_path):
     """bench/bench_ocatari.py on a reads file naming every byte of Pong: its recall is what the extractor's own JSON
     gives (selected bytes, plus derived bytes whose source is selected), and a second run reuses the extraction."""

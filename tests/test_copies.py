@@ -34,6 +34,7 @@ COPIES = {
     "read_cleanba_msgpack": [[PIXEL, PROBE]],
     "read_atari_agents_gz": [[PIXEL, PROBE]],
     "trained_game_mismatch": [[PIXEL, PROBE]],
+    "game_key": [[PIXEL, PROBE]],
     "ImpalaResidualBlock": [[PIXEL, PROBE]],
     "ImpalaConvSequence": [[PIXEL, PROBE]],
     "ImpalaAgent": [[PIXEL, PROBE]],

@@ -474,24 +474,33 @@ def test_probe_runs_on_an_impala_cleanba_file(cleanba, scripts, tmp_path):
         assert f"<h3 id='layer-{k}'>network.{k} " in page and f"data-layer='{k}'" in page, k
 
 
-def test_cleanba_files_that_do_not_fit_are_refused(cleanba, tmp_path):
-    """Damaged, of another layout, of another game, or without the msgpack package: one `error:` line each."""
+def six_action_cleanba_files(cleanba, folder, names):
+    """Nature-CNN cleanba files with 6 actions (Pong's), Flax's default init: {args env_id (None: no env_id in the args):
+    path written in `folder`}."""
     import flax
     import jax
-    data = cleanba["file"]["naturecnn"].read_bytes()
-    cut = tmp_path / "cut.cleanrl_model"
-    cut.write_bytes(data[:len(data) // 2])
-    other = tmp_path / "dict.cleanrl_model"
-    other.write_bytes(flax.serialization.to_bytes({"params": {"w": np.zeros(3, np.float32)}}))
     networks, actor, critic = cleanba_modules(6)
     x = cleanba["x"][:1]
     params = [networks["naturecnn"].init(jax.random.PRNGKey(0), x)]
     hidden = networks["naturecnn"].apply(params[0], x)
     params += [actor.init(jax.random.PRNGKey(1), hidden), critic.init(jax.random.PRNGKey(2), hidden)]
-    pong = tmp_path / "pong.cleanrl_model"
-    pong.write_bytes(flax.serialization.to_bytes([{"env_id": "Pong-v5"}, params]))
-    six = tmp_path / "six.cleanrl_model"  # said to be Breakout, with Pong's 6 actions
-    six.write_bytes(flax.serialization.to_bytes([{"env_id": "Breakout-v5"}, params]))
+    paths = {}
+    for name in names:
+        paths[name] = folder / f"{name or 'anonymous'}.cleanrl_model"
+        paths[name].write_bytes(flax.serialization.to_bytes([{"env_id": name} if name else {"seed": 1}, params]))
+    return paths
+
+
+def test_cleanba_files_that_do_not_fit_are_refused(cleanba, tmp_path):
+    """Damaged, of another layout, of another game, or without the msgpack package: one `error:` line each."""
+    import flax
+    data = cleanba["file"]["naturecnn"].read_bytes()
+    cut = tmp_path / "cut.cleanrl_model"
+    cut.write_bytes(data[:len(data) // 2])
+    other = tmp_path / "dict.cleanrl_model"
+    other.write_bytes(flax.serialization.to_bytes({"params": {"w": np.zeros(3, np.float32)}}))
+    files = six_action_cleanba_files(cleanba, tmp_path, ["Pong-v5", "Breakout-v5"])
+    pong, six = files["Pong-v5"], files["Breakout-v5"]  # six: said to be Breakout, with Pong's 6 actions
     cases = [(cut, ["cannot be read"]), (other, ["holding params", "not cleanba's"]), (six, ["6 actions", "4"]),
              (pong, ["trained on Pong-v5", "not on breakout"])]
     for path, needles in cases:
@@ -507,6 +516,43 @@ def test_cleanba_files_that_do_not_fit_are_refused(cleanba, tmp_path):
                       tmp_path / "probe", cwd=tmp_path, check=False)  # the probe: a Pong agent on Breakout's bytes
     assert_clean_error(proc, "trained on Pong-v5", "not on breakout")
     assert not (tmp_path / "probe").exists()
+
+
+def test_probe_without_ram_vars_extracts_the_game_the_file_names(cleanba, tmp_path):
+    """No --ram-vars: the game comes from the cleanba file's args (Pong-v5); with no ram_vars/PongNoFrameskip-v4.json in
+    the working folder, extract_ram_vars.py writes it into <out-dir>/ram_vars/ first and the probe runs on that game's
+    selected bytes. A second run reuses that file. A file that names no game needs --ram-vars or --env-id; an --env-id
+    that is not a gymnasium id, or one the extractor refuses, ends in one line."""
+    files = six_action_cleanba_files(cleanba, tmp_path, ["Pong-v5", None])
+    out = tmp_path / "probe"
+    proc = run_script(PROBE, "--pixel-checkpoint", files["Pong-v5"], "--extract-frames", "3000", *PROBE_TINY,
+                      "--importance-states", "4", "--no-natural", "--out-dir", out, "--no-report", cwd=tmp_path)
+    assert "extracting the RAM variables of PongNoFrameskip-v4 first" in proc.stdout
+    path = out / "ram_vars" / "PongNoFrameskip-v4.json"
+    rv = json.loads(path.read_text())
+    assert rv["env_id"] == "PongNoFrameskip-v4" and rv["produced_by"]["args"]["total_frames"] == 3000
+    res = json.loads((out / "results.json").read_text())
+    assert res["env_id"] == "PongNoFrameskip-v4" and res["game"] == "pong"
+    assert res["inputs"]["ram_vars"] == str(path) and res["inputs"]["ram_vars_from"] == "extracted by this run"
+    assert res["args"]["ram_vars"] == str(path) and res["inputs"]["ram_checkpoint"] is None
+    probed = [v["index"] for v in res["variables"]]
+    assert probed and set(probed) <= set(rv["selected"])
+    # the same folder again: the extraction is reused (the run then stops at a bad --include-vars, checked after it)
+    before = path.read_bytes()
+    unselected = next(i for i in range(128) if i not in rv["selected"])
+    proc = run_script(PROBE, "--pixel-checkpoint", files["Pong-v5"], "--include-vars", str(unselected), "--out-dir", out,
+                      cwd=tmp_path, check=False)
+    assert_clean_error(proc, "--include-vars")
+    assert "(an earlier run's extraction)" in proc.stdout and "extracting" not in proc.stdout
+    assert path.read_bytes() == before
+    for extra, needles in [([], ["--ram-vars is required", "does not name its game"]),
+                           (["--env-id", "NoSuchGame-v9"], ["--env-id NoSuchGame-v9", "not a registered gymnasium id"]),
+                           (["--env-id", "CartPole-v1"], ["extract_ram_vars.py --env-id CartPole-v1 failed",
+                                                          "not an ALE gymnasium id"])]:
+        proc = run_script(PROBE, "--pixel-checkpoint", files[None], *extra, "--out-dir", tmp_path / "anon", cwd=tmp_path,
+                          check=False)
+        assert_clean_error(proc, *needles)
+        assert not (tmp_path / "anon" / "results.json").exists()
 
 
 # ---- floringogianu/atari-agents: gzip of torch.save({"estimator_state": AtariNet.state_dict(), ...})

@@ -243,6 +243,31 @@ def test_paddle_byte_found_from_screen_is_selected(result):
     assert rec["kind"] == "state" and rec["intervention"]["screen_differed_fraction"] > 0.5
 
 
+def test_position_roles_say_whose_object_the_actions_move(result, emu):
+    """Each x- / y-position names the actions that moved it (moved_by) and whose object it is ("other": no action). The
+    paddle byte, found from the screen, is the player's, moved by LEFT and RIGHT; in the test's own emulator, holding
+    each action it names for 8 frames moves it against NOOP at one of the test's states or more."""
+    erv = load_script()
+    ale, states, _ = emu
+    names = {a.name for a in ale.getMinimalActionSet()}
+    positions = [r for r in result["bytes"] if (r.get("role") or {}).get("role") in ("x-position", "y-position")]
+    assert positions and all("moved_by" in r["role"] and set(r["role"]["moved_by"]) <= names for r in positions)
+    paddle = paddle_byte()
+    role = result["bytes"][paddle]["role"]
+    assert role["role"] == "x-position" and role["object"] == "player" and {"LEFT", "RIGHT"} <= set(role["moved_by"])
+
+    def after(state, action, index):
+        ale.restoreState(state)
+        for _ in range(erv.CONTROL_FRAMES):
+            ale.act(action)
+        return int(ale.getRAM()[index])
+
+    for name in role["moved_by"]:
+        assert any(after(st, Action[name], paddle) != after(st, Action.NOOP, paddle) for st in states), name
+    for r in positions:
+        assert (r["role"]["object"] == "other") == (not r["role"]["moved_by"])
+
+
 # ---------------------------------------------------------------- constant
 def test_constant_bytes_match_emulator(result, emu):
     ale, states, actions = emu
@@ -668,11 +693,9 @@ def test_x_position_role_moves_an_object_on_screen(result, emu):
         assert centres and np.sign(np.median(centres)) == np.sign(k), (i, centres, k)
 
 
-def test_grows_in_place_tells_a_bar_from_a_moved_object(emu):
-    """grows_in_place on masks made in the test's own emulator: the Breakout paddle byte held at values away from its
-    own moves the paddle (the changed regions share only the place it left: not a count), while a bar drawn over
-    the same frames, longer for a larger value, grows in place (a count drawn as a bar)."""
-    erv = load_script()
+def paddle_masks(emu):
+    """The Breakout paddle byte held (2 frames) at values 20-60 away from its own, in the test's own emulator ->
+    ({held value: (H, W) bool, the pixels that differ from the screen at its own value}, own value)."""
     ale, states, _ = emu
     paddle = paddle_byte()
     ale.restoreState(states[3])
@@ -686,6 +709,38 @@ def test_grows_in_place_tells_a_bar_from_a_moved_object(emu):
         shots[v] = ale.getScreen().copy()
     moved = {v: shots[v] != shots[own] for v in shots if v != own}
     assert sum(m.any() for m in moved.values()) >= 3, "holding the paddle byte moved nothing"
+    return moved, own
+
+
+def test_in_place_and_event_masks_tell_a_redrawn_object_and_an_event_from_a_move(emu):
+    """in_place / drop_event_masks on the paddle's masks from the test's own emulator: a moved paddle is not "in
+    place", and its masks are all kept; one value that redraws the whole screen (an event) is dropped while the
+    paddle's stay; a sprite redrawn in one box (a different shape at each value) is in place, in that box."""
+    erv = load_script()
+    moved, own = paddle_masks(emu)
+    dims = next(iter(moved.values())).shape
+    assert erv.in_place(moved, dims) is None
+    assert erv.drop_event_masks(moved).keys() == moved.keys()
+    event = {**moved, 999: np.ones(dims, bool)}
+    assert erv.drop_event_masks(event).keys() == moved.keys()
+    rng = np.random.default_rng(0)
+    sprite = {}
+    for v in moved:   # 8x8 box at rows 60-67, cols 30-37: a different pattern for each value, corners always drawn
+        m = np.zeros(dims, bool)
+        m[60:68, 30:38] = rng.random((8, 8)) < 0.5
+        m[[60, 60, 67, 67], [30, 37, 30, 37]] = True
+        sprite[v] = m
+    assert erv.in_place(sprite, dims) == [60, 67, 30, 37]
+    assert erv.place_record([[60, 67, 30, 37], [60, 67, 30, 37], None])["in_place_bases"] == 2
+    assert erv.place_record([[60, 67, 30, 37], None, None]) is None
+
+
+def test_grows_in_place_tells_a_bar_from_a_moved_object(emu):
+    """grows_in_place on masks made in the test's own emulator: the Breakout paddle byte held at values away from its
+    own moves the paddle (the changed regions share only the place it left: not a count), while a bar drawn over
+    the same frames, longer for a larger value, grows in place (a count drawn as a bar)."""
+    erv = load_script()
+    moved, own = paddle_masks(emu)
     assert not erv.grows_in_place(moved, own)
     bar = {}
     for v in moved:   # a bar from column 8 whose length is the value's distance from own, over the paddle's frame
