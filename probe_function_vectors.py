@@ -939,8 +939,6 @@ def extracted_ram_vars(env_id: str, out_dir: Path, seed: int, total_frames: int)
         if path.is_file():
             print(f"[ram vars] {path}: the RAM variables of {env_id} ({how})", flush=True)
             return path, how
-    if not os.access(out_dir if out_dir.exists() else next(p for p in out_dir.parents if p.exists()), os.W_OK):
-        raise InputError(f"--out-dir {out_dir} is not writable")
     extractor = Path(__file__).resolve().with_name("extract_ram_vars.py")
     cmd = [sys.executable, str(extractor), "--env-id", env_id, "--seed", str(seed), "--out-dir", str(out_dir / "ram_vars")]
     cmd += ["--total-frames", str(total_frames)] if total_frames > 0 else []
@@ -955,6 +953,16 @@ def extracted_ram_vars(env_id: str, out_dir: Path, seed: int, total_frames: int)
     sys.stderr.write(proc.stderr)
     print(f"[ram vars] {out_dir / 'ram_vars' / name} written in {time.time() - t0:.0f}s", flush=True)
     return out_dir / "ram_vars" / name, "extracted by this run"
+
+
+def output_folder(args: Args, env_id: str) -> Path:
+    """--out-dir, default probe/<env-id> (with / replaced by _). Raises InputError when it is a file or not writable."""
+    out_dir = Path(args.out_dir or Path("probe") / env_id.replace("/", "_"))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir {out_dir} exists and is not a folder")
+    if not os.access(out_dir if out_dir.exists() else next(p for p in out_dir.parents if p.exists()), os.W_OK):
+        raise InputError(f"--out-dir {out_dir} is not writable")
+    return out_dir
 
 
 def validate_inputs(args: Args):
@@ -974,10 +982,7 @@ def validate_inputs(args: Args):
         if env_id is None:
             raise InputError("--ram-vars is required: the pixel checkpoint does not name its game (pass --ram-vars, or "
                              "--env-id to use ram_vars/<env-id>.json or extract it)")
-        out = Path(args.out_dir or Path("probe") / env_id.replace("/", "_"))
-        if out.exists() and not out.is_dir():
-            raise InputError(f"--out-dir {out} exists and is not a folder")
-        path, ram_vars_from = extracted_ram_vars(env_id, out, args.seed, args.extract_frames)
+        path, ram_vars_from = extracted_ram_vars(env_id, output_folder(args, env_id), args.seed, args.extract_frames)
         args.ram_vars = str(path)
     else:
         ram_vars_from = "--ram-vars"
@@ -1040,12 +1045,7 @@ def validate_inputs(args: Args):
     for i in include:
         if i not in rv["selected"]:
             raise InputError(f"--include-vars: ram[0x{i:02x}] is not among the ram vars file's selected bytes")
-    out_dir = Path(args.out_dir or Path("probe") / rv["env_id"].replace("/", "_"))
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out-dir {out_dir} exists and is not a folder")
-    if not os.access(out_dir if out_dir.exists() else next(p for p in out_dir.parents if p.exists()), os.W_OK):
-        raise InputError(f"--out-dir {out_dir} is not writable")
-    return rv, pix, ram, game, include, out_dir, ram_vars_from
+    return rv, pix, ram, game, include, output_folder(args, rv["env_id"]), ram_vars_from
 
 
 # ---------------------------------------------------------------- emulation
