@@ -61,10 +61,11 @@ No per-game address table is used anywhere: everything is measured on the emulat
    x- / y-position (holding it at several values for 4 frames, so objects drawn on alternate frames show, moves a
    screen object's centre along one axis: in a line with the value, |r| >= 0.9, or along that axis only, as with
    coarse/fine-encoded x positions; checked before counting, since a moving object also steps at fixed
-   intervals); score / BCD score (changes on rewarded frames); counter / timer / toggle (fixed step at fixed
+   intervals); score / BCD score (changes on rewarded frames, where those are at most 30% of play); counter / timer / toggle (fixed step at fixed
    intervals); appearance (holding it changes what is drawn in one small place, not where: an object's kind, sprite
-   or colour); flag (two values); unknown. Then relations between bytes: a display copy of a position byte is
-   that position (`copy_of`), and a byte left unknown, flag, counter, timer, toggle or appearance that equals the frame-to-frame
+   or colour); flag (two values); screen state (writing it changes the screen, but no fit above holds: e.g. an object
+   off screen at most bases); unknown. Then relations between bytes: a display copy of a position byte is
+   that position (`copy_of`), and a byte left unknown, flag, counter, timer, toggle, appearance or screen state that equals the frame-to-frame
    change of a position byte (as a signed byte) is its velocity, or whose value or one bit fixes the sign of that
    change its direction; a byte called a position yields to velocity only (holding a velocity byte moves its
    object too). Last, a position byte's `moved_by` (the actions that, held 8 frames, moved it against NOOP) and
@@ -1053,7 +1054,7 @@ def computed_source(index, first_hits, candidates, results):
 POSITION_HOLD_FRAMES = 4   # frames a value is held in the position test: an object drawn every 2nd-4th frame shows
 
 
-def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=10):
+def position_test(ale, bases, index, observed, n_bases=4, n_values=7, max_bases=30):
     """Hold the byte at several values for POSITION_HOLD_FRAMES frames at up to `n_bases` bases (of the first
     `max_bases`; a base where fewer than 3 values change the screen is skipped, e.g. no ball in play) and find what
     moved: per value, the pixels that differ, on any of the held frames (flicker: objects drawn on alternate
@@ -1423,6 +1424,9 @@ def position_role(pos):
             f"{POSITION_HOLD_FRAMES} frames)", "position": pos}
 
 
+SCORE_MAX_REWARDED = 0.3   # a score byte from play: rewarded frames (and the frames after them) are <= 30% of all
+
+
 def describe_byte(rec, bases, ale, observed):
     """A role for a selected (or derived) byte, with its evidence, from play and interventions alone."""
     i = rec["index"]
@@ -1461,8 +1465,11 @@ def describe_byte(rec, bases, ale, observed):
                                 f"(in {pos['growing_bases']} of {pos['bases']} bases; any of {POSITION_HOLD_FRAMES} frames)"}
         if pos and pos["fit"] != "place":
             return position_role(pos)
-    score_frac, score_n = event_role(twins, [b["twin_reward"] != 0 for b in bases])
-    if score_n >= 2 and score_frac >= 0.8:
+    rewarded = [b["twin_reward"] != 0 for b in bases]
+    score_frac, score_n = event_role(twins, rewarded)
+    # ... and rewards are rare enough for that to mean something (Skiing rewards every frame: any byte would pass)
+    rare = np.mean(np.concatenate([r | np.concatenate([[False], r[:-1]]) for r in rewarded])) <= SCORE_MAX_REWARDED
+    if score_n >= 2 and score_frac >= 0.8 and rare:
         return score_role(observed, f"{score_n} changes during play, {score_frac:.0%} of them on a rewarded frame")
     counter = counter_role(twins)
     if counter:
@@ -1477,6 +1484,11 @@ def describe_byte(rec, bases, ale, observed):
                             f"{POSITION_HOLD_FRAMES} frames): an object's kind, sprite or colour"}
     if len(observed) == 2:
         return {"role": "flag", "evidence": f"two values seen: {observed}"}
+    drawn = rec["intervention"].get("screen_differed_fraction", 0)
+    if drawn > 0:   # shown on screen, but as no one object moved along an axis, a count or a redraw in one place
+        return {"role": "screen state", "evidence": f"writing it changed the screen in {drawn:.0%} of its trials; "
+                                                    f"{len(observed)} values seen; no lives, score, counter, position, "
+                                                    f"bar or in-place fit (e.g. an object off screen at most bases)"}
     return {"role": "unknown", "evidence": f"{len(observed)} values seen; no lives, score, counter, position or copy pattern"}
 
 
@@ -1541,7 +1553,7 @@ def name_roles(records, bases, ale, observed):
             # holding a velocity byte also moves its object: a position yields to velocity (not to direction: a
             # bit of one moving object's position often goes with another's direction)
             fit = (role.get("position") or {}).get("fit") if rec["index"] in positions else None
-            if (role.get("role") in ("unknown", "flag", "counter", "timer", "toggle", "appearance")
+            if (role.get("role") in ("unknown", "flag", "counter", "timer", "toggle", "appearance", "screen state")
                     and "extent" not in role) or fit is not None:
                 motion = motion_role(rec["index"], positions, twin_rams)
                 if motion and fit is not None and not motion["role"].startswith("velocity"):

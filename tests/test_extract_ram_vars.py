@@ -693,6 +693,30 @@ def test_x_position_role_moves_an_object_on_screen(result, emu):
         assert centres and np.sign(np.median(centres)) == np.sign(k), (i, centres, k)
 
 
+def test_screen_state_role_changes_the_screen_on_emulator(result, emu):
+    """A byte called "screen state" (no position, count or in-place fit held, but writes showed on the screen): in
+    the test's own emulator, writing one of the values the script saw, at one of the test's states, and playing the
+    same actions as an untouched twin, changes the screen within HORIZON frames in some trial. The role is only given
+    to such bytes (a byte whose writes never show stays "unknown")."""
+    ale, states, actions = emu
+    rng = np.random.default_rng(11)
+    drawn = [r for r in result["bytes"] if (r.get("role") or {}).get("role") == "screen state"]
+    assert drawn, [(r["index"], r["role"]["role"]) for r in result["bytes"] if r.get("role")]
+    for rec in drawn:
+        i, hits = rec["index"], 0
+        for s in states:
+            acts = sticky_actions(rng, actions, HORIZON)
+            twin = play_from(ale, s, acts)[1]
+            ale.restoreState(s)
+            own = int(ale.getRAM()[i])
+            for v in [v for v in rec["values"] if v != own][:3]:
+                ale.restoreState(s)
+                ale.setRAM(i, int(v))
+                hits += bool((play(ale, acts)[1] != twin).any())
+        assert hits, (i, rec["role"])
+        assert "changed the screen" in rec["role"]["evidence"]
+
+
 def paddle_masks(emu):
     """The Breakout paddle byte held (2 frames) at values 20-60 away from its own, in the test's own emulator ->
     ({held value: (H, W) bool, the pixels that differ from the screen at its own value}, own value)."""

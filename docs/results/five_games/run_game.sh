@@ -21,7 +21,8 @@
 #            $RESULTS_DIR; of several runs of an agent, the finished one with the highest global_step), then the
 #            cross-game index $INDEX_DIR/index.{json,html} (sweep.py --index-only over the five games)
 # Settings (environment variables): STEPS (5000000), SEED (1), UNTIL (Unix time; 0 = never), EXTRA (more arguments
-# for both training scripts, e.g. "--torch-threads 1"), MEMORY_FLAGS, EVAL_EPISODES (30); for a quick dry run of the
+# for both training scripts, e.g. "--torch-threads 1"), MEMORY_FLAGS (default --drop-bitmaps: the Breakout ablation's
+# conclusion, docs/results/breakout_memory_ablation/README.md; "" for the full selection), EVAL_EPISODES (30); for a quick dry run of the
 # whole chain (not for results): EVAL_FLAGS (more evaluation arguments, e.g. "--eval-max-frames 2000") and PROBE_FLAGS
 # (more probe arguments, e.g. a tiny budget), PIXEL_FLAGS (default "--compile"). Where things are: INDEX_DIR
 # (docs/results/five_games/index), RESULTS_DIR (the game's results folder, docs/results/five_games/<game>; Breakout's 10M pair:
@@ -38,7 +39,7 @@ case $GAME in  # only shown in the index
     Breakout|Pong) KIND=paddle ;; Freeway) KIND=sports ;; MsPacman) KIND=maze ;; SpaceInvaders) KIND=shooter ;;
     *) KIND= ;;
 esac
-STEPS=${STEPS:-5000000} SEED=${SEED:-1} UNTIL=${UNTIL:-0} EXTRA=${EXTRA:-} MEMORY_FLAGS=${MEMORY_FLAGS:-}
+STEPS=${STEPS:-5000000} SEED=${SEED:-1} UNTIL=${UNTIL:-0} EXTRA=${EXTRA:-} MEMORY_FLAGS=${MEMORY_FLAGS---drop-bitmaps}
 EVAL_EPISODES=${EVAL_EPISODES:-30} EVAL_FLAGS=${EVAL_FLAGS:-} PROBE_FLAGS=${PROBE_FLAGS:-} PIXEL_FLAGS=${PIXEL_FLAGS---compile}
 STAGES=${STAGES:-extract pixel memory eval compare ship probe video index}
 PY=${PYTHON:-python}
