@@ -91,8 +91,11 @@ class Args:
     as seq<s>.pool, seq<s>.res0-1, relu, relu_fc), an atari-agents DQN / M-DQN .gz, a Sample Factory 2.x APPO
     checkpoint_p0/checkpoint_*.pth (config.json above it names the game)"""
     ram_checkpoint: str = ""
-    """memory agent checkpoint.pt (agent "ram"); its ram_indices must equal the ram vars file's `selected`. Optional:
-    without it the variables are ranked by how much writing each byte moves the pixel agent's policy (--ranking)"""
+    """memory agent checkpoint.pt (agent "ram"); its ram_indices: the ram vars file's `selected`, or part of it (an
+    agent trained with --drop-bitmaps: the bytes it does not observe are probed too, after the ranked ones, unranked;
+    with --top-k only through --include-vars), or bytes its checkpoint's own RAM-vars record describes (the file
+    re-extracted since). Optional: without it the variables are ranked by how much writing each byte moves the pixel
+    agent's policy (--ranking)"""
     ram_vars: str = ""
     """the RAM-variable file (FORMATS.md section 1) both agents were trained with. Default: `ram_vars/<env-id>.json`
     of the game the pixel checkpoint names (or --env-id); when there is no such file, extract_ram_vars.py writes one
@@ -999,7 +1002,17 @@ def validate_inputs(args: Args):
         if ck["env_id"] != rv["env_id"]:
             print(f"warning: {label} checkpoint env {ck['env_id']} differs from ram vars env {rv['env_id']} (same game)")
     indices = list(ram.get("ram_indices") or []) if ram is not None else list(rv["selected"])
-    if indices != list(rv["selected"]):
+    unseen = [i for i in rv["selected"] if i not in set(indices)]
+    own = ram["ram_vars"] if ram is not None and isinstance(ram.get("ram_vars"), dict) else None
+    if (ram is not None and set(indices) < set(rv["selected"]) and describes_bytes(rv, indices, rv["env_id"])
+            and (own.get("selected") == rv["selected"] if own is not None
+                 else all(rv["bytes"][i].get("kind") == "bitmap" for i in unseen))):
+        # the memory agent was trained on this file's selection less some bytes (--drop-bitmaps): every selected byte
+        # is probed in the pixel agent; the memory agent ranks the bytes it observes, the others follow, unranked
+        print(f"note: the memory agent observes {len(indices)} of the {len(rv['selected'])} bytes {args.ram_vars} "
+              f"selects; the other {len(unseen)} ({', '.join(sorted({str(rv['bytes'][i].get('kind')) for i in unseen}))}) "
+              "are probed too, after the ranked ones, without a memory-agent importance", flush=True)
+    elif indices != list(rv["selected"]):
         # the memory agent observes other bytes than the file selects: ram_vars/ re-extracted since, or the agent's own
         # choice (--ram-bytes all, --drop-bitmaps). Use the first whole record of exactly its bytes: the RAM-vars
         # record its checkpoint carries (FORMATS.md section 2, "ram_vars"), else this file's per-byte records
@@ -2693,12 +2706,16 @@ def main(args: Args):
     greedy = source is not None and source["actor"] == "Q-values"
     t0 = time.time()
     if ramck is not None:
-        ranking, ram_rollout = ram_importance(ramck["model"].to(device), rv["selected"], game, args, rng, device)
+        observed = list(ramck.get("ram_indices") or rv["selected"])
+        ranking, ram_rollout = ram_importance(ramck["model"].to(device), observed, game, args, rng, device)
+        unranked = [i for i in rv["selected"] if i not in set(observed)]  # not observed by it (--drop-bitmaps)
         ranked = {"by": "memory-agent importance", "agent": "memory", "metric": "tv", "states": int(len(ram_rollout)),
                   "how": "the memory agent's policy on its own rollout's RAMs, each byte replaced by its value in other "
                          "visited states (a random permutation of the states): mean total variation of the action "
-                         "distribution"}
+                         "distribution", "unranked": [f"ram[0x{i:02x}]" for i in unranked]}
         did = f"{len(ram_rollout)} memory-agent states, {len(ranking)} bytes ablated"
+        if unranked:
+            did += f", {len(unranked)} selected bytes it does not observe probed unranked"
     else:
         ranking, ram_rollout, done = pixel_sensitivity(agent, rv, game, args, rng, device, greedy=greedy)
         ranked = {"by": "pixel-policy sensitivity", "agent": "pixel", "metric": "greedy tv" if greedy else "tv",
@@ -2709,8 +2726,9 @@ def main(args: Args):
                   "byte kept another value (as step 2)"}
         did = (f"{done['states']} pixel-agent base states, {len(ranking)} bytes written ({done['samples']} samples, "
                f"emulation {done['emulation_s']:.1f}s)")
+        unranked = []
     ranked["repeats"] = args.importance_repeats
-    keep = [s["index"] for s in ranking[: args.top_k or len(ranking)]]
+    keep = [s["index"] for s in ranking[: args.top_k or len(ranking)]] + ([] if args.top_k else unranked)
     keep += [i for i in include if i not in keep]
     timing["importance_s"] = time.time() - t0
     print(f"[importance] ranked by {ranked['by']}: {did} in {timing['importance_s']:.1f}s; "

@@ -508,8 +508,9 @@ def variable_card(v, j, ctx) -> str:
                f"{ctx['regions'][j]}'>")
     return (f"<details class='var' id='{esc(v['name'])}' style='border-left-color:{cols[j]}'{' open' if j < ctx['open_cards'] else ''}>"
             f"<summary><h3>{badge(j, vs, cols)} {esc(v['name'])} <span class='sub'>bus address {esc(str(v['address']))} · "
-            f"{esc(describe(v))} · importance rank {imp['rank']} ({esc(ranking_text(res)[0])}: {tv_name(res)} "
-            f"{fmt(imp['tv'], 4)})</span></h3></summary>"
+            f"{esc(describe(v))} · " + (f"importance rank {imp['rank']} ({esc(ranking_text(res)[0])}: {tv_name(res)} "
+                                          f"{fmt(imp['tv'], 4)})" if imp else "unranked (the memory agent does not "
+                                          "observe it)") + "</span></h3></summary>"
             f"<p class='desc'>{desc}</p>"
             f"<div class='cardrow'><figure>{picture}<figcaption>"
             + ("its track: the object's box at each of several held values (white: at its own value)"
@@ -549,7 +550,7 @@ def overview_table(ctx) -> str:
     """One sortable row per variable: what it is, the metric of its scores, importance, region, best natural /
     intervention score (n.d. when no layer's score is beyond its controls), the steering cosine at relu_fc."""
     vs, cols = ctx["vs"], ctx["cols"]
-    tv_max = max([v["importance"]["tv"] for v in vs] + [1e-12])
+    tv_max = max([v["importance"]["tv"] for v in vs if v["importance"]] + [1e-12])
     h = ["<table class='sortable overview'><thead><tr><th class='l'>variable</th><th class='l'>address</th>"
          f"<th class='l'>what it is</th><th class='l'>metric</th><th>importance<br>({esc(ranking_text(ctx['res'])[0])}: "
          f"{tv_name(ctx['res'])})</th><th class='l'>screen region</th>"
@@ -563,12 +564,13 @@ def overview_table(ctx) -> str:
         c = (v.get("causal") or {}).get("relu_fc") or {}
         cf = (c.get("function_vector") or {}).get("cos_actor")
         cr = ((c.get("random") or {}).get("cos_actor") or {}).get("mean")
-        tv = v["importance"]["tv"]
+        tv = (v["importance"] or {}).get("tv")  # None: not observed by the memory agent (--drop-bitmaps), unranked
         h.append(f"<tr><td class='l'><a href='#{esc(v['name'])}'>{badge(j, vs, cols)} {esc(v['name'])}</a></td>"
                  f"<td class='l'>{esc(str(v['address']))}</td><td class='l what'>{esc(describe(v))}</td>"
                  f"<td class='l'>{'weighted F1' if v['categorical'] else 'R²'}</td>"
-                 f"<td data-sort='{tv}'>{fmt(tv, 4)}{bar(tv / tv_max, cols[j])}</td>"
-                 f"<td class='l region'>{esc(region_text(v, ctx['res']))}</td>"
+                 + (f"<td data-sort='{tv}'>{fmt(tv, 4)}{bar(tv / tv_max, cols[j])}</td>" if tv is not None else
+                    "<td data-sort='-1' title='the memory agent does not observe this byte'>unranked</td>")
+                 + f"<td class='l region'>{esc(region_text(v, ctx['res']))}</td>"
                  f"<td data-sort='{nsort}'>{ncell}</td><td data-sort='{psort}'>{pcell}</td>"
                  f"<td data-sort='{cf if cf is not None else -99}'>{fmt(cf)} <span class='ctl'>({fmt(cr)})</span></td></tr>")
     h.append("</tbody></table>")

@@ -1,7 +1,7 @@
 """The probe given a RAM-vars file other than the one its memory agent was trained on (ram_vars/ re-extracted since,
 as the whole pass of docs/agents.md does): it probes with the RAM-vars record the checkpoint carries and says so, or,
 when neither the checkpoint nor the file describes those bytes, stops with one line that says how to recover; and a
-memory agent that chose its own bytes (--drop-bitmaps) is probed on exactly those."""
+memory agent that chose its own bytes (--drop-bitmaps) ranks those, while every selected byte is probed."""
 import json
 
 import pytest
@@ -58,19 +58,35 @@ def test_probe_without_a_usable_record_says_how_to_recover(fresh_extraction, tmp
 
 
 def test_probe_takes_a_memory_agent_that_chose_its_own_bytes(tmp_path):
-    """A memory agent trained with --drop-bitmaps observes fewer bytes than its RAM file selects: the probe takes the
-    file's records of exactly those bytes, says so, and probes those bytes only."""
-    source = ROOT / "ram_vars" / f"{ENV}.json"
+    """A memory agent trained with --drop-bitmaps observes fewer bytes than its RAM file selects: the probe ranks the
+    bytes it observes, probes every selected byte in the pixel agent (the bitmap bytes after the ranked ones, unranked),
+    says so, and the atlas marks them unranked."""
+    data = json.loads((ROOT / "ram_vars" / f"{ENV}.json").read_text())
+    kinds = {b["index"]: b["kind"] for b in data["bytes"]}
+    state = [i for i in data["selected"] if kinds[i] != "bitmap"][:3]
+    bitmaps = [i for i in data["selected"] if kinds[i] == "bitmap"][:2]
+    assert len(state) == 3 and len(bitmaps) == 2, "the Breakout file should select state and bitmap bytes"
+    data["selected"] = sorted(state + bitmaps)            # a small selection, so that every byte is probed quickly
+    source = tmp_path / f"{ENV}.json"
+    source.write_text(json.dumps(data))
     run_script("ppo_ram_breakout.py", "--env-id", ENV, "--ram-vars", source, "--drop-bitmaps", "--num-envs", "2",
                "--num-steps", "32", "--total-timesteps", "64", "--torch-threads", "1", "--env-processes", "1",
                "--runs-dir", tmp_path / "runs", cwd=tmp_path)
     ram = next((tmp_path / "runs").glob("*/checkpoint.pt"))
     indices = torch.load(ram, map_location="cpu", weights_only=True)["ram_indices"]
-    kinds = {b["index"]: b["kind"] for b in json.loads(source.read_text())["bytes"]}
-    assert indices and all(kinds[i] != "bitmap" for i in indices)
+    assert sorted(indices) == sorted(state)
     out = tmp_path / "probe"
+    tiny = [a for a in TINY if a != "--no-report"]
+    tiny[tiny.index("--top-k") + 1] = "0"                 # every selected byte
     proc = run_script("probe_function_vectors.py", "--pixel-checkpoint", PIXEL, "--ram-checkpoint", ram,
-                      "--ram-vars", source, "--out-dir", out, *TINY, cwd=tmp_path)
-    assert f"not the {len(indices)} the memory agent was trained on" in proc.stdout, proc.stdout[-2000:]
+                      "--ram-vars", source, "--out-dir", out, *tiny, cwd=tmp_path)
+    assert f"the memory agent observes {len(indices)} of the 5 bytes" in proc.stdout, proc.stdout[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert {r["index"] for r in results["importance"]["ranking"]} == set(indices)
+    probed = [v["index"] for v in results["variables"]]
+    assert sorted(probed) == sorted(data["selected"]), "every selected byte is probed in the pixel agent"
+    assert sorted(probed[-2:]) == sorted(bitmaps), "the unranked bytes come after the ranked ones"
+    assert all((v["importance"] is None) == (v["index"] in bitmaps) for v in results["variables"])
+    assert results["ranking"]["unranked"] == [f"ram[0x{i:02x}]" for i in sorted(bitmaps)]
+    html = (out / "report.html").read_text()
+    assert html.count("unranked (the memory agent does not observe it)") == 2
