@@ -38,6 +38,8 @@ Exit code: 0 every game ran without failure, 1 some game failed or timed out (al
         --train-args="--num-envs 2 --num-steps 32" --extract-args="--total-frames 2000"
     python sweep.py --all-extract --extract-timeout 600               # extractor only, every ROM of ale-py
     python sweep.py --index-only                                      # rebuild sweep/index.{json,html}
+    python sweep.py --index-only --findings                           # + findings.{md,json,png}: what holds across
+                                                                      #   the games with a whole pair (docs/sweep.md)
 """
 import base64
 import contextlib
@@ -61,6 +63,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import tyro
 
 # The default list: 24 games of different kinds (a kind is only shown in the index; nothing depends on it).
@@ -109,6 +112,15 @@ class Args:
     """run only the game at this 0-based position of the game list (a Slurm array task id)"""
     index_only: bool = False
     """run nothing: rebuild index.json and index.html from the game folders"""
+    findings: bool = False
+    """with --index-only: also write what holds across the games whose pair is trained, evaluated, compared and probed
+    (findings.{json,md,png} and findings_scores.png in --out-dir): per kind of variable the extractor names and per
+    game, the probe's verdicts against its controls; per game, steps and wall time to a common score level (a
+    compare_runs.py --threshold run per game, into its results folder's compare_common_level/) and the 30-game scores; aggregated across
+    games with rliable (interquartile mean of human-normalised scores, stratified bootstrap confidence intervals)"""
+    findings_max_steps: int = 0
+    """--findings: read every training run as if it had stopped at this env step (0: to its end), e.g. 5000000 for
+    pairs trained longer than the others"""
     all_extract: bool = False
     """run only the extractor, on every ROM the installed ale-py ships (or on --games), with --extract-timeout
     per game, and print the time per game"""
@@ -141,7 +153,7 @@ class Args:
 
 
 # The valid range of every numeric flag, as in maths ("[1, inf)": 1 or more); check_ranges refuses the rest.
-RANGES = {"total_timesteps": "[1, inf)", "workers": "[1, inf)", "only_index": "[0, inf)", "extract_timeout": "[0, inf)",
+RANGES = {"findings_max_steps": "[0, inf)", "total_timesteps": "[1, inf)", "workers": "[1, inf)", "only_index": "[0, inf)", "extract_timeout": "[0, inf)",
           "step_timeout": "[0, inf)", "tail_lines": "[1, inf)"}
 
 
@@ -938,6 +950,337 @@ results).</p>
 
 
 # ----------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
+# Findings across games (--findings): what the probe found per kind of variable, and memory vs pixel agents
+# ----------------------------------------------------------------------------------------------------------
+# (random, human) scores per game: google-deepmind/dqn_zoo, dqn_zoo/atari_data.py (uniform random actions / a
+# professional human tester, up to 30 no-ops, games capped at 108k frames). Only for normalising scores across games.
+ATARI_RANDOM_HUMAN = {
+    "alien": (227.8, 7127.7), "amidar": (5.8, 1719.5), "asterix": (210.0, 8503.3), "asteroids": (719.1, 47388.7),
+    "bank_heist": (14.2, 753.1), "beam_rider": (363.9, 16926.5), "bowling": (23.1, 160.7), "boxing": (0.1, 12.1),
+    "breakout": (1.7, 30.5), "centipede": (2090.9, 12017.0), "demon_attack": (152.1, 1971.0), "enduro": (0.0, 860.5),
+    "freeway": (0.0, 29.6), "frostbite": (65.2, 4334.7), "hero": (1027.0, 30826.4), "ice_hockey": (-11.2, 0.9),
+    "kangaroo": (52.0, 3035.0), "montezuma_revenge": (0.0, 4753.3), "ms_pacman": (307.3, 6951.6),
+    "pitfall": (-229.4, 6463.7), "pong": (-20.7, 14.6), "qbert": (163.9, 13455.0), "seaquest": (68.4, 42054.7),
+    "space_invaders": (148.0, 1668.7), "tennis": (-23.8, -8.3), "video_pinball": (16256.9, 17667.9),
+}
+# the kinds of variable the findings group by, from the extractor's role (and, for positions, whose object it is)
+VARIABLE_KINDS = ("player position", "player's shots", "other objects' positions", "velocities and directions",
+                  "score", "lives", "timers and counters", "bitmaps", "other roles", "never changed in play")
+AGENT_NAMES = {"pixel": "pixel", "ram": "memory"}
+
+
+def variable_kind(v):
+    """A probed variable's kind for the findings (VARIABLE_KINDS), from results.json's role, object and kind."""
+    role, obj = str(v.get("role") or ""), v.get("object")
+    if role in ("x-position", "y-position"):
+        return {"player": "player position", "player's shot": "player's shots"}.get(obj, "other objects' positions")
+    if role.startswith(("velocity", "direction")):
+        return "velocities and directions"
+    if role.startswith("score"):
+        return "score"
+    if role == "lives":
+        return "lives"
+    if role in ("counter", "timer", "toggle"):
+        return "timers and counters"
+    if role == "bitmap" or (not role and v.get("kind") == "bitmap"):
+        return "bitmaps"
+    if role.startswith("latent") or (not role and v.get("kind") == "latent"):
+        return "never changed in play"   # (a latent byte: only the interventions can score it)
+    return "other roles"
+
+
+def variable_verdicts(v):
+    """One variable's verdicts from results.json (the probe's own rules, results.json verdict_rules): natural frames
+    (any layer beyond both controls; None when not scored), interventions (any layer beyond the shuffled labels),
+    steering at relu_fc (its function vector against random directions: True "with", False otherwise, None when not
+    run) and the layer of the largest natural lead over the controls (None when no layer is beyond them)."""
+    ver = v.get("verdict") or {}
+    nat = {k: d for k, d in (ver.get("natural") or {}).items() if isinstance(d, dict)}
+    itv = {k: d for k, d in (ver.get("interventions") or {}).items() if isinstance(d, dict)}
+    steer = (ver.get("steering") or {}).get("relu_fc") or {}
+    good = {k: d["lead"] for k, d in nat.items() if d.get("decodable") and _num(d.get("lead")) is not None}
+    return {"natural": any(d.get("decodable") for d in nat.values()) if nat else None,
+            "interventions": any(d.get("decodable") for d in itv.values()) if itv else None,
+            "steering": (steer.get("steers") == "with") if steer.get("steers") else None,
+            "peak_layer": max(good, key=good.get) if good else None}
+
+
+def kind_findings(res):
+    """Per kind of variable (VARIABLE_KINDS, those present): {n, and per test (natural, interventions, steering):
+    [beyond the controls, scored], "peak_layers": {layer: how many variables peak there}, "best": the natural read-out
+    that leads its controls most (variable, layer, metric, score, random_network and shuffled: the controls' means,
+    lead: over their best draw), "variables"} from one results.json."""
+    out = {}
+    for v in res.get("variables") or []:
+        if not isinstance(v, dict):
+            continue
+        k = out.setdefault(variable_kind(v), {"n": 0, "natural": [0, 0], "interventions": [0, 0], "steering": [0, 0],
+                                              "peak_layers": {}, "variables": []})
+        k["n"] += 1
+        vv = variable_verdicts(v)
+        for test in ("natural", "interventions", "steering"):
+            if vv[test] is not None:
+                k[test][0] += int(vv[test])
+                k[test][1] += 1
+        if vv["peak_layer"]:
+            k["peak_layers"][vv["peak_layer"]] = k["peak_layers"].get(vv["peak_layer"], 0) + 1
+            nat = (v.get("natural") or {}).get(vv["peak_layer"]) or {}
+            lead = v["verdict"]["natural"][vv["peak_layer"]]["lead"]
+            if _num(nat.get("score")) is not None and (k.get("best") is None or lead > k["best"]["lead"]):
+                k["best"] = {"variable": str(v.get("name")), "layer": vv["peak_layer"], "metric": nat.get("metric"),
+                             "score": nat["score"], "random_network": _num(nat.get("random_network")),
+                             "shuffled": _num(nat.get("control")), "lead": lead}
+        k["variables"].append(str(v.get("name")))
+    return {kind: out[kind] for kind in VARIABLE_KINDS if kind in out}
+
+
+def common_level(game_dir, finals, out, max_steps):
+    """Steps and wall time for each agent to reach one score level, the same for both: the lower of the two final
+    training returns (mean of the last 100 games; with max_steps, at that step), less 10% of its size (compare_runs.py's
+    own 'converge' rule applied to the weaker agent, so both can reach it). Runs compare_runs.py --threshold on
+    game_dir/runs into `out` (first without it, for the finals at max_steps). -> {"level", "final_return": {agent: R},
+    per agent {"steps", "seconds", "reached"}, "out"} or {"error": why}."""
+    def compare(*extra):
+        cmd = [sys.executable, str(Path(__file__).resolve().parent / "compare_runs.py"), str(game_dir / "runs"),
+               "--out-dir", str(out), *extra] + (["--max-steps", str(max_steps)] if max_steps else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+        summ = read_json(out / "summary.json")
+        if proc.returncode != 0 or summ is None:
+            return (proc.stderr.strip().splitlines() or ["compare_runs.py wrote no summary"])[-1]
+        return {a: g for a, g in compare_summary(summ).items() if a in AGENT_NAMES}
+    if max_steps:
+        first = compare()
+        if isinstance(first, str):
+            return {"error": first}
+        finals = {a: (first.get(a) or {}).get("final_return") for a in AGENT_NAMES}
+        if any(f is None for f in finals.values()):
+            return {"error": f"no final return at step {max_steps} for both agents"}
+    low = min(finals.values())
+    level = round(low - 0.1 * abs(low), 3)
+    groups = compare("--threshold", str(level))
+    if isinstance(groups, str):
+        return {"error": groups}
+    rec = {"level": level, "final_return": finals, "max_steps": max_steps or None, "out": str(out)}
+    for agent, g in groups.items():
+        rec[agent] = {"steps": g["steps_to_converge"], "seconds": g["seconds_to_converge"], "reached": g["reached"]}
+    return rec
+
+
+def normalised_scores(game, returns):
+    """Human-normalised scores (score - random) / (human - random) (ATARI_RANDOM_HUMAN), or None for a game not there."""
+    key = re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
+    if key not in ATARI_RANDOM_HUMAN:
+        return None
+    r, h = ATARI_RANDOM_HUMAN[key]
+    return [(x - r) / (h - r) for x in returns]
+
+
+def aggregate_rliable(per_game, reps=2000, seed=1):
+    """Interquartile mean (IQM) and mean of human-normalised scores across games per agent, with 95% stratified
+    bootstrap confidence intervals, by rliable (Agarwal et al. 2021). per_game: {game: {agent: [normalised score per
+    evaluation game]}}; games missing an agent are left out for all. The runs matrix is (evaluation games, games): with
+    one training seed per game, the intervals show the evaluation games' spread, not the spread between seeds."""
+    try:
+        from rliable import library as rly, metrics
+    except ImportError:
+        fail("--findings needs the rliable package (pip install rliable): the aggregates across games use it")
+    games = [g for g, a in per_game.items() if all(a.get(x) for x in AGENT_NAMES)]
+    if not games:
+        return None
+    n = min(len(per_game[g][a]) for g in games for a in AGENT_NAMES)
+    scores = {a: np.array([per_game[g][a][:n] for g in games], float).T for a in AGENT_NAMES}  # (n, games)
+    np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
+    fn = lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])  # noqa: E731
+    point, ci = rly.get_interval_estimates(scores, fn, reps=reps)
+    return {"games": games, "runs_per_game": n, "reps": reps, "seed": seed,
+            **{AGENT_NAMES[a]: {"iqm": float(point[a][0]), "iqm_ci95": [float(x) for x in ci[a][:, 0]],
+                                "mean": float(point[a][1]), "mean_ci95": [float(x) for x in ci[a][:, 1]]}
+               for a in AGENT_NAMES}}
+
+
+def game_findings(out_dir, e, max_steps):
+    """One game's findings from its index entry e, or None when its pair is not trained, evaluated and probed."""
+    game_dir = out_dir / e["folder"]
+    pdir = find_probe_dir(game_dir)
+    ev = e.get("eval") or {}
+    finals = {a: (e.get("compare") or {}).get(a, {}).get("final_return") for a in AGENT_NAMES}
+    if not pdir or any(f is None for f in finals.values()) or not all((ev.get(a) or {}).get("sampled") for a in AGENT_NAMES):
+        return None
+    res = read_json(game_dir / pdir / "results.json") or {}
+    name = re.sub(r"NoFrameskip-v4$|-v5$", "", e["env_id"].replace("ALE/", ""))
+    f = {"env_id": e["env_id"], "game": name, "probe": posixpath.normpath(f"{e['folder']}/{pdir}/report.html"),
+         "kinds": kind_findings(res), "final_return": finals, "eval": {}, "normalised": {}}
+    for a in AGENT_NAMES:
+        rec = ev[a]["sampled"]
+        returns = (read_json(game_dir / rec["path"]) or {}).get("returns") or []
+        f["eval"][a] = {"mean": rec["mean"], "std": rec["std"], "n": len(returns), "global_step": rec["global_step"]}
+        f["normalised"][a] = normalised_scores(name, returns)
+    f["common_level"] = common_level(game_dir, finals, game_dir / "compare_common_level", max_steps)
+    return f
+
+
+def findings_png(found, path):
+    """The findings at a glance: per game (column) and kind of variable (row), three panels (natural frames beyond both
+    controls, interventions beyond the shuffled labels, steering beyond random directions), each cell coloured by the
+    share of the kind's scored variables that pass, labelled 'passed/scored' and, on natural frames, the peak layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [k for k in VARIABLE_KINDS if any(k in f["kinds"] for f in found)]
+    tests = (("natural", "natural frames: beyond the random network and shuffled labels"),
+             ("interventions", "interventions: beyond shuffled labels"), ("steering", "steering (relu_fc): beyond random directions"))
+    fig, axes = plt.subplots(1, 3, figsize=(4.2 * 3, 0.9 + 0.42 * len(kinds)), sharey=True)
+    for ax, (test, title) in zip(axes, tests):
+        grid = np.full((len(kinds), len(found)), np.nan)
+        for j, f in enumerate(found):
+            for i, k in enumerate(kinds):
+                rec = f["kinds"].get(k)
+                if rec and rec[test][1]:
+                    grid[i, j] = rec[test][0] / rec[test][1]
+                    layers = rec["peak_layers"]
+                    peak = max(layers, key=layers.get) if test == "natural" and layers else ""
+                    ax.text(j, i, f"{rec[test][0]}/{rec[test][1]}" + (f"\n{peak}" if peak else ""), ha="center",
+                            va="center", fontsize=7)
+                elif rec:
+                    ax.text(j, i, f"0 scored\n(n={rec['n']})", ha="center", va="center", fontsize=6, color="#888")
+        ax.imshow(np.ma.masked_invalid(grid), cmap="Greens", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(found)), [f["game"] for f in found], fontsize=8, rotation=20)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(range(len(kinds)), kinds, fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+
+
+def scores_png(found, agg, path):
+    """Per game the two agents' 30-game scores (human-normalised, mean and the games' spread), and rliable's IQM with
+    its 95% stratified bootstrap interval across the games."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [3, 1]})
+    colours = {"pixel": "#0969da", "ram": "#cf222e"}
+    games = [f for f in found if all(f["normalised"][a] for a in AGENT_NAMES)]
+    for k, a in enumerate(AGENT_NAMES):
+        xs = np.arange(len(games)) + (k - 0.5) * 0.35
+        vals = [np.array(f["normalised"][a]) for f in games]
+        ax.bar(xs, [v.mean() for v in vals], 0.35, yerr=[v.std() for v in vals], color=colours[a], label=f"{AGENT_NAMES[a]} agent")
+    ax.set_xticks(range(len(games)), [f["game"] for f in games], fontsize=8)
+    ax.set_yscale("symlog", linthresh=1)
+    ax.axhline(1, color="#888", lw=0.8, ls="--")
+    ax.set_ylabel("human-normalised score\n(30 games: mean ± SD)", fontsize=8)
+    ax.legend(fontsize=8)
+    if agg:
+        for k, a in enumerate(AGENT_NAMES):
+            r = agg[AGENT_NAMES[a]]
+            bx.errorbar([k], [r["iqm"]], yerr=[[r["iqm"] - r["iqm_ci95"][0]], [r["iqm_ci95"][1] - r["iqm"]]], fmt="o",
+                        color=colours[a], capsize=4)
+        bx.set_xticks(range(len(AGENT_NAMES)), [AGENT_NAMES[a] for a in AGENT_NAMES], fontsize=8)
+        bx.set_xlim(-0.6, len(AGENT_NAMES) - 0.4)
+        bx.set_title(f"IQM over {len(agg['games'])} games\n(rliable, 95% stratified bootstrap)", fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+
+
+def findings_markdown(found, agg, skipped):
+    """findings.md: the per-kind table, the memory-vs-pixel table and the aggregate, with what each cell means."""
+    def cell(rec, test):
+        return f"{rec[test][0]}/{rec[test][1]}" if rec and rec[test][1] else ("0 scored" if rec else "–")
+    games = [f["game"] for f in found]
+    lines = [f"# Findings across {len(found)} games", "",
+             f"Made by `python sweep.py --index-only --findings` on {now_iso()} from the games whose pair is trained, "
+             "evaluated (30 games), compared and probed: " + ", ".join(games) + "."
+             + (f" Not yet: {', '.join(skipped)}." if skipped else ""), "",
+             "## What the pixel agent's layers hold, per kind of variable", "",
+             "Each cell: variables of that kind that pass / variables scored. natural: decodable from the layers on the "
+             "agent's own frames beyond both controls (the best of the random-weights networks and of the shuffled "
+             "labels, by the probe's margin); interventions: beyond the shuffled labels when the byte is written into "
+             "the emulator; steering: the variable's function vector at relu_fc moves the policy like the real change, "
+             "beyond random directions; peak: the layer where most of the kind's decodable variables lead their controls "
+             "most. Kinds come from the extractor's roles (a ball is one of the other objects).", "",
+             "| kind | " + " | ".join(games) + " |", "|---|" + "---|" * len(games)]
+    for kind in VARIABLE_KINDS:
+        recs = [f["kinds"].get(kind) for f in found]
+        if not any(recs):
+            continue
+        row = []
+        for rec in recs:
+            if not rec:
+                row.append("–")
+                continue
+            pk = rec["peak_layers"]
+            b = rec.get("best")
+            best = (f" (best {b['variable']} {'R²' if b['metric'] == 'r2' else 'F1'} {b['score']:.2f} at {b['layer']}; "
+                    f"random network {b['random_network']:.2f}, shuffled {b['shuffled']:.2f})") if b else ""
+            row.append(f"n={rec['n']}: natural {cell(rec, 'natural')}{best}, interventions {cell(rec, 'interventions')}, "
+                       f"steering {cell(rec, 'steering')}" + (f", peak {max(pk, key=pk.get)}" if pk else ""))
+        lines.append(f"| {kind} | " + " | ".join(row) + " |")
+    lines += ["", "![per kind and game](findings.png)", "", "## Memory agent vs pixel agent", "",
+              "Common level: the lower of the two agents' final training returns (last 100 games"
+              + (f", read at step {found[0]['common_level'].get('max_steps'):,}" if found[0]["common_level"].get("max_steps") else "")
+              + ") less 10% of its size, so that both can reach it; steps and wall time to it on the smoothed training "
+              "return (`compare_runs.py --threshold`). Scores: 30 full games each, sampled actions, mean ± SD; normalised: "
+              "(score − random) / (human − random), dqn_zoo's random and human scores.", "",
+              "| game | steps (pixel / memory) | common level | steps to it: pixel | memory | wall time to it: pixel | "
+              "memory | score: pixel | memory | normalised: pixel | memory |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def m(x, unit=1e6, suffix="M"):
+        return "not reached" if x is None else f"{x / unit:.2f}{suffix}"
+    for f in found:
+        c = f["common_level"]
+        nz = {a: (np.mean(f["normalised"][a]) if f["normalised"][a] else None) for a in AGENT_NAMES}
+        steps = " / ".join(f"{f['eval'][a]['global_step'] / 1e6:.1f}M" for a in AGENT_NAMES)
+        if "error" in c:
+            lines.append(f"| {f['game']} | {steps} | compare_runs.py failed: {c['error']} |" + " |" * 8)
+            continue
+        lines.append(f"| {f['game']} | {steps} | {c['level']:g} | {m(c['pixel']['steps'])} | {m(c['ram']['steps'])} | "
+                     f"{m(c['pixel']['seconds'], 60, ' min')} | {m(c['ram']['seconds'], 60, ' min')} | "
+                     f"{f['eval']['pixel']['mean']:.1f} ± {f['eval']['pixel']['std']:.1f} | "
+                     f"{f['eval']['ram']['mean']:.1f} ± {f['eval']['ram']['std']:.1f} | "
+                     + " | ".join("–" if nz[a] is None else f"{nz[a]:.2f}" for a in AGENT_NAMES) + " |")
+    lines += [""]
+    if agg:
+        p, r = agg["pixel"], agg["memory"]
+        lines += [f"Across {len(agg['games'])} games ({', '.join(agg['games'])}), by rliable: interquartile mean of the "
+                  f"human-normalised scores, pixel agent **{p['iqm']:.2f}** [{p['iqm_ci95'][0]:.2f}, {p['iqm_ci95'][1]:.2f}], "
+                  f"memory agent **{r['iqm']:.2f}** [{r['iqm_ci95'][0]:.2f}, {r['iqm_ci95'][1]:.2f}]; mean "
+                  f"{p['mean']:.2f} [{p['mean_ci95'][0]:.2f}, {p['mean_ci95'][1]:.2f}] against {r['mean']:.2f} "
+                  f"[{r['mean_ci95'][0]:.2f}, {r['mean_ci95'][1]:.2f}] (95% stratified bootstrap intervals, {agg['reps']} "
+                  f"resamples, seed {agg['seed']}; {agg['runs_per_game']} evaluation games per game as the runs: with one "
+                  "training seed per game, the intervals show the evaluation games' spread, not the spread between "
+                  "training seeds).", ""]
+    lines += ["![scores](findings_scores.png)", ""]
+    return "\n".join(lines)
+
+
+def write_findings(out_dir, index, args):
+    """--findings: findings.json, findings.md, findings.png and findings_scores.png in out_dir (see Args.findings)."""
+    found, skipped = [], []
+    for e in index["games"]:
+        f = game_findings(out_dir, e, args.findings_max_steps)
+        (found.append(f) if f else skipped.append(e["env_id"]))
+    if not found:
+        print("findings: no game has a trained, evaluated, compared and probed pair yet; nothing written")
+        return
+    agg = aggregate_rliable({f["game"]: f["normalised"] for f in found})
+    try:
+        findings_png(found, out_dir / "findings.png")
+        scores_png(found, agg, out_dir / "findings_scores.png")
+        write_json(out_dir / "findings.json", {"format": "memory-pixel-interp/findings", "version": 1,
+                                               "created": now_iso(), "games": found, "aggregate": agg,
+                                               "not_yet": skipped, "max_steps": args.findings_max_steps})
+        write_atomic(out_dir / "findings.md", lambda fh: fh.write(findings_markdown(found, agg, skipped).encode()))
+    except OSError as e:
+        fail(f"cannot write the findings in {out_dir}: {e.strerror or e}")
+    print(f"findings over {len(found)} games ({', '.join(f['game'] for f in found)}): {out_dir / 'findings.md'}")
+
+
 def _sigterm_to_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -972,7 +1315,11 @@ def main():
         check_writable(out_dir)
         index = build_index(out_dir, listed)
         print(f"index of {index['n_games']} games: {out_dir / 'index.html'}  ({index['counts']})")
+        if args.findings:
+            write_findings(out_dir, index, args)
         return
+    if args.findings:
+        fail("--findings is read from the game folders: use it with --index-only")
 
     games = game_list(args)
     if len(set(g for g, _ in games)) != len(games):

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, assert_clean_error, run_script
@@ -158,6 +159,7 @@ def test_game_lists():
     (["--games", "../../etc"], "bad env id"),
     (["--games", "PongNoFrameskip-v4", "PongNoFrameskip-v4"], "twice"),
     (["--extract-args=--total-frames '10"], "--extract-args"),
+    (["--findings"], "--index-only"),
 ])
 def test_bad_input(tmp_path, bad_args, needle):
     proc = run_script("sweep.py", *bad_args, "--out-dir", tmp_path / "s", cwd=tmp_path, check=False)
@@ -270,3 +272,80 @@ def test_five_games_index(tmp_path):
     assert e["status"] == "partial: extract, ram, probe", e["steps"]
     assert e["steps"]["pixel"]["status"] == "in progress" and e["steps"]["compare"]["status"] == "not run"
     assert "compare" not in e["links"] and e["compare"] is None and "probe results" in e["links"]
+
+
+def test_findings_across_games(tmp_path):
+    """sweep.py --index-only --findings on a game folder laid out as run_game.sh lays it out (the real scripts, tiny
+    budgets, enough steps for finished games): the per-kind table adds up to the probe's variables and follows its
+    verdicts, the common level is the lower final return less 10% and compare_runs.py measured both agents against
+    it, and the aggregate is rliable's interquartile mean of the evaluation scores, normalised per game."""
+    from scipy.stats import trim_mean
+
+    env_id = "BreakoutNoFrameskip-v4"
+    index_dir, res = tmp_path / "results" / "five", tmp_path / "results" / "breakout"
+    ram_vars = tmp_path / "ram_vars" / f"{env_id}.json"
+    ram_vars.parent.mkdir()
+    ram_vars.write_bytes((ROOT / "ram_vars" / f"{env_id}.json").read_bytes())
+    train = ["--env-id", env_id, "--total-timesteps", "2048", "--num-envs", "2", "--num-steps", "64",
+             "--torch-threads", "1"]
+    run_script("ppo_ram_breakout.py", *train, "--ram-vars", ram_vars, "--runs-dir", res / "runs" / "memory", cwd=tmp_path)
+    run_script("ppo_pixel_breakout.py", *train, "--runs-dir", res / "runs" / "pixel", cwd=tmp_path)
+    (memory,), (pixel,) = [list((res / "runs" / a).iterdir()) for a in ("memory", "pixel")]
+    for script, run, name in (("ppo_ram_breakout.py", memory, "memory"), ("ppo_pixel_breakout.py", pixel, "pixel")):
+        run_script(script, "--eval-checkpoint", run / "checkpoint.pt", "--eval-episodes", "3", "--eval-max-frames",
+                   "2000", "--eval-out", res / "eval" / f"{name}_sampled.json", cwd=tmp_path)
+    run_script("compare_runs.py", res / "runs", "--out-dir", res / "compare", cwd=tmp_path)
+    run_script("probe_function_vectors.py", "--pixel-checkpoint", pixel / "checkpoint.pt", "--ram-checkpoint",
+               memory / "checkpoint.pt", "--ram-vars", ram_vars, "--out-dir", res / "probe", *PROBE_TINY.split(),
+               "--no-report", cwd=tmp_path)
+    env = dict(os.environ, **ENV, STAGES="index", RESULTS_DIR=str(res), INDEX_DIR=str(index_dir),
+               RAM_VARS=str(ram_vars), PYTHON=sys.executable)
+    subprocess.run(["bash", str(ROOT / "docs" / "results" / "five_games" / "run_game.sh"), "Breakout"], env=env,
+                   check=True, capture_output=True, timeout=300)
+    proc = run_script("sweep.py", "--index-only", "--out-dir", index_dir, "--findings", "--games", env_id,
+                      "PongNoFrameskip-v4", cwd=tmp_path)
+    assert "findings over 1 games (Breakout)" in proc.stdout, proc.stdout[-2000:]
+    found = json.loads((index_dir / "findings.json").read_text())
+    (g,) = found["games"]
+    assert g["env_id"] == env_id and found["not_yet"] == ["PongNoFrameskip-v4"]
+
+    # the per-kind table: every probed variable once, and the counts are the probe's own verdicts
+    results = json.loads((res / "probe" / "results.json").read_text())
+    assert sum(k["n"] for k in g["kinds"].values()) == len(results["variables"])
+    assert sorted(n for k in g["kinds"].values() for n in k["variables"]) == sorted(v["name"] for v in results["variables"])
+    by_name = {v["name"]: v for v in results["variables"]}
+    for kind in g["kinds"].values():
+        vs = [by_name[n] for n in kind["variables"]]
+        nat = [any(d["decodable"] for d in v["verdict"]["natural"].values()) for v in vs if v["verdict"].get("natural")]
+        itv = [any(d["decodable"] for d in v["verdict"]["interventions"].values()) for v in vs
+               if v["verdict"].get("interventions")]
+        steer = [v["verdict"]["steering"]["relu_fc"]["steers"] == "with" for v in vs
+                 if (v["verdict"].get("steering") or {}).get("relu_fc")]
+        assert kind["natural"] == [sum(nat), len(nat)] and kind["interventions"] == [sum(itv), len(itv)]
+        assert kind["steering"] == [sum(steer), len(steer)]
+
+    # the common level, and both agents measured against it by compare_runs.py
+    summ = json.loads((res / "compare" / "summary.json").read_text())
+    finals = {x["agent"]: x["final_return"]["mean"] for x in summ["groups"]}
+    low = min(finals.values())
+    c = g["common_level"]
+    assert c["level"] == round(low - 0.1 * abs(low), 3), (c, finals)
+    common = json.loads((res / "compare_common_level" / "summary.json").read_text())
+    assert common["args"]["threshold"] == c["level"]
+    got = {x["agent"]: x["steps_to_converge"]["mean"] for x in common["groups"]}
+    assert got == {"ram": c["ram"]["steps"], "pixel": c["pixel"]["steps"]}
+
+    # scores: the evaluations' own; normalised by one increasing affine map; rliable's IQM is the 25% trimmed mean
+    for agent, name in (("ram", "memory"), ("pixel", "pixel")):
+        ev = json.loads((res / "eval" / f"{name}_sampled.json").read_text())
+        assert g["eval"][agent]["mean"] == ev["mean"] and g["eval"][agent]["n"] == 3
+        x, y = np.array(ev["returns"], float), np.array(g["normalised"][agent])
+        a, b = np.polyfit(x, y, 1) if np.ptp(x) else (None, None)
+        assert a is None or (a > 0 and np.allclose(a * x + b, y))
+        agg = found["aggregate"]["memory" if agent == "ram" else "pixel"]
+        assert agg["iqm"] == pytest.approx(trim_mean(y, 0.25))
+        assert agg["iqm_ci95"][0] <= agg["iqm"] + 1e-9 and agg["iqm"] <= agg["iqm_ci95"][1] + 1e-9
+    md = (index_dir / "findings.md").read_text()
+    assert "| Breakout |" in md and "rliable" in md and "not yet" in md.lower()
+    for png in ("findings.png", "findings_scores.png"):
+        assert (index_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
