@@ -19,7 +19,9 @@
 #   video    probe_video.py on the probe's outputs (decoded_relu3_natural.mp4 in $RESULTS_DIR/probe, shown in the atlas)
 #   index    $INDEX_DIR/<game>/status.json (sweep.py's status schema: each step "done" when its output is in
 #            $RESULTS_DIR; of several runs of an agent, the finished one with the highest global_step), then the
-#            cross-game index $INDEX_DIR/index.{json,html} (sweep.py --index-only over the five games)
+#            cross-game index $INDEX_DIR/index.{json,html} (sweep.py --index-only over the five games) and the
+#            findings across the games whose pair is done, $INDEX_DIR/findings.{md,json,png} (--findings, each run read
+#            to $STEPS steps: Breakout's 10M pair as if stopped at 5M)
 # Settings (environment variables): STEPS (5000000), SEED (1), UNTIL (Unix time; 0 = never), EXTRA (more arguments
 # for both training scripts, e.g. "--torch-threads 1"), MEMORY_FLAGS (default --drop-bitmaps: the Breakout ablation's
 # conclusion, docs/results/breakout_memory_ablation/README.md; "" for the full selection), EVAL_EPISODES (30); for a quick dry run of the
@@ -144,7 +146,8 @@ EOF
     local rc=$?
     [ "$rc" = 0 ] || return "$rc"
     # shellcheck disable=SC2046
-    $PY sweep.py --index-only --out-dir "$INDEX_DIR" --games $(for g in $GAMES; do echo "${g}NoFrameskip-v4"; done)
+    $PY sweep.py --index-only --findings --findings-max-steps "$STEPS" --out-dir "$INDEX_DIR" \
+        --games $(for g in $GAMES; do echo "${g}NoFrameskip-v4"; done)
 }
 
 run_dir_of() { ls -d "$RESULTS_DIR/runs/$1/${ENV_ID}__"*"__${SEED}__"* 2>/dev/null | tail -n 1; }
